@@ -1,0 +1,67 @@
+// The epoll backend: completions emulated with readiness plus non-blocking
+// syscalls, as libuv's src/unix/linux.c does.
+//
+// Each fd is registered once, edge-triggered, on its first operation, and
+// made non-blocking (O_NONBLOCK on the open file description). An operation
+// is tried at once when its fd is believed ready and queued otherwise; an
+// edge retries the queue in order until a call would block. Regular files
+// cannot be polled: their operations run synchronously. Close an fd that had
+// operations with an op_kind::close operation, so the backend forgets it
+// before the number is reused. Cross-thread wake-up is an eventfd.
+#pragma once
+
+#include <atomic>
+#include <vector>
+
+#include "core/backend.h"
+
+namespace polyloop::backends {
+
+class EpollBackend final : public Backend {
+ public:
+  // Throws std::system_error naming the syscall that failed.
+  EpollBackend();
+  ~EpollBackend() override;
+  EpollBackend(const EpollBackend&) = delete;
+  EpollBackend& operator=(const EpollBackend&) = delete;
+
+  std::string_view name() const noexcept override { return "epoll"; }
+  void start(operation& op) noexcept override;
+  void cancel(operation& op) noexcept override;
+  std::error_code poll(std::chrono::nanoseconds timeout,
+                       detail::ready_queue& ready) noexcept override;
+  void wakeup() noexcept override;
+
+ private:
+  struct op_queue {
+    operation* head = nullptr;
+    operation* tail = nullptr;
+    void push(operation* op) noexcept;
+    bool remove(operation* op) noexcept;
+  };
+  struct fd_state {
+    op_queue readers;  // read, recv, accept, poll for POLLIN
+    op_queue writers;  // write, send, connect, poll for POLLOUT only
+    bool registered = false;
+    bool pollable = true;
+    bool readable = true;  // no EAGAIN seen since the last edge
+    bool writable = true;
+  };
+
+  fd_state* state_for(int fd) noexcept;
+  bool register_fd(int fd, fd_state& st) noexcept;
+  void close_fd(operation& op) noexcept;
+  void drain(op_queue& q, bool& ready_flag) noexcept;
+  void complete(operation& op) noexcept;
+  void dispatch(std::uint32_t events, int fd) noexcept;
+
+  int epfd_ = -1;
+  int wakefd_ = -1;
+  std::atomic<bool> wake_pending_{false};
+  bool have_pwait2_ = true;
+  std::size_t queued_ = 0;  // operations waiting for readiness
+  std::vector<fd_state> fds_;
+  op_queue completed_;  // finished in start()/cancel(), handed over by poll()
+};
+
+}  // namespace polyloop::backends

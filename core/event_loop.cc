@@ -1,0 +1,310 @@
+#include "core/event_loop.h"
+
+#include <cstdio>
+#include <system_error>
+
+namespace polyloop {
+
+namespace {
+thread_local EventLoop* current_loop = nullptr;
+}  // namespace
+
+SteadyClock& SteadyClock::instance() noexcept {
+  static SteadyClock clock;
+  return clock;
+}
+
+EventLoop& get_running_loop() {
+  if (current_loop == nullptr) {
+    throw EventLoopError(
+        "no running event loop: call this from a task or callback that the loop runs");
+  }
+  return *current_loop;
+}
+
+EventLoop* running_loop() noexcept { return current_loop; }
+
+// --- Handle -----------------------------------------------------------------
+
+void Handle::cancel() noexcept {
+  detail::callback_node* n = node_;
+  if (n == nullptr || n->generation != generation_ || n->cancelled) return;
+  n->cancelled = true;
+  n->release();  // drop what the callback captured now, as asyncio does
+  if (n->in_timer_heap) n->pool->loop().note_cancelled_timer();
+}
+
+bool Handle::cancelled() const noexcept {
+  // A recycled node means the callback ran or was dropped; only a cancel
+  // that took effect leaves `cancelled` set on the same generation.
+  return node_ != nullptr && node_->generation == generation_ && node_->cancelled;
+}
+
+// --- callback_pool ----------------------------------------------------------
+
+void detail::callback_pool::grow() {
+  constexpr std::size_t chunk = 256;
+  auto nodes = std::make_unique<callback_node[]>(chunk);
+  for (std::size_t i = 0; i < chunk; ++i) {
+    nodes[i].fn = &callback_pool::run;
+    nodes[i].pool = this;
+    nodes[i].next_free = (i + 1 < chunk) ? &nodes[i + 1] : free_;
+  }
+  free_ = &nodes[0];
+  chunks_.push_back(std::move(nodes));
+}
+
+void detail::callback_pool::run(ready_node* node, ready_node::action what) {
+  auto* n = static_cast<callback_node*>(node);
+  callback_pool* pool = n->pool;
+  if (what == ready_node::action::run && !n->cancelled) {
+    n->in_timer_heap = false;
+    try {
+      n->invoke(n->storage);
+    } catch (...) {
+      pool->loop().call_exception_handler({"exception in callback", std::current_exception()});
+    }
+    // Handle::cancelled() must stay false for a callback that ran: recycling
+    // bumps the generation, so the handle no longer matches.
+  }
+  pool->release(n);
+}
+
+// --- EventLoop --------------------------------------------------------------
+
+EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock)
+    : backend_(std::move(backend)),
+      backend_name_(backend_->name()),
+      clock_(&clock),
+      pool_(std::make_unique<detail::callback_pool>(*this)) {}
+
+EventLoop::~EventLoop() {
+  if (running_) {
+    std::fputs("polyloop: an EventLoop was destroyed while running; aborting\n", stderr);
+    std::abort();
+  }
+  close();
+  // Whatever still refers to this loop (futures users kept) must stop doing so.
+  while (states_ != nullptr) {
+    detail::state_link* s = states_;
+    unlink_state(s);
+    s->on_loop_destroyed();
+  }
+}
+
+void EventLoop::check_open() const {
+  if (closed_.load(std::memory_order_relaxed)) {
+    throw EventLoopError(
+        "event loop is closed: a closed loop cannot schedule or run anything; create a new "
+        "loop with new_event_loop()");
+  }
+}
+
+Backend& EventLoop::backend() {
+  check_open();
+  return *backend_;
+}
+
+void EventLoop::schedule(detail::ready_node* node) {
+  check_open();
+  ready_.push(node);
+}
+
+void EventLoop::run_forever() {
+  check_open();
+  if (running_) {
+    throw EventLoopError("this event loop is already running; use create_task() to add work");
+  }
+  if (current_loop != nullptr) {
+    throw EventLoopError(
+        "cannot run an event loop while another loop is running on this thread");
+  }
+  running_ = true;
+  current_loop = this;
+  struct reset_on_exit {
+    EventLoop& loop;
+    ~reset_on_exit() {
+      loop.running_ = false;
+      loop.stopping_ = false;
+      current_loop = nullptr;
+    }
+  } reset{*this};
+  while (true) {
+    run_once();
+    if (stopping_) break;
+  }
+}
+
+void EventLoop::close() {
+  if (running_) throw EventLoopError("cannot close a running event loop; call stop() first");
+  if (closed_.load(std::memory_order_relaxed)) return;
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    closed_.store(true, std::memory_order_relaxed);
+    for (detail::ready_node* n : threadsafe_queue_) n->fn(n, detail::ready_node::action::discard);
+    threadsafe_queue_.clear();
+    backend_.reset();
+  }
+  ready_.discard_all();
+  for (timer_entry& t : timers_) pool_->release(t.node);
+  timers_.clear();
+  cancelled_timers_ = 0;
+  // Tasks still pending can never run again. Ending one destroys its frame,
+  // which may release other states: hold a reference to each meanwhile.
+  std::vector<detail::state_link*> live;
+  for (detail::state_link* s = states_; s != nullptr; s = s->next) {
+    s->add_ref();
+    live.push_back(s);
+  }
+  for (detail::state_link* s : live) s->on_loop_closed();
+  for (detail::state_link* s : live) s->release();
+}
+
+void EventLoop::link_state(detail::state_link* s) noexcept {
+  s->prev = nullptr;
+  s->next = states_;
+  if (states_ != nullptr) states_->prev = s;
+  states_ = s;
+}
+
+void EventLoop::unlink_state(detail::state_link* s) noexcept {
+  if (s->prev != nullptr) {
+    s->prev->next = s->next;
+  } else if (states_ == s) {
+    states_ = s->next;
+  }
+  if (s->next != nullptr) s->next->prev = s->prev;
+  s->prev = s->next = nullptr;
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+  if (!handler_) {
+    print_exception(context);
+    return;
+  }
+  try {
+    handler_(*this, context);
+  } catch (...) {
+    print_exception({"exception in the loop's exception handler", std::current_exception()});
+    print_exception(context);
+  }
+}
+
+void EventLoop::print_exception(const ExceptionContext& context) noexcept {
+  std::string what;
+  if (context.exception) {
+    try {
+      std::rethrow_exception(context.exception);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+      what = "an exception not derived from std::exception";
+    }
+  }
+  if (what.empty()) {
+    std::fprintf(stderr, "polyloop: %s\n", context.message.c_str());
+  } else {
+    std::fprintf(stderr, "polyloop: %s: %s\n", context.message.c_str(), what.c_str());
+  }
+}
+
+std::size_t EventLoop::cancel_all_tasks() {
+  check_open();
+  std::vector<detail::state_link*> live;
+  for (detail::state_link* s = states_; s != nullptr; s = s->next) {
+    s->add_ref();
+    live.push_back(s);
+  }
+  std::size_t cancelled = 0;
+  for (detail::state_link* s : live) cancelled += s->cancel_if_pending_task() ? 1 : 0;
+  for (detail::state_link* s : live) s->release();
+  if (cancelled == 0) return 0;
+  // Run until no task is pending; each iteration lets cancelled tasks unwind.
+  auto any_pending = [this] {
+    for (detail::state_link* s = states_; s != nullptr; s = s->next) {
+      if (s->is_pending_task()) return true;
+    }
+    return false;
+  };
+  while (any_pending()) {
+    call_soon([this] { stop(); });
+    run_forever();
+  }
+  return cancelled;
+}
+
+void EventLoop::note_cancelled_timer() noexcept {
+  ++cancelled_timers_;
+  // Compact once most of a large heap is cancelled timers, so that code
+  // which schedules and cancels many timeouts does not grow the heap.
+  if (timers_.size() > 100 && cancelled_timers_ * 2 > timers_.size()) compact_timers();
+}
+
+void EventLoop::compact_timers() {
+  std::size_t kept = 0;
+  for (timer_entry& t : timers_) {
+    if (t.node->cancelled) {
+      pool_->release(t.node);
+    } else {
+      timers_[kept++] = t;
+    }
+  }
+  timers_.resize(kept);
+  std::make_heap(timers_.begin(), timers_.end(), &timer_later);
+  cancelled_timers_ = 0;
+}
+
+void EventLoop::take_threadsafe() {
+  std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+  threadsafe_pending_.store(false, std::memory_order_relaxed);
+  for (detail::ready_node* n : threadsafe_queue_) ready_.push(n);
+  threadsafe_queue_.clear();
+}
+
+std::chrono::nanoseconds EventLoop::compute_timeout() {
+  if (!ready_.empty() || stopping_) return std::chrono::nanoseconds(0);
+  // Cancelled timers on top of the heap must not decide the timeout.
+  while (!timers_.empty() && timers_.front().node->cancelled) {
+    std::pop_heap(timers_.begin(), timers_.end(), &timer_later);
+    pool_->release(timers_.back().node);
+    timers_.pop_back();
+    --cancelled_timers_;
+  }
+  if (timers_.empty()) return std::chrono::nanoseconds(-1);
+  time_point deadline = timers_.front().when;
+  time_point now = clock_->now();
+  if (deadline <= now || clock_->skip_to(deadline)) return std::chrono::nanoseconds(0);
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+}
+
+void EventLoop::fire_expired_timers() {
+  if (timers_.empty()) return;
+  time_point now = clock_->now();
+  while (!timers_.empty() && timers_.front().when <= now) {
+    std::pop_heap(timers_.begin(), timers_.end(), &timer_later);
+    detail::callback_node* n = timers_.back().node;
+    timers_.pop_back();
+    if (n->cancelled) {
+      --cancelled_timers_;
+      pool_->release(n);
+    } else {
+      n->in_timer_heap = false;
+      ready_.push(n);
+    }
+  }
+}
+
+void EventLoop::run_once() {
+  if (threadsafe_pending_.load(std::memory_order_acquire)) take_threadsafe();
+  std::error_code ec = backend_->poll(compute_timeout(), ready_);
+  if (ec) throw std::system_error(ec, std::string(backend_name_) + " backend: waiting for events");
+  if (threadsafe_pending_.load(std::memory_order_acquire)) take_threadsafe();
+  fire_expired_timers();
+  // Only what is ready now runs in this iteration.
+  for (std::size_t n = ready_.size(); n != 0; --n) {
+    detail::ready_node* node = ready_.pop();
+    node->fn(node, detail::ready_node::action::run);
+  }
+}
+
+}  // namespace polyloop

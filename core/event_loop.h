@@ -1,0 +1,398 @@
+// EventLoop: asyncio's event loop over a pluggable Backend.
+//
+// One iteration (asyncio's _run_once, docs/design.md):
+//   1. timeout = 0 if callbacks are ready or stop() was called, else the time
+//      to the earliest timer, else no limit;
+//   2. backend.poll(timeout): completed operations join the ready queue;
+//   3. expired timers join the ready queue, earliest first, ties in the order
+//      they were scheduled;
+//   4. the callbacks that were ready when this step began run in FIFO order;
+//      callbacks they schedule wait for the next iteration.
+//
+// Threads: a loop is used from one thread, the one that runs it; the only
+// exception is call_soon_threadsafe(). Ownership: the loop owns its backend,
+// its timers and queued callbacks. Handles, futures and tasks must not
+// outlive the loop they were made by.
+//
+// Task-related members (create_task, ensure_future, run_until_complete) are
+// defined in core/task.h; include "polyloop/polyloop.h" to use them.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/clock.h"
+#include "core/detail/ready_queue.h"
+#include "core/errors.h"
+
+namespace polyloop {
+
+class EventLoop;
+template <class T>
+class Future;
+template <class T>
+class Task;
+
+namespace detail {
+
+class callback_pool;
+class future_state_base;
+
+// A scheduled callback, from a pool owned by the loop. Small callables are
+// stored inline, so call_soon allocates nothing in steady state.
+struct callback_node : ready_node {
+  static constexpr std::size_t inline_size = 48;
+
+  void (*invoke)(void* storage) = nullptr;
+  void (*destroy)(void* storage) noexcept = nullptr;
+  alignas(std::max_align_t) unsigned char storage[inline_size];
+  callback_pool* pool = nullptr;
+  callback_node* next_free = nullptr;
+  std::uint32_t generation = 0;
+  bool cancelled = false;
+  bool in_timer_heap = false;
+  Clock::time_point when{};
+
+  template <class F>
+  void emplace(F&& f) {
+    using Fn = std::decay_t<F>;
+    if constexpr (sizeof(Fn) <= inline_size && alignof(Fn) <= alignof(std::max_align_t) &&
+                  std::is_nothrow_move_constructible_v<Fn>) {
+      ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
+      invoke = [](void* s) { (*std::launder(static_cast<Fn*>(s)))(); };
+      destroy = [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); };
+    } else {
+      // Too big to store inline: one allocation, as std::function would.
+      *reinterpret_cast<Fn**>(storage) = new Fn(std::forward<F>(f));
+      invoke = [](void* s) { (**reinterpret_cast<Fn**>(s))(); };
+      destroy = [](void* s) noexcept { delete *reinterpret_cast<Fn**>(s); };
+    }
+  }
+  // Releases the callable (and what it captured) once it ran or was cancelled.
+  void release() noexcept {
+    if (destroy) destroy(storage);
+    destroy = nullptr;
+    invoke = nullptr;
+  }
+};
+
+// Links every live future state into its loop, so that closing the loop can
+// drop their pending callbacks and end tasks that can never run again.
+struct state_link {
+  state_link* prev = nullptr;
+  state_link* next = nullptr;
+  virtual void add_ref() noexcept = 0;
+  virtual void release() noexcept = 0;
+  virtual void on_loop_closed() noexcept = 0;  // see EventLoop::close()
+  // If this is a pending task: cancel it and return true.
+  virtual bool cancel_if_pending_task() = 0;
+  virtual bool is_pending_task() const noexcept = 0;
+  virtual void on_loop_destroyed() noexcept = 0;
+
+ protected:
+  ~state_link() = default;
+};
+
+// A callable queued by another thread: heap-allocated, since the loop's pool
+// is not thread-safe, and itself a ready_node.
+template <class F>
+struct threadsafe_box : ready_node {
+  F fn;
+  explicit threadsafe_box(F&& f) : ready_node{&run}, fn(std::move(f)) {}
+  static void run(ready_node* n, ready_node::action what);
+};
+
+}  // namespace detail
+
+// What call_soon() returns: lets the caller cancel the callback before it
+// runs. A small value; copying it is free. Valid while the loop lives.
+class Handle {
+ public:
+  Handle() = default;
+  // Stops the callback from running and releases it. No effect once it ran.
+  void cancel() noexcept;
+  // True if cancel() took effect.
+  bool cancelled() const noexcept;
+
+ protected:
+  friend class EventLoop;
+  Handle(detail::callback_node* node) noexcept : node_(node), generation_(node->generation) {}
+  detail::callback_node* node_ = nullptr;
+  std::uint32_t generation_ = 0;
+};
+
+// What call_later() and call_at() return.
+class TimerHandle : public Handle {
+ public:
+  TimerHandle() = default;
+  // When the callback is due, on the loop's clock.
+  Clock::time_point when() const noexcept { return when_; }
+
+ private:
+  friend class EventLoop;
+  TimerHandle(detail::callback_node* node) noexcept : Handle(node), when_(node->when) {}
+  Clock::time_point when_{};
+};
+
+// What the exception handler is told (asyncio's context dict).
+struct ExceptionContext {
+  std::string message;
+  std::exception_ptr exception;  // may be null
+};
+
+using ExceptionHandler = std::function<void(EventLoop&, const ExceptionContext&)>;
+
+class EventLoop {
+ public:
+  using time_point = Clock::time_point;
+  using duration = Clock::duration;
+
+  // Most code calls new_event_loop() (policies/) instead, which picks the
+  // backend by name. `clock` must outlive the loop.
+  explicit EventLoop(std::unique_ptr<Backend> backend, Clock& clock = SteadyClock::instance());
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+  // Closes the loop if it is still open. Must not be called while running.
+  ~EventLoop();
+
+  // Which backend really runs: "epoll", "io_uring", "asio".
+  std::string_view backend_name() const noexcept { return backend_name_; }
+
+  // Schedules f() to run in a later iteration, after the callbacks already
+  // scheduled. f runs on the loop's thread; what it throws goes to the
+  // exception handler. Throws EventLoopError if the loop is closed.
+  template <class F>
+  Handle call_soon(F&& f);
+  // Schedules f() for `delay` from now, never earlier. Timers with equal
+  // deadlines run in the order they were scheduled.
+  template <class F>
+  TimerHandle call_later(duration delay, F&& f) {
+    return call_at(time() + delay, std::forward<F>(f));
+  }
+  template <class F>
+  TimerHandle call_at(time_point when, F&& f);
+  // The one method any thread may call: queues f() and wakes the loop if it
+  // is blocked in its backend. Throws EventLoopError if the loop is closed.
+  template <class F>
+  void call_soon_threadsafe(F&& f);
+
+  // The loop's monotonic clock.
+  time_point time() const noexcept { return clock_->now(); }
+
+  // Runs until stop() is called. Throws EventLoopError if the loop is closed
+  // or a loop is already running on this thread.
+  void run_forever();
+  // Runs until `task` (scheduled first) or `future` is done; returns its
+  // result or rethrows its exception. Defined in core/task.h.
+  template <class T>
+  T run_until_complete(Task<T> task);
+  template <class T>
+  T run_until_complete(Future<T> future);
+  // Makes run_forever() return after the iteration in progress.
+  void stop() noexcept { stopping_ = true; }
+  // Drops queued callbacks and timers, releases the backend, and ends every
+  // task still pending (their frames are destroyed, which is reported through
+  // the exception handler as asyncio's "Task was destroyed but it is
+  // pending!"). A closed loop cannot run again. Throws EventLoopError while
+  // running; closing twice does nothing.
+  void close();
+  bool is_running() const noexcept { return running_; }
+  bool is_closed() const noexcept { return closed_; }
+
+  // Schedules a coroutine to run on this loop; the returned future completes
+  // with its result. Defined in core/task.h.
+  template <class T>
+  Future<T> create_task(Task<T> task);
+  template <class T>
+  Future<T> ensure_future(Task<T> task) { return create_task(std::move(task)); }
+  template <class T>
+  Future<T> ensure_future(Future<T> future);
+  // A new pending future bound to this loop.
+  template <class T = void>
+  Future<T> create_future();
+
+  // Replaces the handler told about exceptions nobody else could receive:
+  // a callback that threw, a task's exception nobody retrieved. An empty
+  // handler restores the default, which prints to stderr.
+  void set_exception_handler(ExceptionHandler handler) { handler_ = std::move(handler); }
+  void call_exception_handler(const ExceptionContext& context) noexcept;
+  // What the default handler does: one line on stderr.
+  static void print_exception(const ExceptionContext& context) noexcept;
+
+  // Cancels every task still pending on this loop and runs the loop until
+  // they have all ended (what run() does before closing). Returns how many
+  // tasks were cancelled.
+  std::size_t cancel_all_tasks();
+
+  // Throws EventLoopError if the loop is closed.
+  void check_open() const;
+  // Runs until `state` is done (run_until_complete without the result).
+  void run_until_done(detail::future_state_base& state);
+
+  // For backend-facing layers (core/io.h, net/): the backend, and a way to
+  // put an intrusive node on the ready queue.
+  Backend& backend();
+  void schedule(detail::ready_node* node);
+  Clock& clock() const noexcept { return *clock_; }
+
+  // For core/future.h: the list of live future states.
+  void link_state(detail::state_link* s) noexcept;
+  void unlink_state(detail::state_link* s) noexcept;
+
+  // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
+  // most of it is dead (asyncio does the same).
+  void note_cancelled_timer() noexcept;
+
+ private:
+  friend class detail::callback_pool;
+  struct timer_entry {
+    time_point when;
+    std::uint64_t seq;
+    detail::callback_node* node;
+  };
+
+  detail::callback_node* acquire_node();
+  void run_once();
+  std::chrono::nanoseconds compute_timeout();
+  void take_threadsafe();
+  void fire_expired_timers();
+  void compact_timers();
+  static bool timer_later(const timer_entry& a, const timer_entry& b) noexcept {
+    return a.when != b.when ? a.when > b.when : a.seq > b.seq;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::string backend_name_;
+  Clock* clock_;
+  detail::ready_queue ready_;
+  std::unique_ptr<detail::callback_pool> pool_;
+  std::vector<timer_entry> timers_;  // a binary heap, earliest on top
+  std::uint64_t timer_seq_ = 0;
+  std::size_t cancelled_timers_ = 0;
+
+  std::mutex threadsafe_mutex_;
+  std::vector<detail::ready_node*> threadsafe_queue_;
+  std::atomic<bool> threadsafe_pending_{false};
+  std::atomic<bool> closed_{false};
+
+  detail::state_link* states_ = nullptr;
+  ExceptionHandler handler_;
+  bool running_ = false;
+  bool stopping_ = false;
+};
+
+// The loop running on this thread (asyncio.get_running_loop). Throws
+// EventLoopError when none is.
+EventLoop& get_running_loop();
+// Same, or nullptr.
+EventLoop* running_loop() noexcept;
+
+namespace detail {
+
+// Hands out callback nodes in chunks and takes them back; owned by one loop.
+class callback_pool {
+ public:
+  explicit callback_pool(EventLoop& loop) : loop_(loop) {}
+  callback_pool(const callback_pool&) = delete;
+  callback_pool& operator=(const callback_pool&) = delete;
+
+  callback_node* acquire() {
+    if (free_ == nullptr) grow();
+    callback_node* n = free_;
+    free_ = n->next_free;
+    n->cancelled = false;
+    return n;
+  }
+  void release(callback_node* n) noexcept {
+    n->release();
+    ++n->generation;  // outstanding handles no longer match
+    n->next_free = free_;
+    free_ = n;
+  }
+  EventLoop& loop() noexcept { return loop_; }
+  static void run(ready_node* node, ready_node::action what);
+
+ private:
+  void grow();
+  EventLoop& loop_;
+  callback_node* free_ = nullptr;
+  std::vector<std::unique_ptr<callback_node[]>> chunks_;
+};
+
+template <class F>
+void threadsafe_box<F>::run(ready_node* n, ready_node::action what) {
+  auto* self = static_cast<threadsafe_box*>(n);
+  std::unique_ptr<threadsafe_box> owner(self);
+  if (what == ready_node::action::discard) return;
+  if (EventLoop* loop = running_loop()) {
+    try {
+      self->fn();
+    } catch (...) {
+      loop->call_exception_handler({"exception in a call_soon_threadsafe callback",
+                                    std::current_exception()});
+    }
+  }
+}
+
+}  // namespace detail
+
+inline detail::callback_node* EventLoop::acquire_node() {
+  check_open();
+  detail::callback_node* n = pool_->acquire();
+  return n;
+}
+
+template <class F>
+Handle EventLoop::call_soon(F&& f) {
+  static_assert(std::is_invocable_v<std::decay_t<F>&>, "call_soon takes a callable with no arguments");
+  detail::callback_node* n = acquire_node();
+  n->emplace(std::forward<F>(f));
+  n->in_timer_heap = false;
+  ready_.push(n);
+  return Handle(n);
+}
+
+template <class F>
+TimerHandle EventLoop::call_at(time_point when, F&& f) {
+  static_assert(std::is_invocable_v<std::decay_t<F>&>, "call_at takes a callable with no arguments");
+  detail::callback_node* n = acquire_node();
+  n->emplace(std::forward<F>(f));
+  n->in_timer_heap = true;
+  n->when = when;
+  timers_.push_back({when, timer_seq_++, n});
+  std::push_heap(timers_.begin(), timers_.end(), &timer_later);
+  return TimerHandle(n);
+}
+
+template <class F>
+void EventLoop::call_soon_threadsafe(F&& f) {
+  using Box = detail::threadsafe_box<std::decay_t<F>>;
+  auto* box = new Box(std::decay_t<F>(std::forward<F>(f)));
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    if (closed_.load(std::memory_order_relaxed)) {
+      delete box;
+      throw EventLoopError("call_soon_threadsafe: event loop is closed; nothing can run on it any more");
+    }
+    threadsafe_queue_.push_back(box);
+    threadsafe_pending_.store(true, std::memory_order_release);
+    // Waking under the lock keeps close() from releasing the backend meanwhile.
+    backend_->wakeup();
+  }
+}
+
+}  // namespace polyloop

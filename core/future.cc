@@ -1,0 +1,183 @@
+#include "core/future.h"
+
+namespace polyloop::detail {
+
+void schedule_link(done_link* self, future_state_base& state) {
+  state.checked_loop().schedule(self);
+}
+
+future_state_base::~future_state_base() {
+  if (loop_ != nullptr) loop_->unlink_state(this);
+}
+
+EventLoop& future_state_base::checked_loop() const {
+  if (loop_ == nullptr) {
+    throw EventLoopError(
+        "the event loop of this future was destroyed; futures must not outlive their loop");
+  }
+  return *loop_;
+}
+
+void future_state_base::check_can_complete(const char* what) {
+  if (is_task()) {
+    throw InvalidStateError(std::string(what) +
+                            ": a task's outcome is what its coroutine returns or throws; it "
+                            "cannot be set from outside (cancel() it instead)");
+  }
+  if (done()) {
+    throw InvalidStateError(std::string(what) +
+                            ": the future is already done; a future completes only once");
+  }
+  checked_loop().check_open();
+}
+
+bool future_state_base::cancel() {
+  if (done()) return false;
+  checked_loop().check_open();
+  finish(status::cancelled);
+  return true;
+}
+
+void future_state_base::set_exception(std::exception_ptr e) {
+  if (!e) throw std::invalid_argument("set_exception: the exception_ptr is null");
+  check_can_complete("set_exception");
+  exception_ = std::move(e);
+  finish(status::exception);
+}
+
+void future_state_base::check_result() {
+  switch (status_) {
+    case status::pending:
+      throw InvalidStateError(
+          "result is not ready: the future is still pending; await it or check done() first");
+    case status::cancelled:
+      throw CancelledError("the future was cancelled");
+    case status::exception:
+      retrieved_ = true;
+      std::rethrow_exception(exception_);
+    case status::result:
+      return;
+  }
+}
+
+std::exception_ptr future_state_base::exception() {
+  if (status_ == status::pending) {
+    throw InvalidStateError(
+        "exception is not set: the future is still pending; await it or check done() first");
+  }
+  if (status_ == status::cancelled) throw CancelledError("the future was cancelled");
+  retrieved_ = true;
+  return exception_;
+}
+
+void future_state_base::add_link(done_link* link) noexcept {
+  link->next_link = nullptr;
+  if (tail_ != nullptr) {
+    tail_->next_link = link;
+  } else {
+    head_ = link;
+  }
+  tail_ = link;
+}
+
+bool future_state_base::remove_link(done_link* link) noexcept {
+  done_link* prev = nullptr;
+  for (done_link* l = head_; l != nullptr; prev = l, l = l->next_link) {
+    if (l != link) continue;
+    (prev != nullptr ? prev->next_link : head_) = l->next_link;
+    if (tail_ == l) tail_ = prev;
+    l->next_link = nullptr;
+    return true;
+  }
+  return false;
+}
+
+std::size_t future_state_base::remove_user_link(std::uint64_t id) noexcept {
+  for (done_link* l = head_; l != nullptr; l = l->next_link) {
+    if (l->user_id != id) continue;
+    remove_link(l);
+    l->fn(l, ready_node::action::discard);  // frees the node, releases its reference
+    return 1;
+  }
+  return 0;
+}
+
+void future_state_base::finish(status s) noexcept {
+  status_ = s;
+  // Detach the list first: notify() may add or remove entries elsewhere.
+  done_link* l = std::exchange(head_, nullptr);
+  tail_ = nullptr;
+  while (l != nullptr) {
+    done_link* next = l->next_link;
+    l->next_link = nullptr;
+    l->notify(l, *this);
+    l = next;
+  }
+}
+
+void future_state_base::report_unretrieved() noexcept {
+  if (status_ != status::exception || retrieved_) return;
+  ExceptionContext context{is_task() ? "Task exception was never retrieved"
+                                     : "Future exception was never retrieved",
+                           exception_};
+  if (loop_ != nullptr) {
+    loop_->call_exception_handler(context);
+  } else {
+    EventLoop::print_exception(context);
+  }
+}
+
+void future_state_base::on_loop_closed() noexcept {
+  // Callbacks can never run now: release them (and the references they hold).
+  done_link* l = std::exchange(head_, nullptr);
+  tail_ = nullptr;
+  while (l != nullptr) {
+    done_link* next = l->next_link;
+    l->next_link = nullptr;
+    l->fn(l, ready_node::action::discard);
+    l = next;
+  }
+}
+
+}  // namespace polyloop::detail
+
+namespace polyloop {
+
+void EventLoop::run_until_done(detail::future_state_base& state) {
+  check_open();
+  if (state.loop() != this) {
+    throw EventLoopError("run_until_complete: the future belongs to another event loop");
+  }
+  // Stops the loop once the future's done callbacks have run, as asyncio's
+  // _run_until_complete_cb does: a callback queued behind theirs. The link
+  // lives on this stack; notify() only queues a pooled callback, so nothing
+  // points here once this function returns.
+  struct stop_link : detail::done_link {
+    EventLoop* loop = nullptr;
+  } link;
+  link.loop = this;
+  link.fn = [](detail::ready_node*, detail::ready_node::action) {};
+  link.notify = [](detail::done_link* self, detail::future_state_base&) {
+    EventLoop* loop = static_cast<stop_link*>(self)->loop;
+    loop->call_soon([loop] { loop->stop(); });
+  };
+  if (state.done()) {
+    call_soon([this] { stop(); });
+  } else {
+    state.add_link(&link);
+  }
+  try {
+    run_forever();
+  } catch (...) {
+    state.remove_link(&link);
+    throw;
+  }
+  if (!state.done()) {
+    state.remove_link(&link);
+    throw EventLoopError(
+        "event loop stopped before the future completed (stop() was called while "
+        "run_until_complete was waiting)");
+  }
+}
+
+}  // namespace polyloop

@@ -1,0 +1,360 @@
+// Future<T>: asyncio's Future — a result, an exception or a cancellation that
+// arrives later, with done callbacks.
+//
+// A Future is a counted handle to shared state; copies refer to the same
+// future. Done callbacks are always scheduled with the loop (call_soon order),
+// never run inline. Use from the loop's thread only; a Future must not
+// outlive its loop. A scheduled task (EventLoop::create_task) is a Future.
+#pragma once
+
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "core/detail/task_root.h"
+#include "core/event_loop.h"
+
+namespace polyloop {
+
+namespace detail {
+
+class future_state_base;
+
+// An entry of a future's done list. notify() is called when the future
+// completes; most entries then put themselves on the ready queue. notify()
+// must not run user code: it is called inside set_result().
+struct done_link : ready_node {
+  done_link* next_link = nullptr;
+  void (*notify)(done_link* self, future_state_base& state) = nullptr;
+  std::uint64_t user_id = 0;  // non-zero for add_done_callback() entries
+};
+
+// notify() for entries that run from the ready queue.
+void schedule_link(done_link* self, future_state_base& state);
+
+class future_state_base : public state_link {
+ public:
+  enum class status : std::uint8_t { pending, result, exception, cancelled };
+
+  explicit future_state_base(EventLoop* loop) : loop_(loop) {
+    if (loop_ != nullptr) loop_->link_state(this);
+  }
+  future_state_base(const future_state_base&) = delete;
+  future_state_base& operator=(const future_state_base&) = delete;
+
+  void add_ref() noexcept final { ++refs_; }
+  void release() noexcept final {
+    if (--refs_ == 0) destroy_self();
+  }
+
+  bool done() const noexcept { return status_ != status::pending; }
+  bool cancelled() const noexcept { return status_ == status::cancelled; }
+  bool failed() const noexcept { return status_ == status::exception; }
+  EventLoop* loop() const noexcept { return loop_; }
+  EventLoop& checked_loop() const;
+  virtual bool is_task() const noexcept { return false; }
+
+  // asyncio's Future.cancel(); a task overrides it to cancel what it awaits.
+  virtual bool cancel();
+  void set_exception(std::exception_ptr e);
+  // Throws InvalidStateError while pending, CancelledError if cancelled.
+  std::exception_ptr exception();
+  // Throws what result() would, short of returning the value.
+  void check_result();
+  void mark_retrieved() noexcept { retrieved_ = true; }
+
+  void add_link(done_link* link) noexcept;
+  bool remove_link(done_link* link) noexcept;
+  std::uint64_t next_callback_id() noexcept { return ++last_callback_id_; }
+  // Unlinks and releases the add_done_callback() entry with this id.
+  std::size_t remove_user_link(std::uint64_t id) noexcept;
+
+ protected:
+  ~future_state_base();
+  void check_can_complete(const char* what);
+  // Sets the final status and notifies the done list.
+  void finish(status s) noexcept;
+  void report_unretrieved() noexcept;
+  void on_loop_closed() noexcept override;
+  void on_loop_destroyed() noexcept override { loop_ = nullptr; }
+  bool cancel_if_pending_task() override { return false; }
+  bool is_pending_task() const noexcept override { return false; }
+  virtual void destroy_self() noexcept = 0;
+
+  EventLoop* loop_;
+  std::exception_ptr exception_;
+  done_link* head_ = nullptr;
+  done_link* tail_ = nullptr;
+  std::uint64_t last_callback_id_ = 0;
+  std::uint32_t refs_ = 1;
+  status status_ = status::pending;
+  bool retrieved_ = false;
+};
+
+// Storage for the value, so that void needs no special case elsewhere.
+template <class T>
+class future_state : public future_state_base {
+ public:
+  using future_state_base::future_state_base;
+  template <class U>
+  void set_value(U&& v) {
+    check_can_complete("set_result");
+    value_.emplace(std::forward<U>(v));
+    finish(status::result);
+  }
+  // For a task's return value: stored now, published when the task ends.
+  template <class U>
+  void store_value(U&& v) {
+    value_.emplace(std::forward<U>(v));
+  }
+  T& value() {
+    check_result();
+    return *value_;
+  }
+  // The value as stored, whatever the status (for a task awaited inline).
+  T& stored_value() noexcept { return *value_; }
+
+ protected:
+  ~future_state() = default;
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class future_state<void> : public future_state_base {
+ public:
+  using future_state_base::future_state_base;
+  void set_value() {
+    check_can_complete("set_result");
+    finish(status::result);
+  }
+  void value() { check_result(); }
+
+ protected:
+  ~future_state() = default;
+};
+
+// The state of a future made by EventLoop::create_future().
+template <class T>
+class plain_future_state final : public future_state<T> {
+ public:
+  using future_state<T>::future_state;
+
+ private:
+  ~plain_future_state() { this->report_unretrieved(); }
+  void destroy_self() noexcept override { delete this; }
+};
+
+// A done callback added by the user: owns the callable and a reference.
+template <class T, class F>
+struct user_done_node final : done_link {
+  user_done_node(future_state_base& s, F&& f, std::uint64_t callback_id)
+      : state(&s), fn(std::move(f)) {
+    ready_node::fn = &run;
+    notify = &schedule_link;
+    user_id = callback_id;
+    s.add_ref();
+  }
+  static void run(ready_node* n, ready_node::action what);
+
+  future_state_base* state;
+  F fn;
+};
+
+}  // namespace detail
+
+template <class T = void>
+class Future {
+ public:
+  using value_type = T;
+  using callback_id = std::uint64_t;
+
+  Future() = default;
+  Future(const Future& o) noexcept : state_(o.state_) {
+    if (state_) state_->add_ref();
+  }
+  Future(Future&& o) noexcept : state_(std::exchange(o.state_, nullptr)) {}
+  Future& operator=(Future o) noexcept {
+    std::swap(state_, o.state_);
+    return *this;
+  }
+  ~Future() {
+    if (state_) state_->release();
+  }
+
+  // False for a default-constructed or moved-from Future.
+  bool valid() const noexcept { return state_ != nullptr; }
+  bool done() const noexcept { return state_->done(); }
+  bool cancelled() const noexcept { return state_->cancelled(); }
+  // Cancels a pending future and schedules its callbacks; false if it was
+  // already done. For a task: cancels what the task awaits (asyncio's
+  // Task.cancel), so the task sees CancelledError and may still catch it.
+  bool cancel() { return state_->cancel(); }
+
+  // Completes the future. Throws InvalidStateError if it is done already,
+  // or is a task (a task's result is what its coroutine returns).
+  template <class U = T>
+    requires(!std::is_void_v<T> && std::is_constructible_v<T, U &&>)
+  void set_result(U&& value) {
+    state_->set_value(std::forward<U>(value));
+  }
+  void set_result()
+    requires std::is_void_v<T>
+  {
+    state_->set_value();
+  }
+  void set_exception(std::exception_ptr e) { state_->set_exception(std::move(e)); }
+  template <class E>
+    requires std::is_base_of_v<std::exception, std::decay_t<E>>
+  void set_exception(E&& e) {
+    set_exception(std::make_exception_ptr(std::forward<E>(e)));
+  }
+
+  // The result; rethrows the future's exception; throws CancelledError if it
+  // was cancelled and InvalidStateError while it is pending.
+  std::add_lvalue_reference_t<T> result() const { return state_->value(); }
+  // The exception, or null if the future has a result. Throws as result()
+  // does when cancelled or pending.
+  std::exception_ptr exception() const { return state_->exception(); }
+
+  // Schedules f(future) when the future is done (at once, if it is). Returns
+  // an id for remove_done_callback().
+  template <class F>
+    requires std::is_invocable_v<std::decay_t<F>&, Future&>
+  callback_id add_done_callback(F&& f);
+  // Removes a callback that has not been scheduled yet; returns how many
+  // were removed (0 or 1).
+  std::size_t remove_done_callback(callback_id id);
+
+  EventLoop& get_loop() const { return state_->checked_loop(); }
+
+  // Awaiting from a task suspends it until the future is done; cancelling the
+  // task cancels the future.
+  auto operator co_await() const;
+
+  // For the library: adopt a state whose reference the caller hands over.
+  explicit Future(detail::future_state<T>* adopted) noexcept : state_(adopted) {}
+  detail::future_state<T>* state() const noexcept { return state_; }
+
+ private:
+  detail::future_state<T>* state_ = nullptr;
+};
+
+template <class T>
+Future<T> EventLoop::create_future() {
+  check_open();
+  return Future<T>(new detail::plain_future_state<T>(this));
+}
+
+template <class T>
+Future<T> EventLoop::ensure_future(Future<T> future) {
+  if (future.state()->loop() != this) {
+    throw EventLoopError("ensure_future: the future belongs to another event loop");
+  }
+  return future;
+}
+
+template <class T, class F>
+void detail::user_done_node<T, F>::run(ready_node* n, ready_node::action what) {
+  auto* self = static_cast<user_done_node*>(n);
+  // Adopts the reference taken at add_done_callback().
+  Future<T> future(static_cast<future_state<T>*>(self->state));
+  std::unique_ptr<user_done_node> owner(self);
+  if (what == ready_node::action::discard) return;
+  try {
+    self->fn(future);
+  } catch (...) {
+    if (EventLoop* loop = future.state()->loop()) {
+      loop->call_exception_handler({"exception in a done callback", std::current_exception()});
+    }
+  }
+}
+
+template <class T>
+template <class F>
+  requires std::is_invocable_v<std::decay_t<F>&, Future<T>&>
+typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
+  using Node = detail::user_done_node<T, std::decay_t<F>>;
+  EventLoop& loop = state_->checked_loop();
+  loop.check_open();
+  auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), state_->next_callback_id());
+  std::uint64_t id = node->user_id;
+  if (state_->done()) {
+    loop.schedule(node);
+  } else {
+    state_->add_link(node);
+  }
+  return id;
+}
+
+template <class T>
+std::size_t Future<T>::remove_done_callback(callback_id id) {
+  return state_->remove_user_link(id);
+}
+
+}  // namespace polyloop
+
+namespace polyloop::detail {
+
+// `co_await future` from a task.
+template <class T>
+class future_awaiter : public done_link {
+ public:
+  explicit future_awaiter(Future<T> f) : future_(std::move(f)) {
+    ready_node::fn = &run;
+    notify = [](done_link* self, future_state_base& s) {
+      static_cast<future_awaiter*>(self)->linked_ = false;
+      schedule_link(self, s);
+    };
+  }
+  future_awaiter(const future_awaiter&) = delete;
+  future_awaiter& operator=(const future_awaiter&) = delete;
+  ~future_awaiter() {
+    if (linked_) future_.state()->remove_link(this);
+  }
+
+  bool await_ready() const noexcept { return future_.done(); }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    root_ = root_of(h);
+    if (root_ != nullptr && root_->loop != future_.state()->loop()) {
+      throw EventLoopError(
+          "a task cannot await a future of another event loop; create the future with this "
+          "task's loop (get_running_loop())");
+    }
+    waiter_ = h;
+    future_.state()->add_link(this);
+    linked_ = true;
+    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+  }
+  std::add_lvalue_reference_t<T> await_resume() {
+    if (root_ != nullptr) root_->resume_point();
+    return future_.result();
+  }
+
+ private:
+  static void run(ready_node* n, ready_node::action what) {
+    if (what == ready_node::action::run) static_cast<future_awaiter*>(n)->waiter_.resume();
+  }
+  static void on_cancel(void* self) { static_cast<future_awaiter*>(self)->future_.cancel(); }
+
+  Future<T> future_;
+  std::coroutine_handle<> waiter_;
+  task_root* root_ = nullptr;
+  bool linked_ = false;
+};
+
+}  // namespace polyloop::detail
+
+namespace polyloop {
+
+template <class T>
+auto Future<T>::operator co_await() const {
+  return detail::future_awaiter<T>(*this);
+}
+
+}  // namespace polyloop

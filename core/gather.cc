@@ -1,0 +1,123 @@
+#include "core/gather.h"
+
+#include <cstdio>
+
+namespace polyloop::detail {
+
+multi_waiter::multi_waiter(std::span<future_state_base* const> states, options opts)
+    : states_(states), opts_(opts) {
+  fn = &resume;
+  for (future_state_base* s : states_) {
+    if (!s->done()) {
+      ++remaining_;
+    } else {
+      any_done_ = true;
+      if (first_failure_ == nullptr && (s->failed() || s->cancelled())) first_failure_ = s;
+    }
+  }
+}
+
+multi_waiter::~multi_waiter() {
+  // Normally end_wait() unlinked everything; not if the frame is destroyed
+  // while suspended (its loop was closed).
+  if (ended_) return;
+  for (std::size_t i = 0; i < links_.size(); ++i) {
+    if (links_[i].linked) states_[i]->remove_link(&links_[i]);
+  }
+  timer_.cancel();
+}
+
+bool multi_waiter::satisfied() const noexcept {
+  if (remaining_ == 0) return true;
+  if (cancelling_) return false;  // a cancelled gather waits for every child
+  switch (opts_.when) {
+    case return_when::FIRST_COMPLETED:
+      return any_done_;
+    case return_when::FIRST_EXCEPTION:
+      return first_failure_ != nullptr;
+    case return_when::ALL_COMPLETED:
+      return false;
+  }
+  return false;
+}
+
+void multi_waiter::begin(std::coroutine_handle<> h, EventLoop* loop) {
+  waiter_ = h;
+  loop_ = loop;
+  links_.resize(states_.size());
+  for (std::size_t i = 0; i < states_.size(); ++i) {
+    if (states_[i]->done()) continue;
+    link& l = links_[i];
+    l.owner = this;
+    l.linked = true;
+    // Called inside the child's completion: only bookkeeping, no user code.
+    l.notify = [](done_link* self, future_state_base& child) {
+      auto* me = static_cast<link*>(self);
+      me->linked = false;
+      me->owner->on_child_done(child);
+    };
+    states_[i]->add_link(&l);
+  }
+  if (opts_.timeout) {
+    timer_ = loop_->call_later(*opts_.timeout, [this] {
+      timed_out_ = true;
+      end_wait();
+    });
+  }
+  if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+}
+
+void multi_waiter::on_child_done(future_state_base& child) noexcept {
+  --remaining_;
+  any_done_ = true;
+  if (first_failure_ == nullptr && (child.failed() || child.cancelled())) first_failure_ = &child;
+  if (satisfied()) end_wait();
+}
+
+void multi_waiter::end_wait() noexcept {
+  if (ended_) return;
+  ended_ = true;
+  for (std::size_t i = 0; i < links_.size(); ++i) {
+    if (links_[i].linked) {
+      states_[i]->remove_link(&links_[i]);
+      links_[i].linked = false;
+    }
+  }
+  timer_.cancel();
+  loop_->schedule(this);
+}
+
+void multi_waiter::on_cancel(void* p) {
+  auto* self = static_cast<multi_waiter*>(p);
+  if (!self->opts_.cancel_children) {
+    self->end_wait();
+    return;
+  }
+  self->cancelling_ = true;
+  self->timer_.cancel();
+  // Cancelling a plain future completes it at once, which re-enters
+  // on_child_done(); iterate by index over what is still linked.
+  for (std::size_t i = 0; i < self->links_.size(); ++i) {
+    if (self->links_[i].linked) self->states_[i]->cancel();
+  }
+  if (self->remaining_ == 0) self->end_wait();
+}
+
+void multi_waiter::resume(ready_node* n, action what) {
+  if (what == action::run) static_cast<multi_waiter*>(n)->waiter_.resume();
+}
+
+void rethrow_failure(future_state_base& failed) {
+  failed.check_result();  // rethrows the exception, or CancelledError
+  throw CancelledError();
+}
+
+std::string timeout_message(Clock::duration timeout) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "wait_for: timed out after %g ms; the awaited work was cancelled",
+                std::chrono::duration<double, std::milli>(timeout).count());
+  return buf;
+}
+
+}  // namespace polyloop::detail

@@ -1,0 +1,315 @@
+// Waiting for several things at once: gather, wait_all, wait, wait_for.
+//
+// Named by what they do with errors (as cppcoro and asyncio do):
+//   wait_all(...)  never throws for a child: returns the settled futures
+//                  (asyncio's gather(..., return_exceptions=True));
+//   gather(...)    returns the results in argument order; the first child
+//                  exception (in completion order) propagates at once, the
+//                  other children keep running;
+//   wait(fs, ...)  returns done and pending futures; never cancels them;
+//   wait_for(aw, timeout)  the result of `aw`, or TimeoutError after
+//                  cancelling it and waiting for it to end.
+// All accept Task<T> (scheduled on the running loop) and Future<T>
+// arguments. Cancelling a gather or wait_all cancels its children and ends
+// once they have all ended. All of them must run on a loop: as a task, or
+// awaited by one.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <coroutine>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/detail/task_root.h"
+#include "core/future.h"
+#include "core/task.h"
+
+namespace polyloop {
+
+enum class return_when { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
+inline constexpr return_when FIRST_COMPLETED = return_when::FIRST_COMPLETED;
+inline constexpr return_when FIRST_EXCEPTION = return_when::FIRST_EXCEPTION;
+inline constexpr return_when ALL_COMPLETED = return_when::ALL_COMPLETED;
+
+template <class T>
+struct WaitResult {
+  std::vector<Future<T>> done;     // in the order given
+  std::vector<Future<T>> pending;  // in the order given
+};
+
+namespace detail {
+
+// Suspends a task until a set of futures meets a condition, a timeout
+// passes, or the task is cancelled. The futures' states must stay alive
+// while it waits (the caller holds their Futures).
+class multi_waiter : public ready_node {
+ public:
+  struct options {
+    return_when when = return_when::ALL_COMPLETED;
+    std::optional<Clock::duration> timeout;
+    // On cancel: cancel the children and end when they have all ended
+    // (gather), rather than end at once (wait).
+    bool cancel_children = false;
+    // Ignore cancels of the awaiting task (wait_for's wait for the
+    // cancelled inner work to end).
+    bool shielded = false;
+
+    static options children(return_when w) {  // gather, wait_all
+      options o;
+      o.when = w;
+      o.cancel_children = true;
+      return o;
+    }
+    static options waiting(return_when w, std::optional<Clock::duration> t) {  // wait
+      options o;
+      o.when = w;
+      o.timeout = t;
+      return o;
+    }
+  };
+
+  multi_waiter(std::span<future_state_base* const> states, options opts);
+  multi_waiter(const multi_waiter&) = delete;
+  multi_waiter& operator=(const multi_waiter&) = delete;
+  ~multi_waiter();
+
+  bool await_ready() const noexcept { return satisfied(); }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    root_ = opts_.shielded ? nullptr : root_of(h);
+    begin(h, root_ != nullptr ? root_->loop : &get_running_loop());
+  }
+  void await_resume() const {
+    if (root_ != nullptr) root_->resume_point();
+  }
+
+  // After the wait: whether the timeout ended it.
+  bool timed_out() const noexcept { return timed_out_; }
+  // The first child to end with an exception or cancelled, or nullptr.
+  future_state_base* first_failure() const noexcept { return first_failure_; }
+
+ private:
+  struct link : done_link {
+    multi_waiter* owner = nullptr;
+    bool linked = false;
+  };
+
+  void begin(std::coroutine_handle<> h, EventLoop* loop);
+  bool satisfied() const noexcept;
+  void on_child_done(future_state_base& child) noexcept;
+  void end_wait() noexcept;
+  static void on_cancel(void* self);
+  static void resume(ready_node* n, action what);
+
+  std::span<future_state_base* const> states_;
+  options opts_;
+  std::vector<link> links_;
+  std::size_t remaining_ = 0;
+  future_state_base* first_failure_ = nullptr;
+  bool any_done_ = false;
+  bool timed_out_ = false;
+  bool cancelling_ = false;
+  bool ended_ = false;
+  std::coroutine_handle<> waiter_;
+  task_root* root_ = nullptr;
+  EventLoop* loop_ = nullptr;
+  TimerHandle timer_;
+};
+
+template <class A>
+struct awaitable_traits;
+template <class T>
+struct awaitable_traits<Task<T>> {
+  using value_type = T;
+  static constexpr bool owned = true;  // the future is made here; results can move out
+};
+template <class T>
+struct awaitable_traits<Future<T>> {
+  using value_type = T;
+  static constexpr bool owned = false;
+};
+template <class A>
+using awaitable_value_t = typename awaitable_traits<std::decay_t<A>>::value_type;
+
+template <class T>
+Future<T> to_future(EventLoop& loop, Task<T>&& task) {
+  return loop.create_task(std::move(task));
+}
+template <class T>
+Future<T> to_future(EventLoop& loop, Future<T>&& future) {
+  return loop.ensure_future(std::move(future));
+}
+
+// void results stand as std::monostate in a tuple.
+template <class T>
+using slot_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <bool Owned, class T>
+slot_t<T> take_result(Future<T>& f) {
+  if constexpr (std::is_void_v<T>) {
+    f.result();
+    return {};
+  } else if constexpr (Owned) {
+    return std::move(f.result());
+  } else {
+    return f.result();
+  }
+}
+
+[[noreturn]] void rethrow_failure(future_state_base& failed);
+std::string timeout_message(Clock::duration timeout);
+
+}  // namespace detail
+
+// The settled futures of every child, in argument order; throws only if the
+// wait itself is cancelled.
+template <class... A>
+Task<std::tuple<Future<detail::awaitable_value_t<A>>...>> wait_all(A... children) {
+  EventLoop& loop = get_running_loop();
+  std::tuple<Future<detail::awaitable_value_t<A>>...> fs{
+      detail::to_future(loop, std::move(children))...};
+  std::array<detail::future_state_base*, sizeof...(A)> states = std::apply(
+      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{f.state()...}; },
+      fs);
+  for (auto* s : states) s->mark_retrieved();
+  co_await detail::multi_waiter(states, detail::multi_waiter::options::children(ALL_COMPLETED));
+  co_return fs;
+}
+
+template <class T>
+Task<std::vector<Future<T>>> wait_all(std::vector<Future<T>> fs) {
+  std::vector<detail::future_state_base*> states;
+  states.reserve(fs.size());
+  for (auto& f : fs) {
+    f.state()->mark_retrieved();
+    states.push_back(f.state());
+  }
+  co_await detail::multi_waiter(states, detail::multi_waiter::options::children(ALL_COMPLETED));
+  co_return fs;
+}
+
+template <class T>
+Task<std::vector<Future<T>>> wait_all(std::vector<Task<T>> tasks) {
+  EventLoop& loop = get_running_loop();
+  std::vector<Future<T>> fs;
+  fs.reserve(tasks.size());
+  for (auto& t : tasks) fs.push_back(loop.create_task(std::move(t)));
+  co_return co_await wait_all(std::move(fs));
+}
+
+// The results in argument order: a std::tuple, with std::monostate for a
+// void child, or void if every child is void.
+template <class... A>
+auto gather(A... children) -> Task<std::conditional_t<
+    (std::is_void_v<detail::awaitable_value_t<A>> && ...), void,
+    std::tuple<detail::slot_t<detail::awaitable_value_t<A>>...>>> {
+  EventLoop& loop = get_running_loop();
+  std::tuple<Future<detail::awaitable_value_t<A>>...> fs{
+      detail::to_future(loop, std::move(children))...};
+  std::array<detail::future_state_base*, sizeof...(A)> states = std::apply(
+      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{f.state()...}; },
+      fs);
+  // Failures after the first are not "never retrieved": gather saw them.
+  for (auto* s : states) s->mark_retrieved();
+  detail::multi_waiter waiter(states, detail::multi_waiter::options::children(FIRST_EXCEPTION));
+  co_await waiter;
+  if (waiter.first_failure() != nullptr) detail::rethrow_failure(*waiter.first_failure());
+  if constexpr (!(std::is_void_v<detail::awaitable_value_t<A>> && ...)) {
+    co_return std::apply(
+        [](auto&... f) {
+          return std::tuple<detail::slot_t<detail::awaitable_value_t<A>>...>{
+              detail::take_result<detail::awaitable_traits<A>::owned>(f)...};
+        },
+        fs);
+  }
+}
+
+namespace detail {
+template <bool Owned, class T>
+Task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> gather_vector(
+    std::vector<Future<T>> fs) {
+  std::vector<future_state_base*> states;
+  states.reserve(fs.size());
+  for (auto& f : fs) {
+    f.state()->mark_retrieved();
+    states.push_back(f.state());
+  }
+  multi_waiter waiter(states, multi_waiter::options::children(FIRST_EXCEPTION));
+  co_await waiter;
+  if (waiter.first_failure() != nullptr) rethrow_failure(*waiter.first_failure());
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> results;
+    results.reserve(fs.size());
+    for (auto& f : fs) results.push_back(take_result<Owned>(f));
+    co_return results;
+  }
+}
+}  // namespace detail
+
+// The results of a list of tasks or futures, in list order (void if T is).
+template <class T>
+auto gather(std::vector<Future<T>> fs) {
+  return detail::gather_vector<false>(std::move(fs));
+}
+template <class T>
+Task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> gather(
+    std::vector<Task<T>> tasks) {
+  EventLoop& loop = get_running_loop();
+  std::vector<Future<T>> fs;
+  fs.reserve(tasks.size());
+  for (auto& t : tasks) fs.push_back(loop.create_task(std::move(t)));
+  co_return co_await detail::gather_vector<true>(std::move(fs));
+}
+
+// asyncio.wait: splits `fs` into done and pending once `when` holds, or the
+// timeout passes (no exception then). Throws std::invalid_argument for an
+// empty list.
+template <class T>
+Task<WaitResult<T>> wait(std::vector<Future<T>> fs, return_when when = ALL_COMPLETED,
+                         std::optional<Clock::duration> timeout = std::nullopt) {
+  if (fs.empty()) throw std::invalid_argument("wait: the list of futures is empty");
+  std::vector<detail::future_state_base*> states;
+  states.reserve(fs.size());
+  for (auto& f : fs) states.push_back(f.state());
+  co_await detail::multi_waiter(states, detail::multi_waiter::options::waiting(when, timeout));
+  WaitResult<T> out;
+  for (auto& f : fs) (f.done() ? out.done : out.pending).push_back(std::move(f));
+  co_return out;
+}
+template <class T, class Rep, class Period>
+Task<WaitResult<T>> wait(std::vector<Future<T>> fs, std::chrono::duration<Rep, Period> timeout,
+                         return_when when = ALL_COMPLETED) {
+  return wait(std::move(fs), when, std::chrono::ceil<Clock::duration>(timeout));
+}
+
+// The result of `aw` (a Task or Future) if it ends within `timeout`. Else
+// cancels it, waits for it to end, and throws TimeoutError. Cancelling the
+// wait_for cancels `aw` as well.
+template <class A, class Rep, class Period>
+Task<detail::awaitable_value_t<A>> wait_for(A aw, std::chrono::duration<Rep, Period> timeout) {
+  EventLoop& loop = get_running_loop();
+  auto f = detail::to_future(loop, std::move(aw));
+  std::array<detail::future_state_base*, 1> states{f.state()};
+  auto first = detail::multi_waiter::options::children(FIRST_COMPLETED);
+  first.timeout = std::chrono::ceil<Clock::duration>(timeout);
+  co_await detail::multi_waiter(states, first);
+  if (!f.done()) {
+    f.cancel();
+    detail::multi_waiter::options until_ended;
+    until_ended.shielded = true;
+    co_await detail::multi_waiter(states, until_ended);
+    if (f.cancelled() || f.exception() != nullptr) {
+      throw TimeoutError(detail::timeout_message(std::chrono::ceil<Clock::duration>(timeout)));
+    }
+  }
+  co_return detail::take_result<detail::awaitable_traits<A>::owned>(f);
+}
+
+}  // namespace polyloop

@@ -1,0 +1,70 @@
+// sleep(duration): suspend the awaiting task for at least `duration`.
+//
+// sleep(0) yields exactly one loop iteration: the task goes to the back of
+// the ready queue. A longer sleep is a loop timer, and timers never fire
+// early. Cancelling the task ends the sleep at once with CancelledError.
+// Must be awaited from a task running on a loop.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+
+#include "core/detail/task_root.h"
+#include "core/event_loop.h"
+
+namespace polyloop {
+
+namespace detail {
+
+class sleep_awaiter : public ready_node {
+ public:
+  explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) { fn = &resume; }
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    root_ = root_of(h);
+    loop_ = root_ != nullptr ? root_->loop : &get_running_loop();
+    waiter_ = h;
+    if (delay_ <= Clock::duration::zero()) {
+      loop_->schedule(this);
+    } else {
+      timer_ = loop_->call_later(delay_, [this] { waiter_.resume(); });
+    }
+    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+  }
+  void await_resume() const {
+    if (root_ != nullptr) root_->resume_point();
+  }
+
+ private:
+  static void resume(ready_node* n, action what) {
+    if (what == action::run) static_cast<sleep_awaiter*>(n)->waiter_.resume();
+  }
+  static void on_cancel(void* p) {
+    auto* self = static_cast<sleep_awaiter*>(p);
+    // sleep(0) is already queued and will resume the task; a timer is
+    // replaced by an immediate resume.
+    if (self->delay_ <= Clock::duration::zero()) return;
+    self->timer_.cancel();
+    self->loop_->schedule(self);
+  }
+
+  Clock::duration delay_;
+  std::coroutine_handle<> waiter_;
+  task_root* root_ = nullptr;
+  EventLoop* loop_ = nullptr;
+  TimerHandle timer_;
+};
+
+}  // namespace detail
+
+template <class Rep, class Period>
+detail::sleep_awaiter sleep(std::chrono::duration<Rep, Period> delay) {
+  // Rounded up, so that a sleep is never shorter than asked.
+  return detail::sleep_awaiter(std::chrono::ceil<Clock::duration>(delay));
+}
+
+}  // namespace polyloop

@@ -1,0 +1,280 @@
+// Task<T>: the coroutine type.
+//
+// A Task is lazy: calling a coroutine function makes one but runs nothing.
+// It runs either inline, when another task awaits it (`co_await child()`,
+// with symmetric transfer, no trip through the loop), or as a scheduled
+// task: EventLoop::create_task() starts it in a later iteration and returns
+// a Future for its result. A scheduled task keeps itself alive until its
+// coroutine ends; cancelling its Future makes its pending co_await throw
+// CancelledError (asyncio's Task.cancel()).
+//
+// Coroutine frames come from a per-thread pool of size classes, so spawning
+// a task does not call malloc in steady state.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+#include "core/detail/task_root.h"
+#include "core/future.h"
+
+namespace polyloop {
+
+template <class T>
+class Task;
+
+namespace detail {
+
+void* allocate_frame(std::size_t size);
+void free_frame(void* p, std::size_t size) noexcept;
+
+template <class T>
+class task_promise;
+
+// The parts of the promise that do not depend on T.
+template <class T>
+class task_promise_common : public future_state<T>, public promise_base, public task_root {
+ public:
+  task_promise_common() : future_state<T>(nullptr) {}
+
+  static void* operator new(std::size_t size) { return allocate_frame(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { free_frame(p, size); }
+
+  struct initial_awaiter {
+    task_promise_common& promise;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<>) const noexcept {}
+    // A task cancelled before its first step ends as cancelled, unstarted.
+    void await_resume() const {
+      if (promise.scheduled_) promise.resume_point();
+    }
+  };
+  struct final_awaiter {
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
+      return h.promise().on_final();
+    }
+    void await_resume() const noexcept {}
+  };
+
+  initial_awaiter initial_suspend() noexcept { return {*this}; }
+  final_awaiter final_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { this->exception_ = std::current_exception(); }
+
+  // Inline use: the coroutine that awaits this one.
+  std::coroutine_handle<> continuation;
+
+  // Scheduling (EventLoop::create_task): bind to `loop` and queue the first
+  // step. The caller then holds one reference, the running task another.
+  void schedule_on(EventLoop& loop) {
+    loop.check_open();
+    this->loop_ = &loop;
+    loop.link_state(this);
+    task_root::loop = &loop;
+    root = this;
+    scheduled_ = true;
+    this->add_ref();
+    step_.fn = &step;
+    step_.promise = this;
+    loop.schedule(&step_);
+  }
+
+  bool is_task() const noexcept override { return scheduled_; }
+  bool cancel() override {
+    if (this->done()) return false;
+    this->checked_loop().check_open();
+    request_cancel();
+    return true;
+  }
+  bool cancel_if_pending_task() override { return scheduled_ && cancel(); }
+  bool is_pending_task() const noexcept override { return scheduled_ && !this->done(); }
+
+  // Rethrows what the coroutine threw, for the task that awaited it inline.
+  void rethrow_if_failed() {
+    if (this->exception_) std::rethrow_exception(this->exception_);
+  }
+
+  std::coroutine_handle<> on_final() noexcept {
+    if (!scheduled_) return continuation ? continuation : std::noop_coroutine();
+    publish();
+    this->release();  // the running task's own reference; may free the frame
+    return std::noop_coroutine();
+  }
+
+ private:
+  using status = typename future_state<T>::status;
+
+  std::coroutine_handle<> handle() noexcept {
+    return std::coroutine_handle<task_promise<T>>::from_promise(
+        static_cast<task_promise<T>&>(*this));
+  }
+  // The first step of a scheduled task, queued by schedule_on().
+  struct step_node : ready_node {
+    task_promise_common* promise = nullptr;
+  };
+  static void step(ready_node* n, ready_node::action what) {
+    if (what == ready_node::action::run) static_cast<step_node*>(n)->promise->handle().resume();
+  }
+
+  void publish() noexcept {
+    if (!this->exception_) {
+      this->finish(status::result);
+      return;
+    }
+    try {
+      std::rethrow_exception(this->exception_);
+    } catch (const CancelledError&) {
+      this->exception_ = nullptr;
+      this->finish(status::cancelled);
+    } catch (...) {
+      this->finish(status::exception);
+    }
+  }
+
+  void destroy_self() noexcept override { handle().destroy(); }
+
+  void on_loop_closed() noexcept override {
+    future_state_base::on_loop_closed();
+    if (!scheduled_ || this->done()) return;
+    this->loop_->call_exception_handler(
+        {"Task was destroyed but it is pending! (the loop was closed while it was suspended)",
+         nullptr});
+    this->status_ = status::cancelled;
+    this->release();  // the running task's reference: its frame goes now or with the last Future
+  }
+
+  step_node step_;
+  bool scheduled_ = false;
+
+  friend class Task<T>;
+};
+
+template <class T>
+class task_promise final : public task_promise_common<T> {
+ public:
+  Task<T> get_return_object() noexcept;
+  template <class U>
+    requires std::is_convertible_v<U &&, T>
+  void return_value(U&& value) {
+    this->store_value(std::forward<U>(value));
+  }
+  ~task_promise() {
+    if (this->is_task()) this->report_unretrieved();
+  }
+  T take_value() {
+    this->rethrow_if_failed();
+    return std::move(this->stored_value());
+  }
+};
+
+template <>
+class task_promise<void> final : public task_promise_common<void> {
+ public:
+  Task<void> get_return_object() noexcept;
+  void return_void() noexcept {}
+  ~task_promise() {
+    if (this->is_task()) this->report_unretrieved();
+  }
+  void take_value() { this->rethrow_if_failed(); }
+};
+
+}  // namespace detail
+
+namespace detail {
+// `co_await task`: runs the child coroutine inline, by symmetric transfer.
+template <class T>
+struct inline_task_awaiter {
+  std::coroutine_handle<task_promise<T>> h;
+  bool await_ready() const noexcept { return !h || h.done(); }
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
+    h.promise().continuation = parent;
+    h.promise().root = root_of(parent);
+    return h;
+  }
+  T await_resume() {
+    if (!h) throw InvalidStateError("co_await on an empty Task (moved-from or already scheduled)");
+    return h.promise().take_value();
+  }
+};
+}  // namespace detail
+
+template <class T = void>
+class [[nodiscard]] Task {
+ public:
+  using promise_type = detail::task_promise<T>;
+  using handle_type = std::coroutine_handle<promise_type>;
+  using value_type = T;
+
+  Task() = default;
+  Task(Task&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Task& operator=(Task o) noexcept {
+    std::swap(h_, o.h_);
+    return *this;
+  }
+  ~Task() {
+    if (h_) h_.destroy();
+  }
+
+  // False for a moved-from Task (one that was awaited or scheduled).
+  bool valid() const noexcept { return static_cast<bool>(h_); }
+
+  // Runs the coroutine inline, as a part of the awaiting task: its co_awaits
+  // are the awaiting task's, and so is a cancel.
+  auto operator co_await() && noexcept { return detail::inline_task_awaiter<T>{h_}; }
+  auto operator co_await() & noexcept { return std::move(*this).operator co_await(); }
+
+  // For EventLoop::create_task: hands the frame over.
+  handle_type release() noexcept { return std::exchange(h_, nullptr); }
+
+ private:
+  friend promise_type;
+  explicit Task(handle_type h) noexcept : h_(h) {}
+  handle_type h_;
+};
+
+namespace detail {
+template <class T>
+Task<T> task_promise<T>::get_return_object() noexcept {
+  return Task<T>(std::coroutine_handle<task_promise<T>>::from_promise(*this));
+}
+inline Task<void> task_promise<void>::get_return_object() noexcept {
+  return Task<void>(std::coroutine_handle<task_promise<void>>::from_promise(*this));
+}
+}  // namespace detail
+
+// --- EventLoop's task members (declared in core/event_loop.h) ---------------
+
+template <class T>
+Future<T> EventLoop::create_task(Task<T> task) {
+  if (!task.valid()) throw InvalidStateError("create_task: the Task is empty (moved-from)");
+  check_open();
+  auto h = task.release();
+  h.promise().schedule_on(*this);
+  return Future<T>(&h.promise());  // adopts the reference schedule_on added
+}
+
+template <class T>
+T EventLoop::run_until_complete(Future<T> future) {
+  if (!future.valid()) throw InvalidStateError("run_until_complete: the Future is empty");
+  run_until_done(*future.state());
+  return future.result();
+}
+
+template <class T>
+T EventLoop::run_until_complete(Task<T> task) {
+  Future<T> future = create_task(std::move(task));
+  run_until_done(*future.state());
+  // Nobody else can see this future: hand the result over without a copy.
+  if constexpr (std::is_void_v<T>) {
+    future.result();
+  } else {
+    return std::move(future.result());
+  }
+}
+
+}  // namespace polyloop

@@ -1,0 +1,72 @@
+// Choosing a backend, and making loops with it.
+//
+// A backend is chosen by name: in code (new_event_loop("epoll")), on the
+// command line (--backend=NAME, read by backend_from_args), or through the
+// POLYLOOP_BACKEND environment variable. An empty name means the
+// environment variable if set, else the build-time default. "auto" means
+// the best backend that can run on this host. An unknown name throws
+// BackendError listing the backends compiled in.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/event_loop.h"
+#include "core/task.h"
+
+namespace polyloop {
+
+struct BackendInfo {
+  std::string name;
+  bool available = false;  // can run on this host
+  std::string reason;      // why not, when it cannot
+};
+
+// Every backend compiled into this build, in preference order.
+std::vector<BackendInfo> available_backends();
+// The build-time default name.
+std::string_view default_backend_name() noexcept;
+// Resolves "" and "auto" to a real backend name; throws BackendError for an
+// unknown name.
+std::string resolve_backend_name(std::string_view name);
+// A new backend by name (see above).
+std::unique_ptr<Backend> make_backend(std::string_view name = {});
+// A new loop on the named backend. `clock` must outlive the loop.
+std::unique_ptr<EventLoop> new_event_loop(std::string_view backend = {},
+                                          Clock& clock = SteadyClock::instance());
+// The value of --backend=NAME (or "--backend NAME") in argv, or "" if absent.
+std::string backend_from_args(int argc, char** argv);
+
+// asyncio.run: makes a loop on `backend`, runs `main` to completion, cancels
+// and waits for the tasks still pending, closes the loop, and returns main's
+// result (or rethrows its exception).
+template <class T>
+T run(Task<T> main, std::string_view backend = {});
+
+namespace detail {
+// Cancels what is left and closes; reports (does not throw) failures.
+void finish_run(EventLoop& loop) noexcept;
+}  // namespace detail
+
+template <class T>
+T run(Task<T> main, std::string_view backend) {
+  std::unique_ptr<EventLoop> loop = new_event_loop(backend);
+  Future<T> result = loop->create_task(std::move(main));
+  try {
+    loop->run_until_done(*result.state());
+  } catch (...) {
+    detail::finish_run(*loop);
+    throw;
+  }
+  detail::finish_run(*loop);
+  if constexpr (std::is_void_v<T>) {
+    result.result();
+  } else {
+    return std::move(result.result());
+  }
+}
+
+}  // namespace polyloop
