@@ -116,8 +116,7 @@ void EventLoop::run_forever() {
     throw EventLoopError("this event loop is already running; use create_task() to add work");
   }
   if (current_loop != nullptr) {
-    throw EventLoopError(
-        "cannot run an event loop while another loop is running on this thread");
+    throw EventLoopError("cannot run an event loop while another loop is running on this thread");
   }
   running_ = true;
   current_loop = this;

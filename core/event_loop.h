@@ -218,7 +218,9 @@ class EventLoop {
   template <class T>
   Future<T> create_task(Task<T> task);
   template <class T>
-  Future<T> ensure_future(Task<T> task) { return create_task(std::move(task)); }
+  Future<T> ensure_future(Task<T> task) {
+    return create_task(std::move(task));
+  }
   template <class T>
   Future<T> ensure_future(Future<T> future);
   // A new pending future bound to this loop.
@@ -342,8 +344,8 @@ void threadsafe_box<F>::run(ready_node* n, ready_node::action what) {
     try {
       self->fn();
     } catch (...) {
-      loop->call_exception_handler({"exception in a call_soon_threadsafe callback",
-                                    std::current_exception()});
+      loop->call_exception_handler(
+          {"exception in a call_soon_threadsafe callback", std::current_exception()});
     }
   }
 }
@@ -358,7 +360,8 @@ inline detail::callback_node* EventLoop::acquire_node() {
 
 template <class F>
 Handle EventLoop::call_soon(F&& f) {
-  static_assert(std::is_invocable_v<std::decay_t<F>&>, "call_soon takes a callable with no arguments");
+  static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                "call_soon takes a callable with no arguments");
   detail::callback_node* n = acquire_node();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = false;
@@ -368,7 +371,8 @@ Handle EventLoop::call_soon(F&& f) {
 
 template <class F>
 TimerHandle EventLoop::call_at(time_point when, F&& f) {
-  static_assert(std::is_invocable_v<std::decay_t<F>&>, "call_at takes a callable with no arguments");
+  static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                "call_at takes a callable with no arguments");
   detail::callback_node* n = acquire_node();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = true;
@@ -386,7 +390,8 @@ void EventLoop::call_soon_threadsafe(F&& f) {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     if (closed_.load(std::memory_order_relaxed)) {
       delete box;
-      throw EventLoopError("call_soon_threadsafe: event loop is closed; nothing can run on it any more");
+      throw EventLoopError(
+          "call_soon_threadsafe: event loop is closed; nothing can run on it any more");
     }
     threadsafe_queue_.push_back(box);
     threadsafe_pending_.store(true, std::memory_order_release);

@@ -117,9 +117,9 @@ void future_state_base::finish(status s) noexcept {
 
 void future_state_base::report_unretrieved() noexcept {
   if (status_ != status::exception || retrieved_) return;
-  ExceptionContext context{is_task() ? "Task exception was never retrieved"
-                                     : "Future exception was never retrieved",
-                           exception_};
+  ExceptionContext context{
+      is_task() ? "Task exception was never retrieved" : "Future exception was never retrieved",
+      exception_};
   if (loop_ != nullptr) {
     loop_->call_exception_handler(context);
   } else {

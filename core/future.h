@@ -198,21 +198,14 @@ class Future {
   // Completes the future. Throws InvalidStateError if it is done already,
   // or is a task (a task's result is what its coroutine returns).
   template <class U = T>
-    requires(!std::is_void_v<T> && std::is_constructible_v<T, U &&>)
-  void set_result(U&& value) {
+  requires(!std::is_void_v<T> && std::is_constructible_v<T, U&&>) void set_result(U&& value) {
     state_->set_value(std::forward<U>(value));
   }
-  void set_result()
-    requires std::is_void_v<T>
-  {
-    state_->set_value();
-  }
+  void set_result() requires std::is_void_v<T> { state_->set_value(); }
   void set_exception(std::exception_ptr e) { state_->set_exception(std::move(e)); }
   template <class E>
-    requires std::is_base_of_v<std::exception, std::decay_t<E>>
-  void set_exception(E&& e) {
-    set_exception(std::make_exception_ptr(std::forward<E>(e)));
-  }
+  requires std::is_base_of_v<std::exception, std::decay_t<E>>
+  void set_exception(E&& e) { set_exception(std::make_exception_ptr(std::forward<E>(e))); }
 
   // The result; rethrows the future's exception; throws CancelledError if it
   // was cancelled and InvalidStateError while it is pending.
@@ -224,8 +217,8 @@ class Future {
   // Schedules f(future) when the future is done (at once, if it is). Returns
   // an id for remove_done_callback().
   template <class F>
-    requires std::is_invocable_v<std::decay_t<F>&, Future&>
-  callback_id add_done_callback(F&& f);
+  requires std::is_invocable_v < std::decay_t<F>
+  &, Future& > callback_id add_done_callback(F&& f);
   // Removes a callback that has not been scheduled yet; returns how many
   // were removed (0 or 1).
   std::size_t remove_done_callback(callback_id id);
@@ -276,8 +269,8 @@ void detail::user_done_node<T, F>::run(ready_node* n, ready_node::action what) {
 
 template <class T>
 template <class F>
-  requires std::is_invocable_v<std::decay_t<F>&, Future<T>&>
-typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
+requires std::is_invocable_v < std::decay_t<F>
+&, Future<T>& > typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
   using Node = detail::user_done_node<T, std::decay_t<F>>;
   EventLoop& loop = state_->checked_loop();
   loop.check_open();

@@ -114,8 +114,7 @@ void rethrow_failure(future_state_base& failed) {
 
 std::string timeout_message(Clock::duration timeout) {
   char buf[160];
-  std::snprintf(buf, sizeof buf,
-                "wait_for: timed out after %g ms; the awaited work was cancelled",
+  std::snprintf(buf, sizeof buf, "wait_for: timed out after %g ms; the awaited work was cancelled",
                 std::chrono::duration<double, std::milli>(timeout).count());
   return buf;
 }

@@ -207,9 +207,9 @@ Task<std::vector<Future<T>>> wait_all(std::vector<Task<T>> tasks) {
 // The results in argument order: a std::tuple, with std::monostate for a
 // void child, or void if every child is void.
 template <class... A>
-auto gather(A... children) -> Task<std::conditional_t<
-    (std::is_void_v<detail::awaitable_value_t<A>> && ...), void,
-    std::tuple<detail::slot_t<detail::awaitable_value_t<A>>...>>> {
+auto gather(A... children)
+    -> Task<std::conditional_t<(std::is_void_v<detail::awaitable_value_t<A>> && ...), void,
+                               std::tuple<detail::slot_t<detail::awaitable_value_t<A>>...>>> {
   EventLoop& loop = get_running_loop();
   std::tuple<Future<detail::awaitable_value_t<A>>...> fs{
       detail::to_future(loop, std::move(children))...};

@@ -58,7 +58,7 @@ void* allocate_frame(std::size_t size) {
       cache.cached_bytes -= cls * granule;
       return e;
     }
-    return ::operator new(cls * granule);
+    return ::operator new(cls* granule);
   }
   return ::operator new(size);
 }

@@ -158,10 +158,8 @@ class task_promise final : public task_promise_common<T> {
  public:
   Task<T> get_return_object() noexcept;
   template <class U>
-    requires std::is_convertible_v<U &&, T>
-  void return_value(U&& value) {
-    this->store_value(std::forward<U>(value));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& value) { this->store_value(std::forward<U>(value)); }
   ~task_promise() {
     if (this->is_task()) this->report_unretrieved();
   }

@@ -57,8 +57,8 @@ std::string resolve_backend_name(std::string_view name) {
   }
   if (name == "auto") return std::string(compiled_in[0].name);
   if (find(name) == nullptr) {
-    throw BackendError("unknown backend '" + std::string(name) +
-                       "': this build has " + compiled_list() +
+    throw BackendError("unknown backend '" + std::string(name) + "': this build has " +
+                       compiled_list() +
                        " (and 'auto'); choose one with --backend=NAME or POLYLOOP_BACKEND=NAME");
   }
   return std::string(name);
@@ -89,8 +89,8 @@ void detail::finish_run(EventLoop& loop) noexcept {
   try {
     loop.cancel_all_tasks();
   } catch (...) {
-    loop.call_exception_handler({"run(): cancelling the remaining tasks failed",
-                                 std::current_exception()});
+    loop.call_exception_handler(
+        {"run(): cancelling the remaining tasks failed", std::current_exception()});
   }
   try {
     loop.close();

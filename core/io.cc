@@ -1,0 +1,47 @@
+#include "core/io.h"
+
+#include <string>
+
+namespace polyloop::detail {
+
+namespace {
+const char* kind_name(op_kind k) noexcept {
+  switch (k) {
+    case op_kind::read:
+      return "read";
+    case op_kind::write:
+      return "write";
+    case op_kind::recv:
+      return "recv";
+    case op_kind::send:
+      return "send";
+    case op_kind::accept:
+      return "accept";
+    case op_kind::connect:
+      return "connect";
+    case op_kind::poll:
+      return "poll";
+    case op_kind::close:
+      return "close";
+  }
+  return "operation";
+}
+}  // namespace
+
+std::int64_t io_awaiter::await_resume() {
+  if (root_ != nullptr) {
+    root_->waiting = {};
+    if (result == -ECANCELED && kind != op_kind::close) {
+      root_->must_cancel = false;
+      throw CancelledError(std::string(kind_name(kind)) + " was cancelled");
+    }
+  }
+  if (result < 0) {
+    throw std::system_error(static_cast<int>(-result), std::generic_category(),
+                            std::string(kind_name(kind)) + "(fd " + std::to_string(fd) + ")");
+  }
+  if (kind == op_kind::accept && addrlen_out_ != nullptr) *addrlen_out_ = addrlen;
+  return result;
+}
+
+}  // namespace polyloop::detail

@@ -1,0 +1,113 @@
+// Low-level I/O on the loop's backend: each call is one Backend operation,
+// awaited by a task. The operation lives in the awaiting frame; nothing is
+// allocated.
+//
+//   std::size_t n = co_await polyloop::async_read(fd, buf, sizeof buf);
+//
+// Each returns the syscall's result (bytes, a new fd, poll revents, 0) and
+// throws std::system_error naming the call for an error. Cancelling the task
+// cancels the operation: it then throws CancelledError — unless the
+// operation had already finished, in which case its result is returned (so
+// no data read or written is lost) and the cancel reaches the task at its
+// next suspension. Close an fd used here with async_close(), so the backend
+// forgets it before its number is reused.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <coroutine>
+#include <cstdint>
+#include <system_error>
+
+#include "core/backend.h"
+#include "core/detail/task_root.h"
+#include "core/event_loop.h"
+
+namespace polyloop {
+
+namespace detail {
+
+class io_awaiter : public operation {
+ public:
+  io_awaiter(op_kind k, int file, void* buffer, std::size_t length, int op_flags,
+             sockaddr* address = nullptr, socklen_t address_len = 0,
+             socklen_t* address_len_out = nullptr) noexcept
+      : addrlen_out_(address_len_out) {
+    fn = &resume;
+    kind = k;
+    fd = file;
+    buf = buffer;
+    len = length;
+    flags = op_flags;
+    addr = address;
+    addrlen = address_len;
+  }
+  io_awaiter(const io_awaiter&) = delete;
+  io_awaiter& operator=(const io_awaiter&) = delete;
+
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    root_ = root_of(h);
+    loop_ = root_ != nullptr ? root_->loop : &get_running_loop();
+    waiter_ = h;
+    loop_->backend().start(*this);
+    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+  }
+  std::int64_t await_resume();
+
+ private:
+  static void resume(ready_node* n, action what) {
+    if (what == action::run) static_cast<io_awaiter*>(n)->waiter_.resume();
+  }
+  static void on_cancel(void* self) {
+    auto* me = static_cast<io_awaiter*>(self);
+    me->loop_->backend().cancel(*me);
+  }
+
+  socklen_t* addrlen_out_;  // accept: where to report the peer's length
+  std::coroutine_handle<> waiter_;
+  task_root* root_ = nullptr;
+  EventLoop* loop_ = nullptr;
+};
+
+}  // namespace detail
+
+// read(2) / write(2): bytes transferred (0 from read: end of file).
+inline detail::io_awaiter async_read(int fd, void* buf, std::size_t len) noexcept {
+  return {op_kind::read, fd, buf, len, 0};
+}
+inline detail::io_awaiter async_write(int fd, const void* buf, std::size_t len) noexcept {
+  return {op_kind::write, fd, const_cast<void*>(buf), len, 0};
+}
+// recv(2) / send(2) on a socket (send never raises SIGPIPE).
+inline detail::io_awaiter async_recv(int fd, void* buf, std::size_t len, int flags = 0) noexcept {
+  return {op_kind::recv, fd, buf, len, flags};
+}
+inline detail::io_awaiter async_send(int fd, const void* buf, std::size_t len,
+                                     int flags = 0) noexcept {
+  return {op_kind::send, fd, const_cast<void*>(buf), len, flags};
+}
+// accept4(2): the connected socket, non-blocking and close-on-exec. `addr`
+// and `addrlen` may be null; if given, *addrlen is the capacity in and the
+// peer address length out.
+inline detail::io_awaiter async_accept(int fd, sockaddr* addr = nullptr,
+                                       socklen_t* addrlen = nullptr) noexcept {
+  return {op_kind::accept, fd, nullptr, 0, 0, addr, addrlen != nullptr ? *addrlen : 0, addrlen};
+}
+// connect(2) on a socket; `addr` must stay valid until it completes.
+inline detail::io_awaiter async_connect(int fd, const sockaddr* addr, socklen_t addrlen) noexcept {
+  return {op_kind::connect, fd, nullptr, 0, 0, const_cast<sockaddr*>(addr), addrlen};
+}
+// Waits until `fd` is ready for `events` (POLLIN, or POLLOUT): revents.
+inline detail::io_awaiter async_poll(int fd, short events) noexcept {
+  return {op_kind::poll, fd, nullptr, 0, events};
+}
+// close(2), after the backend forgets the fd (its pending operations end
+// with CancelledError).
+inline detail::io_awaiter async_close(int fd) noexcept {
+  return {op_kind::close, fd, nullptr, 0, 0};
+}
+
+}  // namespace polyloop
