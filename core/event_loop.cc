@@ -59,13 +59,14 @@ void detail::callback_pool::run(ready_node* node, ready_node::action what) {
   callback_pool* pool = n->pool;
   if (what == ready_node::action::run && !n->cancelled) {
     n->in_timer_heap = false;
+    // From here on the callback counts as run: a Handle::cancel() from inside
+    // it no longer matches, so it cannot destroy the callable mid-call.
+    ++n->generation;
     try {
       n->invoke(n->storage);
     } catch (...) {
       pool->loop().call_exception_handler({"exception in callback", std::current_exception()});
     }
-    // Handle::cancelled() must stay false for a callback that ran: recycling
-    // bumps the generation, so the handle no longer matches.
   }
   pool->release(n);
 }
