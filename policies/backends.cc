@@ -1,9 +1,14 @@
 #include "policies/backends.h"
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include "backends/epoll/epoll_backend.h"
+#ifdef POLYLOOP_WITH_IO_URING
+#include "backends/io_uring/io_uring_backend.h"
+#endif
 
 #ifndef POLYLOOP_DEFAULT_BACKEND
 #define POLYLOOP_DEFAULT_BACKEND "auto"
@@ -15,14 +20,24 @@ namespace {
 
 struct backend_entry {
   std::string_view name;
+  std::string (*unavailable_reason)();  // empty: can run here
   std::unique_ptr<Backend> (*make)();
 };
 
-// Preference order for "auto". Other backends join this table when they are
-// compiled in.
+std::string always_available() { return {}; }
+
+// Compiled-in backends, in preference order for "auto".
 const backend_entry compiled_in[] = {
-    {"epoll", [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }},
+#ifdef POLYLOOP_WITH_IO_URING
+    {"io_uring", &backends::IoUringBackend::unavailable_reason,
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }},
+#endif
+    {"epoll", &always_available,
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }},
 };
+
+// Every backend polyloop knows, compiled in or not.
+constexpr std::string_view known_backends[] = {"io_uring", "epoll"};
 
 std::string compiled_list() {
   std::string out;
@@ -40,32 +55,85 @@ const backend_entry* find(std::string_view name) {
   return nullptr;
 }
 
+const backend_entry& find_or_throw(std::string_view name) {
+  if (const backend_entry* e = find(name)) return *e;
+  for (std::string_view k : known_backends) {
+    if (k == name) {
+      throw BackendError("backend '" + std::string(name) +
+                         "' is not compiled into this build (it has " + compiled_list() +
+                         "); rebuild with --//policies:" + std::string(name) +
+                         "=true, or choose another with --backend=NAME");
+    }
+  }
+  throw BackendError("unknown backend '" + std::string(name) + "': this build has " +
+                     compiled_list() +
+                     " (and 'auto'); choose one with --backend=NAME or POLYLOOP_BACKEND=NAME");
+}
+
+std::string requested_name(std::string_view name) {
+  if (!name.empty()) return std::string(name);
+  const char* env = std::getenv("POLYLOOP_BACKEND");
+  if (env != nullptr && *env != '\0') return env;
+  return std::string(default_backend_name());
+}
+
+// "auto" says once per process which backend it skipped and why.
+void notice_skipped(std::string_view skipped, const std::string& why, std::string_view used) {
+  static std::atomic<bool> said{false};
+  if (said.exchange(true)) return;
+  std::fprintf(stderr, "polyloop: not using %.*s (%s); using %.*s\n",
+               static_cast<int>(skipped.size()), skipped.data(), why.c_str(),
+               static_cast<int>(used.size()), used.data());
+}
+
 }  // namespace
 
 std::string_view default_backend_name() noexcept { return POLYLOOP_DEFAULT_BACKEND; }
 
 std::vector<BackendInfo> available_backends() {
   std::vector<BackendInfo> out;
-  for (const backend_entry& e : compiled_in) out.push_back({std::string(e.name), true, {}});
+  for (std::string_view k : known_backends) {
+    if (const backend_entry* e = find(k)) {
+      std::string why = e->unavailable_reason();
+      out.push_back({std::string(k), why.empty(), why});
+    } else {
+      out.push_back({std::string(k), false, "not compiled in (--//policies:" + std::string(k) +
+                                                "=false)"});
+    }
+  }
   return out;
 }
 
 std::string resolve_backend_name(std::string_view name) {
-  if (name.empty()) {
-    const char* env = std::getenv("POLYLOOP_BACKEND");
-    name = (env != nullptr && *env != '\0') ? std::string_view(env) : default_backend_name();
+  std::string n = requested_name(name);
+  if (n != "auto") return std::string(find_or_throw(n).name);
+  for (const backend_entry& e : compiled_in) {
+    if (e.unavailable_reason().empty()) return std::string(e.name);
   }
-  if (name == "auto") return std::string(compiled_in[0].name);
-  if (find(name) == nullptr) {
-    throw BackendError("unknown backend '" + std::string(name) + "': this build has " +
-                       compiled_list() +
-                       " (and 'auto'); choose one with --backend=NAME or POLYLOOP_BACKEND=NAME");
-  }
-  return std::string(name);
+  throw BackendError("no compiled-in backend can run on this host (" + compiled_list() + ")");
 }
 
 std::unique_ptr<Backend> make_backend(std::string_view name) {
-  return find(resolve_backend_name(name))->make();
+  std::string n = requested_name(name);
+  if (n != "auto") return find_or_throw(n).make();  // never falls back
+  std::string skipped, why;
+  for (const backend_entry& e : compiled_in) {
+    std::string reason = e.unavailable_reason();
+    if (reason.empty()) {
+      try {
+        std::unique_ptr<Backend> b = e.make();
+        if (!skipped.empty()) notice_skipped(skipped, why, e.name);
+        return b;
+      } catch (const BackendError& err) {
+        reason = err.what();
+      }
+    }
+    if (skipped.empty()) {
+      skipped = e.name;
+      why = reason;
+    }
+  }
+  throw BackendError("no compiled-in backend can run on this host: " + why);
 }
 
 std::unique_ptr<EventLoop> new_event_loop(std::string_view backend, Clock& clock) {
@@ -74,15 +142,31 @@ std::unique_ptr<EventLoop> new_event_loop(std::string_view backend, Clock& clock
 
 std::string backend_from_args(int argc, char** argv) {
   constexpr std::string_view flag = "--backend";
+  std::string value;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg.substr(0, flag.size()) != flag) continue;
     if (arg.size() > flag.size() && arg[flag.size()] == '=') {
-      return std::string(arg.substr(flag.size() + 1));
+      value = std::string(arg.substr(flag.size() + 1));
+    } else if (arg.size() == flag.size() && i + 1 < argc) {
+      value = argv[i + 1];
     }
-    if (arg.size() == flag.size() && i + 1 < argc) return argv[i + 1];
   }
-  return {};
+  if (value == "list") {
+    print_backends(stdout);
+    std::exit(0);
+  }
+  return value;
+}
+
+void print_backends(std::FILE* out) {
+  std::fprintf(out, "backends in this build (preference order of 'auto'):\n");
+  for (const BackendInfo& b : available_backends()) {
+    std::fprintf(out, "  %-9s %s%s\n", b.name.c_str(), b.available ? "available" : "unavailable: ",
+                 b.reason.c_str());
+  }
+  std::fprintf(out, "default: %s (POLYLOOP_BACKEND or --backend=NAME override it)\n",
+               std::string(default_backend_name()).c_str());
 }
 
 void detail::finish_run(EventLoop& loop) noexcept {

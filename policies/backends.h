@@ -8,6 +8,7 @@
 // BackendError listing the backends compiled in.
 #pragma once
 
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,16 +30,21 @@ struct BackendInfo {
 std::vector<BackendInfo> available_backends();
 // The build-time default name.
 std::string_view default_backend_name() noexcept;
-// Resolves "" and "auto" to a real backend name; throws BackendError for an
-// unknown name.
+// Resolves "" and "auto" to the name of the backend make_backend() would try
+// first; throws BackendError for an unknown name.
 std::string resolve_backend_name(std::string_view name);
-// A new backend by name (see above).
+// A new backend by name (see above). "auto" skips a backend that cannot run
+// here, saying so once per process on stderr; an explicit name never falls
+// back: it throws BackendError naming the cause and what to do.
 std::unique_ptr<Backend> make_backend(std::string_view name = {});
 // A new loop on the named backend. `clock` must outlive the loop.
 std::unique_ptr<EventLoop> new_event_loop(std::string_view backend = {},
                                           Clock& clock = SteadyClock::instance());
 // The value of --backend=NAME (or "--backend NAME") in argv, or "" if absent.
+// --backend=list prints print_backends() to stdout and exits the program.
 std::string backend_from_args(int argc, char** argv);
+// Each backend known to the build, whether it can run here and why not.
+void print_backends(std::FILE* out);
 
 // asyncio.run: makes a loop on `backend`, runs `main` to completion, cancels
 // and waits for the tasks still pending, closes the loop, and returns main's

@@ -1,0 +1,417 @@
+#include "backends/io_uring/io_uring_backend.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "core/errors.h"
+
+namespace polyloop::backends {
+
+namespace {
+
+// user_data values that are not operations (operations are aligned pointers).
+constexpr std::uint64_t wake_tag = 1;
+constexpr std::uint64_t cancel_tag = 2;
+
+// Bits kept in operation::backend_state.
+constexpr std::uint32_t in_flight_bit = 1;
+constexpr std::uint32_t retry_poll_bit = 2;  // waiting for readiness after -EAGAIN
+constexpr std::uint32_t backlog_bit = 4;
+
+std::atomic<int> forced_probe_error{0};
+
+// The opcodes the backend issues.
+constexpr int needed_ops[] = {IORING_OP_READ,    IORING_OP_WRITE,   IORING_OP_RECV,
+                              IORING_OP_SEND,    IORING_OP_ACCEPT,  IORING_OP_CONNECT,
+                              IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_CLOSE};
+
+std::string read_sysctl(const char* path) {
+  std::ifstream in(path);
+  std::string v;
+  if (in) std::getline(in, v);
+  return v;
+}
+
+// Why io_uring_queue_init failed with -err, in words a user can act on.
+std::string explain_setup_error(int err) {
+  switch (err) {
+    case ENOSYS:
+      return "io_uring unavailable: this kernel has no io_uring (ENOSYS)";
+    case EPERM: {
+      std::string disabled = read_sysctl("/proc/sys/kernel/io_uring_disabled");
+      if (disabled == "2") return "io_uring unavailable: kernel.io_uring_disabled=2 (EPERM)";
+      if (disabled == "1") {
+        return "io_uring unavailable: kernel.io_uring_disabled=1 and this process is not in "
+               "kernel.io_uring_group (EPERM)";
+      }
+      return "io_uring unavailable: io_uring_setup was refused by a seccomp filter or security "
+             "policy, as in a container's default profile (EPERM)";
+    }
+    case ENOMEM:
+      return "io_uring unavailable: not enough lockable memory for a ring (ENOMEM; raise "
+             "RLIMIT_MEMLOCK, ulimit -l)";
+    default:
+      return std::string("io_uring unavailable: io_uring_setup failed: ") + std::strerror(err);
+  }
+}
+
+std::string with_advice(const std::string& reason) {
+  return reason + "; use --backend=epoll or --backend=auto";
+}
+
+// Sets up `ring`, trying the fastest flags the kernel accepts and, on
+// ENOMEM, smaller rings. Returns 0 or a positive errno.
+int setup_ring(io_uring& ring, unsigned entries) {
+  if (int forced = forced_probe_error.load()) return forced;
+  const unsigned flag_sets[] = {
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+      IORING_SETUP_COOP_TASKRUN,
+      0,
+  };
+  int err = EINVAL;
+  for (unsigned n = entries; n >= 4; n /= 2) {
+    for (unsigned flags : flag_sets) {
+      io_uring_params params{};
+      params.flags = flags | IORING_SETUP_CQSIZE;
+      params.cq_entries = n * 4;  // room for a burst of completions
+      int r = io_uring_queue_init_params(n, &ring, &params);
+      if (r == 0) {
+        if ((params.features & IORING_FEAT_NODROP) == 0 ||
+            (params.features & IORING_FEAT_EXT_ARG) == 0) {
+          io_uring_queue_exit(&ring);
+          return EOPNOTSUPP;  // pre-5.11 kernel: no lossless CQ or timed waits
+        }
+        return 0;
+      }
+      err = -r;
+      if (err != EINVAL) break;  // EINVAL: flags unknown to this kernel, try fewer
+    }
+    if (err != ENOMEM) return err;
+  }
+  return err;
+}
+
+std::string probe_ops(io_uring& ring) {
+  io_uring_probe* probe = io_uring_get_probe_ring(&ring);
+  if (probe == nullptr) return "io_uring unavailable: the kernel cannot report its opcodes";
+  std::string missing;
+  for (int op : needed_ops) {
+    if (!io_uring_opcode_supported(probe, op)) missing += " " + std::to_string(op);
+  }
+  io_uring_free_probe(probe);
+  if (missing.empty()) return {};
+  return "io_uring unavailable: the kernel lacks opcodes" + missing;
+}
+
+std::string probe_now() {
+  io_uring ring{};
+  int err = setup_ring(ring, 8);
+  if (err == EOPNOTSUPP) {
+    return "io_uring unavailable: the kernel lacks IORING_FEAT_NODROP or EXT_ARG (5.11+ needed)";
+  }
+  if (err != 0) return explain_setup_error(err);
+  std::string missing = probe_ops(ring);
+  io_uring_queue_exit(&ring);
+  return missing;
+}
+
+}  // namespace
+
+void IoUringBackend::force_probe_error_for_testing(int err) noexcept { forced_probe_error = err; }
+
+std::string IoUringBackend::unavailable_reason() {
+  if (forced_probe_error.load() != 0) return probe_now();
+  static const std::string reason = probe_now();
+  return reason;
+}
+
+// --- op_list ----------------------------------------------------------------
+
+void IoUringBackend::op_list::push(operation* op) noexcept {
+  op->next = nullptr;
+  (tail != nullptr ? tail->next : head) = op;
+  tail = op;
+}
+
+operation* IoUringBackend::op_list::pop() noexcept {
+  operation* op = head;
+  if (op != nullptr) {
+    head = op->next;
+    if (head == nullptr) tail = nullptr;
+    op->next = nullptr;
+  }
+  return op;
+}
+
+bool IoUringBackend::op_list::remove(operation* op) noexcept {
+  operation* prev = nullptr;
+  for (operation* o = head; o != nullptr; prev = o, o = o->next) {
+    if (o != op) continue;
+    (prev != nullptr ? prev->next : head) = o->next;
+    if (tail == o) tail = prev;
+    o->next = nullptr;
+    return true;
+  }
+  return false;
+}
+
+// --- set-up -----------------------------------------------------------------
+
+IoUringBackend::IoUringBackend(unsigned entries) {
+  int err = setup_ring(ring_, entries);
+  if (err == EOPNOTSUPP) {
+    throw BackendError(with_advice(
+        "io_uring unavailable: the kernel lacks IORING_FEAT_NODROP or EXT_ARG (5.11+ needed)"));
+  }
+  if (err != 0) throw BackendError(with_advice(explain_setup_error(err)));
+  std::string missing = probe_ops(ring_);
+  if (!missing.empty()) {
+    io_uring_queue_exit(&ring_);
+    throw BackendError(with_advice(missing));
+  }
+  // Blocking on purpose: io_uring would answer a read of a non-blocking
+  // eventfd with -EAGAIN instead of waiting for a write.
+  wakefd_ = ::eventfd(0, EFD_CLOEXEC);
+  if (wakefd_ < 0) {
+    int saved = errno;
+    io_uring_queue_exit(&ring_);
+    throw std::system_error(saved, std::generic_category(), "eventfd");
+  }
+  if ((ring_.flags & IORING_SETUP_R_DISABLED) == 0) enabled_ = true;
+  arm_wake();
+}
+
+IoUringBackend::~IoUringBackend() {
+  // Tearing the ring down cancels what is still in flight; the kernel no
+  // longer touches any operation's memory once io_uring_queue_exit returns
+  // for sockets and pipes, whose requests hold no user pages.
+  io_uring_queue_exit(&ring_);
+  ::close(wakefd_);
+}
+
+void IoUringBackend::enable_once() noexcept {
+  if (enabled_) return;
+  enabled_ = true;
+  // SINGLE_ISSUER binds the ring to the thread that enables it: the loop's.
+  // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
+  ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  io_uring_register_ring_fd(&ring_);  // best effort: saves an fd lookup per enter
+}
+
+// --- submission ---------------------------------------------------------------
+
+io_uring_sqe* IoUringBackend::get_sqe() noexcept {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr && enabled_) {
+    io_uring_submit(&ring_);  // SQ ring full: hand it over and refill
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+bool IoUringBackend::submit_op(operation& op) noexcept {
+  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2 && enabled_) {
+    io_uring_submit(&ring_);  // the cancel and the close must go in together
+  }
+  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2) return false;
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
+  void* buf = op.buf;
+  auto len = static_cast<unsigned>(op.len);
+  if ((op.backend_state & retry_poll_bit) != 0) {
+    bool reader = op.kind == op_kind::read || op.kind == op_kind::recv || op.kind == op_kind::accept;
+    io_uring_prep_poll_add(sqe, op.fd, reader ? POLLIN : POLLOUT);
+  } else {
+    switch (op.kind) {
+      case op_kind::read:
+        io_uring_prep_read(sqe, op.fd, buf, len, static_cast<__u64>(-1));
+        break;
+      case op_kind::write:
+        io_uring_prep_write(sqe, op.fd, buf, len, static_cast<__u64>(-1));
+        break;
+      case op_kind::recv:
+        io_uring_prep_recv(sqe, op.fd, buf, op.len, op.flags);
+        break;
+      case op_kind::send:
+        io_uring_prep_send(sqe, op.fd, buf, op.len, op.flags | MSG_NOSIGNAL);
+        break;
+      case op_kind::accept:
+        io_uring_prep_accept(sqe, op.fd, op.addr, op.addr != nullptr ? &op.addrlen : nullptr,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+      case op_kind::connect:
+        io_uring_prep_connect(sqe, op.fd, op.addr, op.addrlen);
+        break;
+      case op_kind::poll:
+        io_uring_prep_poll_add(sqe, op.fd, static_cast<unsigned>(op.flags));
+        break;
+      case op_kind::close:
+        // First end every request still on the fd (as epoll does), then
+        // close it; the hard link keeps the order whatever the cancel finds.
+        io_uring_prep_cancel_fd(sqe, op.fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, cancel_tag);
+        sqe->flags |= IOSQE_IO_HARDLINK;
+        sqe = io_uring_get_sqe(&ring_);
+        io_uring_prep_close(sqe, op.fd);
+        break;
+    }
+  }
+  io_uring_sqe_set_data(sqe, &op);
+  op.backend_state |= in_flight_bit;
+  ++in_flight_;
+  return true;
+}
+
+void IoUringBackend::start(operation& op) noexcept {
+  op.backend_state = 0;
+  if (backlog_.head != nullptr || !submit_op(op)) {
+    op.backend_state |= backlog_bit;
+    backlog_.push(&op);  // keeps start order: no SQE until those before it have one
+  }
+}
+
+void IoUringBackend::flush_backlog() noexcept {
+  while (operation* op = backlog_.head) {
+    op->backend_state &= ~backlog_bit;
+    if (!submit_op(*op)) {
+      op->backend_state |= backlog_bit;
+      return;
+    }
+    backlog_.pop();
+  }
+}
+
+void IoUringBackend::cancel(operation& op) noexcept {
+  if ((op.backend_state & backlog_bit) != 0) {
+    backlog_.remove(&op);
+    op.backend_state = 0;
+    op.result = -ECANCELED;
+    completed_.push(&op);
+    return;
+  }
+  if ((op.backend_state & in_flight_bit) == 0) return;  // already completed
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) {
+    // No room even after submitting: flush completions' way and try again.
+    io_uring_submit_and_get_events(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return;  // the operation still completes on its own
+  }
+  io_uring_prep_cancel(sqe, &op, 0);
+  io_uring_sqe_set_data64(sqe, cancel_tag);
+}
+
+void IoUringBackend::arm_wake() noexcept {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return;  // re-armed at the next poll()
+  io_uring_prep_read(sqe, wakefd_, &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_sqe_set_data64(sqe, wake_tag);
+  wake_armed_ = true;
+}
+
+void IoUringBackend::wakeup() noexcept {
+  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
+  std::uint64_t one = 1;
+  while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+// --- completion ---------------------------------------------------------------
+
+void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept {
+  std::uint64_t tag = cqe.user_data;
+  if (tag == cancel_tag) return;
+  if (tag == wake_tag) {
+    wake_armed_ = false;
+    wake_pending_.store(false, std::memory_order_seq_cst);
+    return;  // re-armed after the reap
+  }
+  auto* op = reinterpret_cast<operation*>(tag);
+  --in_flight_;
+  op->backend_state &= ~in_flight_bit;
+  bool retryable = op->kind == op_kind::read || op->kind == op_kind::write ||
+                   op->kind == op_kind::recv || op->kind == op_kind::send ||
+                   op->kind == op_kind::accept;
+  if ((op->backend_state & retry_poll_bit) != 0) {
+    // The readiness wait after -EAGAIN ended: retry the operation itself.
+    op->backend_state &= ~retry_poll_bit;
+    if (cqe.res >= 0) {
+      if (!submit_op(*op)) {
+        op->backend_state |= backlog_bit;
+        backlog_.push(op);
+      }
+      return;
+    }
+  } else if (cqe.res == -EAGAIN && retryable) {
+    // The fd is O_NONBLOCK, so the kernel did not wait for it: wait for
+    // readiness, then try again.
+    op->backend_state |= retry_poll_bit;
+    if (!submit_op(*op)) {
+      op->backend_state |= backlog_bit;
+      backlog_.push(op);
+    }
+    return;
+  }
+  op->result = cqe.res;
+  ready.push(op);
+}
+
+void IoUringBackend::reap(detail::ready_queue& ready) noexcept {
+  while (true) {
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      handle_cqe(*cqe, ready);
+    }
+    io_uring_cq_advance(&ring_, seen);
+    // Completions the CQ ring had no room for wait in the kernel (NODROP):
+    // fetch them now rather than a whole iteration later.
+    if (!io_uring_cq_has_overflow(&ring_)) break;
+    io_uring_get_events(&ring_);
+  }
+}
+
+std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
+                                     detail::ready_queue& ready) noexcept {
+  enable_once();
+  flush_backlog();
+  if (!wake_armed_) arm_wake();
+  if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
+  while (operation* op = completed_.pop()) ready.push(op);
+  // Nothing can complete and the caller will not wait: no syscall. (The
+  // eventfd read stays armed; a wake-up is seen by the next wait.)
+  if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
+  int r;
+  if (timeout.count() == 0) {
+    r = io_uring_submit_and_get_events(&ring_);
+  } else {
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (timeout.count() > 0) {
+      ts.tv_sec = timeout.count() / 1'000'000'000;
+      ts.tv_nsec = timeout.count() % 1'000'000'000;
+      tsp = &ts;
+    }
+    io_uring_cqe* cqe = nullptr;
+    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  }
+  if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+    return {-r, std::generic_category()};
+  }
+  reap(ready);
+  if (!wake_armed_) arm_wake();
+  return {};
+}
+
+}  // namespace polyloop::backends

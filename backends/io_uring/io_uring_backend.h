@@ -1,0 +1,81 @@
+// The io_uring backend: every operation is an SQE, every completion a CQE.
+//
+// Operations queued during a loop iteration are submitted together with the
+// wait for completions (one io_uring_enter per iteration). A full SQ ring is
+// submitted and refilled; an operation that finds no SQE waits in a backlog
+// for the next iteration. Cancel is an async-cancel SQE: the operation still
+// completes exactly once, with -ECANCELED or its real result. The CQ ring
+// never drops completions (IORING_FEAT_NODROP is required; an overflow is
+// flushed before the wait). Cross-thread wake-up is an eventfd with a read
+// always armed in the ring.
+//
+// Where the kernel has them, the ring is set up with SINGLE_ISSUER and
+// DEFER_TASKRUN (else COOP_TASKRUN, else neither), and its fd is registered.
+// A ring with SINGLE_ISSUER belongs to the thread that first runs the loop.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <string>
+
+#include "core/backend.h"
+
+namespace polyloop::backends {
+
+class IoUringBackend final : public Backend {
+ public:
+  // Throws BackendError saying why io_uring cannot be used, or
+  // std::system_error naming the syscall for other failures.
+  explicit IoUringBackend(unsigned entries = 256);
+  ~IoUringBackend() override;
+  IoUringBackend(const IoUringBackend&) = delete;
+  IoUringBackend& operator=(const IoUringBackend&) = delete;
+
+  // Empty if io_uring can run here, else why not, e.g.
+  // "kernel.io_uring_disabled=2 (EPERM)". Probed once per process.
+  static std::string unavailable_reason();
+  // Test-only: make the probe (and construction) fail with `err` (ENOSYS,
+  // EPERM, ENOMEM, EINVAL), or behave normally again with 0.
+  static void force_probe_error_for_testing(int err) noexcept;
+
+  std::string_view name() const noexcept override { return "io_uring"; }
+  void start(operation& op) noexcept override;
+  void cancel(operation& op) noexcept override;
+  std::error_code poll(std::chrono::nanoseconds timeout,
+                       detail::ready_queue& ready) noexcept override;
+  void wakeup() noexcept override;
+
+  // What the ring was set up with (for tests and benchmarks).
+  unsigned setup_flags() const noexcept { return ring_.flags; }
+  unsigned sq_entries() const noexcept { return ring_.sq.ring_entries; }
+
+ private:
+  struct op_list {
+    operation* head = nullptr;
+    operation* tail = nullptr;
+    void push(operation* op) noexcept;
+    operation* pop() noexcept;
+    bool remove(operation* op) noexcept;
+  };
+
+  io_uring_sqe* get_sqe() noexcept;
+  bool submit_op(operation& op) noexcept;
+  void arm_wake() noexcept;
+  void flush_backlog() noexcept;
+  void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept;
+  void reap(detail::ready_queue& ready) noexcept;
+  void enable_once() noexcept;
+
+  io_uring ring_{};
+  int wakefd_ = -1;
+  std::uint64_t wake_buf_ = 0;
+  std::atomic<bool> wake_pending_{false};
+  bool wake_armed_ = false;
+  bool enabled_ = false;
+  std::size_t in_flight_ = 0;  // operations with an SQE or CQE outstanding
+  op_list backlog_;            // started while the SQ ring was full
+  op_list completed_;          // ended without a CQE (cancelled in the backlog)
+};
+
+}  // namespace polyloop::backends
