@@ -27,7 +27,8 @@ constexpr std::uint32_t in_flight_bit = 1;
 constexpr std::uint32_t retry_poll_bit = 2;  // waiting for readiness after -EAGAIN
 constexpr std::uint32_t backlog_bit = 4;
 
-std::atomic<int> forced_probe_error{0};
+std::atomic<int> forced_error{0};
+std::atomic<unsigned> forced_above{0};
 
 // The opcodes the backend issues.
 constexpr int needed_ops[] = {IORING_OP_READ,    IORING_OP_WRITE,   IORING_OP_RECV,
@@ -71,7 +72,6 @@ std::string with_advice(const std::string& reason) {
 // Sets up `ring`, trying the fastest flags the kernel accepts and, on
 // ENOMEM, smaller rings. Returns 0 or a positive errno.
 int setup_ring(io_uring& ring, unsigned entries) {
-  if (int forced = forced_probe_error.load()) return forced;
   const unsigned flag_sets[] = {
       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
       IORING_SETUP_COOP_TASKRUN,
@@ -83,7 +83,9 @@ int setup_ring(io_uring& ring, unsigned entries) {
       io_uring_params params{};
       params.flags = flags | IORING_SETUP_CQSIZE;
       params.cq_entries = n * 4;  // room for a burst of completions
-      int r = io_uring_queue_init_params(n, &ring, &params);
+      int forced = forced_error.load();
+      int r = (forced != 0 && n > forced_above.load()) ? -forced
+                                                        : io_uring_queue_init_params(n, &ring, &params);
       if (r == 0) {
         if ((params.features & IORING_FEAT_NODROP) == 0 ||
             (params.features & IORING_FEAT_EXT_ARG) == 0) {
@@ -126,10 +128,13 @@ std::string probe_now() {
 
 }  // namespace
 
-void IoUringBackend::force_probe_error_for_testing(int err) noexcept { forced_probe_error = err; }
+void IoUringBackend::force_setup_error_for_testing(int err, unsigned above_entries) noexcept {
+  forced_above = above_entries;
+  forced_error = err;
+}
 
 std::string IoUringBackend::unavailable_reason() {
-  if (forced_probe_error.load() != 0) return probe_now();
+  if (forced_error.load() != 0) return probe_now();
   static const std::string reason = probe_now();
   return reason;
 }

@@ -35,9 +35,10 @@ class IoUringBackend final : public Backend {
   // Empty if io_uring can run here, else why not, e.g.
   // "kernel.io_uring_disabled=2 (EPERM)". Probed once per process.
   static std::string unavailable_reason();
-  // Test-only: make the probe (and construction) fail with `err` (ENOSYS,
-  // EPERM, ENOMEM, EINVAL), or behave normally again with 0.
-  static void force_probe_error_for_testing(int err) noexcept;
+  // Test-only: make ring set-up fail with `err` (ENOSYS, EPERM, ENOMEM, ...)
+  // for rings of more than `above_entries` entries (0: every ring), in the
+  // probe and in construction; err = 0 restores normal behaviour.
+  static void force_setup_error_for_testing(int err, unsigned above_entries = 0) noexcept;
 
   std::string_view name() const noexcept override { return "io_uring"; }
   void start(operation& op) noexcept override;

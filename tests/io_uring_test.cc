@@ -1,0 +1,271 @@
+// io_uring-specific behaviour: many operations in flight, a tiny ring whose
+// SQ and CQ overflow, cancel racing completion, and every way io_uring can
+// be unavailable — under "auto" (falls back to epoll, says why) and under
+// an explicit "io_uring" (a clear error). Skipped when io_uring is compiled
+// out (--//policies:io_uring=false).
+#include "backends/io_uring/io_uring_backend.h"
+
+#define BOOST_TEST_MODULE io_uring
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/test/unit_test.hpp>
+#include <cerrno>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "polyloop/polyloop.h"
+
+namespace pl = polyloop;
+using pl::backends::IoUringBackend;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct pipe_pair {
+  int r = -1, w = -1;
+  pipe_pair() {
+    int fds[2];
+    BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    r = fds[0];
+    w = fds[1];
+  }
+  ~pipe_pair() {
+    ::close(r);
+    ::close(w);
+  }
+};
+
+std::unique_ptr<pl::EventLoop> ring_loop(unsigned entries) {
+  return std::make_unique<pl::EventLoop>(std::make_unique<IoUringBackend>(entries));
+}
+
+pl::Task<std::int64_t> read_one(int fd, char* buf) { co_return co_await pl::async_read(fd, buf, 1); }
+
+// Many reads pending in a ring far smaller than their number: the SQ ring
+// fills (backlog), and their completions overflow the CQ ring (NODROP).
+void many_reads(pl::EventLoop& loop, std::size_t count) {
+  std::vector<pipe_pair> pipes(count);
+  std::vector<char> bufs(count, 0);
+  std::vector<pl::Future<std::int64_t>> reads;
+  for (std::size_t i = 0; i < count; ++i) {
+    reads.push_back(loop.create_task(read_one(pipes[i].r, &bufs[i])));
+  }
+  // Let every read reach the kernel, then make them all complete at once.
+  loop.run_until_complete([]() -> pl::Task<> { co_await pl::sleep(20ms); }());
+  for (std::size_t i = 0; i < count; ++i) {
+    char c = static_cast<char>('a' + i % 26);
+    BOOST_REQUIRE(::write(pipes[i].w, &c, 1) == 1);
+  }
+  auto results = loop.run_until_complete(pl::gather(reads));
+  BOOST_REQUIRE_EQUAL(results.size(), count);
+  for (std::size_t i = 0; i < count; ++i) {
+    BOOST_TEST(results[i] == 1);
+    BOOST_TEST(bufs[i] == static_cast<char>('a' + i % 26));
+  }
+}
+
+// Runs `body` in a child process; returns its exit status and what it wrote
+// to stderr.
+template <class F>
+std::pair<int, std::string> in_child(F body) {
+  int err_pipe[2];
+  BOOST_REQUIRE(::pipe(err_pipe) == 0);
+  pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(err_pipe[1], 2);
+    ::close(err_pipe[0]);
+    int code = 1;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: unexpected exception: %s\n", e.what());
+    }
+    std::fflush(stderr);
+    ::_exit(code);
+  }
+  ::close(err_pipe[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(err_pipe[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(err_pipe[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
+}
+
+// In a child: io_uring set-up fails with `err`; "auto" must come up on epoll
+// and say why on stderr, an explicit "io_uring" must throw naming the cause.
+void check_unavailable(int err, const std::string& cause) {
+  auto [code, err_text] = in_child([err, cause] {
+    IoUringBackend::force_setup_error_for_testing(err);
+    auto info = pl::available_backends();
+    bool listed = false;
+    for (auto& b : info) {
+      if (b.name == "io_uring") listed = !b.available && b.reason.find(cause) != std::string::npos;
+    }
+    if (!listed) return 2;
+    auto loop = pl::new_event_loop("auto");
+    if (loop->backend_name() != "epoll") return 3;
+    try {
+      pl::new_event_loop("io_uring");
+      return 4;
+    } catch (const pl::BackendError& e) {
+      std::string what = e.what();
+      if (what.find(cause) == std::string::npos) return 5;
+      if (what.find("--backend=epoll") == std::string::npos) return 6;
+    }
+    return 0;
+  });
+  BOOST_TEST_INFO("stderr: " << err_text);
+  BOOST_TEST(code == 0);
+  // Exactly one line, naming what was skipped and why.
+  BOOST_TEST(err_text.find("not using io_uring") != std::string::npos);
+  BOOST_TEST(err_text.find(cause) != std::string::npos);
+  BOOST_TEST(err_text.find("using epoll") != std::string::npos);
+  BOOST_TEST(std::count(err_text.begin(), err_text.end(), '\n') == 1);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_thousand_reads_in_flight_all_complete_with_their_own_data) {
+  auto loop = ring_loop(256);
+  many_reads(*loop, 1000);
+}
+
+BOOST_AUTO_TEST_CASE(a_tiny_ring_overflows_its_sq_and_cq_without_losing_a_completion) {
+  auto loop = ring_loop(4);
+  auto* backend = static_cast<IoUringBackend*>(&loop->backend());
+  BOOST_TEST(backend->sq_entries() == 4u);
+  many_reads(*loop, 300);
+}
+
+BOOST_AUTO_TEST_CASE(cancel_racing_completion_completes_each_operation_exactly_once) {
+  // Data is already there when the cancel is issued: each read ends either
+  // with its byte or with CancelledError, never both, never neither.
+  auto loop = ring_loop(64);
+  constexpr std::size_t n = 200;
+  std::vector<pipe_pair> pipes(n);
+  std::vector<char> bufs(n, 0);
+  std::vector<pl::Future<std::int64_t>> reads;
+  for (std::size_t i = 0; i < n; ++i) reads.push_back(loop->create_task(read_one(pipes[i].r, &bufs[i])));
+  loop->run_until_complete([]() -> pl::Task<> { co_await pl::sleep(10ms); }());
+  for (std::size_t i = 0; i < n; ++i) {
+    char c = 'x';
+    BOOST_REQUIRE(::write(pipes[i].w, &c, 1) == 1);
+    reads[i].cancel();
+  }
+  auto settled = loop->run_until_complete(pl::wait_all(reads));
+  std::size_t got_data = 0, cancelled = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    BOOST_REQUIRE(settled[i].done());
+    if (settled[i].cancelled()) {
+      ++cancelled;
+      // A cancelled read left the byte in the pipe.
+      char c = 0;
+      BOOST_TEST(::read(pipes[i].r, &c, 1) == 1);
+    } else {
+      ++got_data;
+      BOOST_TEST(settled[i].result() == 1);
+      BOOST_TEST(bufs[i] == 'x');
+    }
+  }
+  BOOST_TEST(got_data + cancelled == n);
+  BOOST_TEST_MESSAGE("cancel won " << cancelled << ", completion won " << got_data);
+}
+
+BOOST_AUTO_TEST_CASE(one_submission_per_iteration_whatever_the_number_of_operations) {
+  // 100 writes started in one iteration are all submitted by the next wait:
+  // the loop needs one iteration, not one per operation, to see them done.
+  auto loop = ring_loop(256);
+  std::vector<pipe_pair> pipes(100);
+  int iterations_until_done = 0;
+  auto writer = [](int fd) -> pl::Task<std::int64_t> {
+    co_return co_await pl::async_write(fd, "y", 1);
+  };
+  std::vector<pl::Future<std::int64_t>> writes;
+  for (auto& p : pipes) writes.push_back(loop->create_task(writer(p.w)));
+  std::function<void()> count = [&] {
+    ++iterations_until_done;
+    bool all = true;
+    for (auto& w : writes) all = all && w.done();
+    if (all) {
+      loop->stop();
+    } else {
+      loop->call_soon(count);
+    }
+  };
+  loop->call_soon(count);
+  loop->run_forever();
+  for (auto& w : writes) BOOST_TEST(w.result() == 1);
+  BOOST_TEST(iterations_until_done <= 4);
+}
+
+BOOST_AUTO_TEST_CASE(enomem_retries_with_a_smaller_ring) {
+  IoUringBackend::force_setup_error_for_testing(ENOMEM, 16);
+  std::unique_ptr<IoUringBackend> backend;
+  BOOST_CHECK_NO_THROW(backend = std::make_unique<IoUringBackend>(256));
+  IoUringBackend::force_setup_error_for_testing(0);
+  BOOST_REQUIRE(backend);
+  BOOST_TEST(backend->sq_entries() == 16u);
+}
+
+BOOST_AUTO_TEST_CASE(enosys_old_kernel_falls_back_under_auto_and_fails_explicitly) {
+  check_unavailable(ENOSYS, "ENOSYS");
+}
+
+BOOST_AUTO_TEST_CASE(eperm_disabled_or_filtered_falls_back_under_auto_and_fails_explicitly) {
+  check_unavailable(EPERM, "EPERM");
+}
+
+BOOST_AUTO_TEST_CASE(enomem_memlock_falls_back_under_auto_and_fails_explicitly) {
+  check_unavailable(ENOMEM, "ENOMEM");
+}
+
+BOOST_AUTO_TEST_CASE(a_real_seccomp_filter_refusing_io_uring_setup_brings_auto_up_on_epoll) {
+  auto [code, err_text] = in_child([] {
+    // Refuse io_uring_setup with EPERM, as a container's default profile does.
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 10;
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) return 11;
+    auto loop = pl::new_event_loop("auto");
+    if (loop->backend_name() != "epoll") return 3;
+    int v = loop->run_until_complete([]() -> pl::Task<int> {
+      co_await pl::sleep(1ms);
+      co_return 7;
+    }());
+    if (v != 7) return 4;
+    try {
+      pl::new_event_loop("io_uring");
+      return 5;
+    } catch (const pl::BackendError& e) {
+      if (std::string(e.what()).find("EPERM") == std::string::npos) return 6;
+    }
+    return 0;
+  });
+  BOOST_TEST_INFO("stderr: " << err_text);
+  BOOST_TEST(code == 0);
+  BOOST_TEST(err_text.find("not using io_uring") != std::string::npos);
+  BOOST_TEST(err_text.find("EPERM") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(auto_picks_io_uring_where_it_runs) {
+  BOOST_REQUIRE(IoUringBackend::unavailable_reason().empty());
+  BOOST_TEST(pl::new_event_loop("auto")->backend_name() == "io_uring");
+}
