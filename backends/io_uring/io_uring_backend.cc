@@ -71,14 +71,16 @@ std::string with_advice(const std::string& reason) {
 
 // Sets up `ring`, trying the fastest flags the kernel accepts and, on
 // ENOMEM, smaller rings. Returns 0 or a positive errno.
-int setup_ring(io_uring& ring, unsigned entries) {
+int setup_ring(io_uring& ring, const IoUringBackend::options& opts) {
+  const unsigned defer =
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
   const unsigned flag_sets[] = {
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
-      IORING_SETUP_COOP_TASKRUN,
-      0,
+      opts.defer_taskrun ? defer : 0u,
+      opts.coop_taskrun ? IORING_SETUP_COOP_TASKRUN : 0u,
+      0u,
   };
   int err = EINVAL;
-  for (unsigned n = entries; n >= 4; n /= 2) {
+  for (unsigned n = opts.entries; n >= 4; n /= 2) {
     for (unsigned flags : flag_sets) {
       io_uring_params params{};
       params.flags = flags | IORING_SETUP_CQSIZE;
@@ -116,7 +118,9 @@ std::string probe_ops(io_uring& ring) {
 
 std::string probe_now() {
   io_uring ring{};
-  int err = setup_ring(ring, 8);
+  IoUringBackend::options opts;
+  opts.entries = 8;
+  int err = setup_ring(ring, opts);
   if (err == EOPNOTSUPP) {
     return "io_uring unavailable: the kernel lacks IORING_FEAT_NODROP or EXT_ARG (5.11+ needed)";
   }
@@ -171,8 +175,8 @@ bool IoUringBackend::op_list::remove(operation* op) noexcept {
 
 // --- set-up -----------------------------------------------------------------
 
-IoUringBackend::IoUringBackend(unsigned entries) {
-  int err = setup_ring(ring_, entries);
+IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.register_ring_fd) {
+  int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
         "io_uring unavailable: the kernel lacks IORING_FEAT_NODROP or EXT_ARG (5.11+ needed)"));
@@ -191,7 +195,6 @@ IoUringBackend::IoUringBackend(unsigned entries) {
     io_uring_queue_exit(&ring_);
     throw std::system_error(saved, std::generic_category(), "eventfd");
   }
-  if ((ring_.flags & IORING_SETUP_R_DISABLED) == 0) enabled_ = true;
   arm_wake();
 }
 
@@ -208,8 +211,12 @@ void IoUringBackend::enable_once() noexcept {
   enabled_ = true;
   // SINGLE_ISSUER binds the ring to the thread that enables it: the loop's.
   // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
-  ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
-  io_uring_register_ring_fd(&ring_);  // best effort: saves an fd lookup per enter
+  if ((ring_.flags & IORING_SETUP_R_DISABLED) != 0) {
+    ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  }
+  // The registered ring fd is this thread's: a loop stays on the thread that
+  // first ran it.
+  if (register_ring_fd_) io_uring_register_ring_fd(&ring_);  // best effort: saves an fd lookup per enter
 }
 
 // --- submission ---------------------------------------------------------------

@@ -11,7 +11,8 @@
 //
 // Where the kernel has them, the ring is set up with SINGLE_ISSUER and
 // DEFER_TASKRUN (else COOP_TASKRUN, else neither), and its fd is registered.
-// A ring with SINGLE_ISSUER belongs to the thread that first runs the loop.
+// The ring belongs to the thread that first runs the loop (SINGLE_ISSUER and
+// the registered ring fd are per thread): run a loop on one thread only.
 #pragma once
 
 #include <liburing.h>
@@ -25,9 +26,17 @@ namespace polyloop::backends {
 
 class IoUringBackend final : public Backend {
  public:
+  struct options {
+    unsigned entries = 256;       // SQ ring size (halved on ENOMEM down to 4)
+    bool defer_taskrun = true;    // SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them
+    bool coop_taskrun = true;     // else COOP_TASKRUN
+    bool register_ring_fd = true;
+  };
   // Throws BackendError saying why io_uring cannot be used, or
   // std::system_error naming the syscall for other failures.
-  explicit IoUringBackend(unsigned entries = 256);
+  IoUringBackend() : IoUringBackend(options{}) {}
+  explicit IoUringBackend(unsigned entries) : IoUringBackend(options{entries}) {}
+  explicit IoUringBackend(const options& opts);
   ~IoUringBackend() override;
   IoUringBackend(const IoUringBackend&) = delete;
   IoUringBackend& operator=(const IoUringBackend&) = delete;
@@ -74,6 +83,7 @@ class IoUringBackend final : public Backend {
   std::atomic<bool> wake_pending_{false};
   bool wake_armed_ = false;
   bool enabled_ = false;
+  bool register_ring_fd_ = true;
   std::size_t in_flight_ = 0;  // operations with an SQE or CQE outstanding
   op_list backlog_;            // started while the SQ ring was full
   op_list completed_;          // ended without a CQE (cancelled in the backlog)
