@@ -100,7 +100,7 @@ inline detail::io_awaiter async_accept(int fd, sockaddr* addr = nullptr,
 inline detail::io_awaiter async_connect(int fd, const sockaddr* addr, socklen_t addrlen) noexcept {
   return {op_kind::connect, fd, nullptr, 0, 0, const_cast<sockaddr*>(addr), addrlen};
 }
-// Waits until `fd` is ready for `events` (POLLIN, or POLLOUT): revents.
+// Waits until `fd` is ready for any of `events` (POLLIN and/or POLLOUT): revents.
 inline detail::io_awaiter async_poll(int fd, short events) noexcept {
   return {op_kind::poll, fd, nullptr, 0, events};
 }

@@ -28,8 +28,6 @@ bool is_reader(const operation& op) noexcept {
     case op_kind::recv:
     case op_kind::accept:
       return true;
-    case op_kind::poll:
-      return (op.flags & POLLIN) != 0;
     default:
       return false;
   }
@@ -205,6 +203,16 @@ void EpollBackend::start(operation& op) noexcept {
       return;
     }
     op.backend_state = connecting_bit;
+  } else if (op.kind == op_kind::poll) {
+    // A level check consumes nothing, so it never waits behind other ops.
+    if (try_op(op) || !st->pollable) {
+      complete(op);
+      return;
+    }
+    op.backend_state |= queued_bit;
+    st->pollers.push(&op);
+    ++queued_;
+    return;
   } else {
     bool reader = is_reader(op);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
@@ -226,7 +234,10 @@ void EpollBackend::start(operation& op) noexcept {
 void EpollBackend::cancel(operation& op) noexcept {
   if ((op.backend_state & queued_bit) == 0) return;  // done, or never started
   fd_state* st = state_for(op.fd);
-  if (st == nullptr || !(st->readers.remove(&op) || st->writers.remove(&op))) return;
+  if (st == nullptr ||
+      !(st->readers.remove(&op) || st->writers.remove(&op) || st->pollers.remove(&op))) {
+    return;
+  }
   --queued_;
   op.result = -ECANCELED;
   complete(op);
@@ -235,7 +246,7 @@ void EpollBackend::cancel(operation& op) noexcept {
 void EpollBackend::close_fd(operation& op) noexcept {
   if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size()) {
     fd_state& st = fds_[static_cast<std::size_t>(op.fd)];
-    for (op_queue* q : {&st.readers, &st.writers}) {
+    for (op_queue* q : {&st.readers, &st.writers, &st.pollers}) {
       while (operation* o = q->head) {
         q->remove(o);
         --queued_;
@@ -270,6 +281,16 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable);
   if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable);
+  // Poll operations: each is a level check, so try every one on any edge.
+  for (operation* op = st.pollers.head; op != nullptr;) {
+    operation* next = op->next;
+    if (try_op(*op)) {
+      st.pollers.remove(op);
+      --queued_;
+      complete(*op);
+    }
+    op = next;
+  }
 }
 
 std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,

@@ -40,8 +40,9 @@ class EpollBackend final : public Backend {
     bool remove(operation* op) noexcept;
   };
   struct fd_state {
-    op_queue readers;  // read, recv, accept, poll for POLLIN
-    op_queue writers;  // write, send, connect, poll for POLLOUT only
+    op_queue readers;  // read, recv, accept: tried in order on in-edges
+    op_queue writers;  // write, send, connect: tried in order on out-edges
+    op_queue pollers;  // poll: each level-checked on any edge
     bool registered = false;
     bool pollable = true;
     bool readable = true;  // no EAGAIN seen since the last edge
