@@ -10,6 +10,10 @@
 #include "backends/io_uring/io_uring_backend.h"
 #endif
 
+#if defined(POLYLOOP_DEFAULT_IS_IO_URING) && !defined(POLYLOOP_WITH_IO_URING)
+#error "--//policies:default_backend=io_uring needs io_uring compiled in (--//policies:io_uring=true)"
+#endif
+
 #ifndef POLYLOOP_DEFAULT_BACKEND
 #define POLYLOOP_DEFAULT_BACKEND "auto"
 #endif
