@@ -29,14 +29,14 @@ EventLoop* running_loop() noexcept { return current_loop; }
 void Handle::cancel() noexcept {
   detail::callback_node* n = node_;
   if (n == nullptr || n->generation != generation_ || n->cancelled) return;
+  cancelled_here_ = true;
   n->cancelled = true;
   n->release();  // drop what the callback captured now, as asyncio does
   if (n->in_timer_heap) n->pool->loop().note_cancelled_timer();
 }
 
 bool Handle::cancelled() const noexcept {
-  // A recycled node means the callback ran or was dropped; only a cancel
-  // that took effect leaves `cancelled` set on the same generation.
+  if (cancelled_here_) return true;
   return node_ != nullptr && node_->generation == generation_ && node_->cancelled;
 }
 
@@ -111,7 +111,7 @@ void EventLoop::schedule(detail::ready_node* node) {
   ready_.push(node);
 }
 
-void EventLoop::run_forever() {
+void EventLoop::check_can_run() const {
   check_open();
   if (running_) {
     throw EventLoopError("this event loop is already running; use create_task() to add work");
@@ -119,6 +119,10 @@ void EventLoop::run_forever() {
   if (current_loop != nullptr) {
     throw EventLoopError("cannot run an event loop while another loop is running on this thread");
   }
+}
+
+void EventLoop::run_forever() {
+  check_can_run();
   running_ = true;
   current_loop = this;
   struct reset_on_exit {
@@ -295,10 +299,10 @@ void EventLoop::fire_expired_timers() {
 }
 
 void EventLoop::run_once() {
-  if (threadsafe_pending_.load(std::memory_order_acquire)) take_threadsafe();
+  if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
   std::error_code ec = backend_->poll(compute_timeout(), ready_);
   if (ec) throw std::system_error(ec, std::string(backend_name_) + " backend: waiting for events");
-  if (threadsafe_pending_.load(std::memory_order_acquire)) take_threadsafe();
+  if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
   fire_expired_timers();
   // Only what is ready now runs in this iteration.
   for (std::size_t n = ready_.size(); n != 0; --n) {

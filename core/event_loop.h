@@ -125,7 +125,9 @@ class Handle {
   Handle() = default;
   // Stops the callback from running and releases it. No effect once it ran.
   void cancel() noexcept;
-  // True if cancel() took effect.
+  // True if a cancel() took effect: through this handle (for good, even
+  // after the loop recycled the callback's slot), or through a copy while
+  // the callback was still pending.
   bool cancelled() const noexcept;
 
  protected:
@@ -133,6 +135,7 @@ class Handle {
   Handle(detail::callback_node* node) noexcept : node_(node), generation_(node->generation) {}
   detail::callback_node* node_ = nullptr;
   std::uint32_t generation_ = 0;
+  bool cancelled_here_ = false;
 };
 
 // What call_later() and call_at() return.
@@ -177,11 +180,12 @@ class EventLoop {
   // exception handler. Throws EventLoopError if the loop is closed.
   template <class F>
   Handle call_soon(F&& f);
-  // Schedules f() for `delay` from now, never earlier. Timers with equal
-  // deadlines run in the order they were scheduled.
-  template <class F>
-  TimerHandle call_later(duration delay, F&& f) {
-    return call_at(time() + delay, std::forward<F>(f));
+  // Schedules f() for `delay` (any std::chrono::duration, rounded up) from
+  // now, never earlier. Timers with equal deadlines run in the order they
+  // were scheduled.
+  template <class Rep, class Period, class F>
+  TimerHandle call_later(std::chrono::duration<Rep, Period> delay, F&& f) {
+    return call_at(time() + std::chrono::ceil<duration>(delay), std::forward<F>(f));
   }
   template <class F>
   TimerHandle call_at(time_point when, F&& f);
@@ -223,6 +227,10 @@ class EventLoop {
   }
   template <class T>
   Future<T> ensure_future(Future<T> future);
+  // Any other awaitable, e.g. sleep(d): wrapped in a task and scheduled.
+  template <class Awaitable>
+    requires requires(Awaitable& a) { a.await_resume(); }
+  auto ensure_future(Awaitable awaitable);
   // A new pending future bound to this loop.
   template <class T = void>
   Future<T> create_future();
@@ -242,6 +250,9 @@ class EventLoop {
 
   // Throws EventLoopError if the loop is closed.
   void check_open() const;
+  // Throws EventLoopError if the loop cannot run now: closed, already
+  // running, or another loop runs on this thread.
+  void check_can_run() const;
   // Runs until `state` is done (run_until_complete without the result).
   void run_until_done(detail::future_state_base& state);
 
@@ -394,7 +405,9 @@ void EventLoop::call_soon_threadsafe(F&& f) {
           "call_soon_threadsafe: event loop is closed; nothing can run on it any more");
     }
     threadsafe_queue_.push_back(box);
-    threadsafe_pending_.store(true, std::memory_order_release);
+    // seq_cst, like the backends' wake flag: the loop clears that flag and
+    // then reads this one, and must not miss a callback queued in between.
+    threadsafe_pending_.store(true, std::memory_order_seq_cst);
     // Waking under the lock keeps close() from releasing the backend meanwhile.
     backend_->wakeup();
   }

@@ -188,31 +188,32 @@ class Future {
 
   // False for a default-constructed or moved-from Future.
   bool valid() const noexcept { return state_ != nullptr; }
-  bool done() const noexcept { return state_->done(); }
-  bool cancelled() const noexcept { return state_->cancelled(); }
+  // Every member below throws InvalidStateError on an empty Future.
+  bool done() const { return st()->done(); }
+  bool cancelled() const { return st()->cancelled(); }
   // Cancels a pending future and schedules its callbacks; false if it was
   // already done. For a task: cancels what the task awaits (asyncio's
   // Task.cancel), so the task sees CancelledError and may still catch it.
-  bool cancel() { return state_->cancel(); }
+  bool cancel() { return st()->cancel(); }
 
   // Completes the future. Throws InvalidStateError if it is done already,
   // or is a task (a task's result is what its coroutine returns).
   template <class U = T>
   requires(!std::is_void_v<T> && std::is_constructible_v<T, U&&>) void set_result(U&& value) {
-    state_->set_value(std::forward<U>(value));
+    st()->set_value(std::forward<U>(value));
   }
-  void set_result() requires std::is_void_v<T> { state_->set_value(); }
-  void set_exception(std::exception_ptr e) { state_->set_exception(std::move(e)); }
+  void set_result() requires std::is_void_v<T> { st()->set_value(); }
+  void set_exception(std::exception_ptr e) { st()->set_exception(std::move(e)); }
   template <class E>
   requires std::is_base_of_v<std::exception, std::decay_t<E>>
   void set_exception(E&& e) { set_exception(std::make_exception_ptr(std::forward<E>(e))); }
 
   // The result; rethrows the future's exception; throws CancelledError if it
   // was cancelled and InvalidStateError while it is pending.
-  std::add_lvalue_reference_t<T> result() const { return state_->value(); }
+  std::add_lvalue_reference_t<T> result() const { return st()->value(); }
   // The exception, or null if the future has a result. Throws as result()
   // does when cancelled or pending.
-  std::exception_ptr exception() const { return state_->exception(); }
+  std::exception_ptr exception() const { return st()->exception(); }
 
   // Schedules f(future) when the future is done (at once, if it is). Returns
   // an id for remove_done_callback().
@@ -223,7 +224,7 @@ class Future {
   // were removed (0 or 1).
   std::size_t remove_done_callback(callback_id id);
 
-  EventLoop& get_loop() const { return state_->checked_loop(); }
+  EventLoop& get_loop() const { return st()->checked_loop(); }
 
   // Awaiting from a task suspends it until the future is done; cancelling the
   // task cancels the future.
@@ -234,6 +235,12 @@ class Future {
   detail::future_state<T>* state() const noexcept { return state_; }
 
  private:
+  detail::future_state<T>* st() const {
+    if (state_ == nullptr) {
+      throw InvalidStateError("this Future is empty (default-constructed or moved-from)");
+    }
+    return state_;
+  }
   detail::future_state<T>* state_ = nullptr;
 };
 
@@ -272,21 +279,21 @@ template <class F>
 requires std::is_invocable_v < std::decay_t<F>
 &, Future<T>& > typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
   using Node = detail::user_done_node<T, std::decay_t<F>>;
-  EventLoop& loop = state_->checked_loop();
+  EventLoop& loop = st()->checked_loop();
   loop.check_open();
-  auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), state_->next_callback_id());
+  auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), st()->next_callback_id());
   std::uint64_t id = node->user_id;
-  if (state_->done()) {
+  if (st()->done()) {
     loop.schedule(node);
   } else {
-    state_->add_link(node);
+    st()->add_link(node);
   }
   return id;
 }
 
 template <class T>
 std::size_t Future<T>::remove_done_callback(callback_id id) {
-  return state_->remove_user_link(id);
+  return st()->remove_user_link(id);
 }
 
 }  // namespace polyloop
@@ -310,7 +317,7 @@ class future_awaiter : public done_link {
     if (linked_) future_.state()->remove_link(this);
   }
 
-  bool await_ready() const noexcept { return future_.done(); }
+  bool await_ready() const { return future_.done(); }  // throws for an empty Future
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
     root_ = root_of(h);

@@ -135,6 +135,13 @@ struct awaitable_traits<Future<T>> {
   using value_type = T;
   static constexpr bool owned = false;
 };
+// Any other awaitable (sleep(d), ...) runs as a task made here.
+template <class A>
+  requires requires(A& a) { a.await_resume(); }
+struct awaitable_traits<A> {
+  using value_type = await_result_t<A>;
+  static constexpr bool owned = true;
+};
 template <class A>
 using awaitable_value_t = typename awaitable_traits<std::decay_t<A>>::value_type;
 
@@ -145,6 +152,11 @@ Future<T> to_future(EventLoop& loop, Task<T>&& task) {
 template <class T>
 Future<T> to_future(EventLoop& loop, Future<T>&& future) {
   return loop.ensure_future(std::move(future));
+}
+template <class A>
+  requires requires(A& a) { a.await_resume(); }
+auto to_future(EventLoop& loop, A&& awaitable) {
+  return loop.ensure_future(std::move(awaitable));
 }
 
 // void results stand as std::monostate in a tuple.
@@ -309,7 +321,11 @@ Task<detail::awaitable_value_t<A>> wait_for(A aw, std::chrono::duration<Rep, Per
       throw TimeoutError(detail::timeout_message(std::chrono::ceil<Clock::duration>(timeout)));
     }
   }
-  co_return detail::take_result<detail::awaitable_traits<A>::owned>(f);
+  if constexpr (std::is_void_v<detail::awaitable_value_t<A>>) {
+    f.result();
+  } else {
+    co_return detail::take_result<detail::awaitable_traits<A>::owned>(f);
+  }
 }
 
 }  // namespace polyloop

@@ -18,9 +18,9 @@ namespace detail {
 
 class sleep_awaiter : public ready_node {
  public:
+  // Copyable until awaited (ensure_future(sleep(d)) moves it into a task);
+  // once suspended it must stay where it is, as every awaiter does.
   explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) { fn = &resume; }
-  sleep_awaiter(const sleep_awaiter&) = delete;
-  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
 
   bool await_ready() const noexcept { return false; }
   template <class Promise>

@@ -122,7 +122,9 @@ class task_promise_common : public future_state<T>, public promise_base, public 
 
   void publish() noexcept {
     if (!this->exception_) {
-      this->finish(status::result);
+      // A cancel that never reached a suspension point (the coroutine ended
+      // first) still cancels the task, as in asyncio: cancel() said it would.
+      this->finish(this->must_cancel ? status::cancelled : status::result);
       return;
     }
     try {
@@ -245,7 +247,24 @@ inline Task<void> task_promise<void>::get_return_object() noexcept {
 }
 }  // namespace detail
 
+namespace detail {
+template <class Awaitable>
+using await_result_t = decltype(std::declval<Awaitable&>().await_resume());
+
+// A task that awaits `awaitable` and returns what it gives.
+template <class Awaitable>
+Task<await_result_t<Awaitable>> as_task(Awaitable awaitable) {
+  co_return co_await std::move(awaitable);
+}
+}  // namespace detail
+
 // --- EventLoop's task members (declared in core/event_loop.h) ---------------
+
+template <class Awaitable>
+  requires requires(Awaitable& a) { a.await_resume(); }
+auto EventLoop::ensure_future(Awaitable awaitable) {
+  return create_task(detail::as_task(std::move(awaitable)));
+}
 
 template <class T>
 Future<T> EventLoop::create_task(Task<T> task) {
@@ -260,11 +279,16 @@ template <class T>
 T EventLoop::run_until_complete(Future<T> future) {
   if (!future.valid()) throw InvalidStateError("run_until_complete: the Future is empty");
   run_until_done(*future.state());
-  return future.result();
+  if constexpr (std::is_void_v<T> || std::is_copy_constructible_v<T>) {
+    return future.result();
+  } else {
+    return std::move(future.result());  // a move-only result can only be handed over
+  }
 }
 
 template <class T>
 T EventLoop::run_until_complete(Task<T> task) {
+  check_can_run();  // before scheduling: a refused run must not start the task
   Future<T> future = create_task(std::move(task));
   run_until_done(*future.state());
   // Nobody else can see this future: hand the result over without a copy.
@@ -273,6 +297,17 @@ T EventLoop::run_until_complete(Task<T> task) {
   } else {
     return std::move(future.result());
   }
+}
+
+// asyncio.create_task / ensure_future: schedule on the running loop (from a
+// task or callback). Throw EventLoopError when no loop is running.
+template <class T>
+Future<T> create_task(Task<T> task) {
+  return get_running_loop().create_task(std::move(task));
+}
+template <class A>
+auto ensure_future(A awaitable) {
+  return get_running_loop().ensure_future(std::move(awaitable));
 }
 
 }  // namespace polyloop

@@ -31,7 +31,7 @@ struct backend_entry {
 std::string always_available() { return {}; }
 
 // Compiled-in backends, in preference order for "auto".
-const backend_entry compiled_in[] = {
+constexpr backend_entry compiled_in[] = {
 #ifdef POLYLOOP_WITH_IO_URING
     {"io_uring", &backends::IoUringBackend::unavailable_reason,
      [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }},
@@ -152,7 +152,10 @@ std::string backend_from_args(int argc, char** argv) {
     if (arg.substr(0, flag.size()) != flag) continue;
     if (arg.size() > flag.size() && arg[flag.size()] == '=') {
       value = std::string(arg.substr(flag.size() + 1));
-    } else if (arg.size() == flag.size() && i + 1 < argc) {
+    } else if (arg.size() == flag.size()) {
+      if (i + 1 >= argc) {
+        throw BackendError("--backend needs a name: --backend=NAME, or --backend=list to see them");
+      }
       value = argv[i + 1];
     }
   }

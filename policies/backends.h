@@ -26,7 +26,8 @@ struct BackendInfo {
   std::string reason;      // why not, when it cannot
 };
 
-// Every backend compiled into this build, in preference order.
+// Every backend polyloop knows, in the preference order of "auto": whether
+// it can run here, or why not (including "not compiled in").
 std::vector<BackendInfo> available_backends();
 // The build-time default name.
 std::string_view default_backend_name() noexcept;
@@ -41,7 +42,8 @@ std::unique_ptr<Backend> make_backend(std::string_view name = {});
 std::unique_ptr<EventLoop> new_event_loop(std::string_view backend = {},
                                           Clock& clock = SteadyClock::instance());
 // The value of --backend=NAME (or "--backend NAME") in argv, or "" if absent.
-// --backend=list prints print_backends() to stdout and exits the program.
+// --backend=list prints print_backends() to stdout and exits the program; a
+// --backend with no name throws BackendError.
 std::string backend_from_args(int argc, char** argv);
 // Each backend known to the build, whether it can run here and why not.
 void print_backends(std::FILE* out);

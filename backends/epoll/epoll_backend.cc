@@ -322,11 +322,16 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
     if (n < 0 && errno != EINTR) return {errno, std::generic_category()};
     for (int i = 0; i < n; ++i) {
       if (events[i].data.fd == wakefd_) {
-        // Clear the flag first: a wakeup() racing with this read writes again.
-        wake_pending_.store(false, std::memory_order_seq_cst);
+        // Drain first, then clear the flag. The other order loses wake-ups:
+        // a wakeup() between them would see the flag clear, write, and have
+        // its write drained here, leaving the flag set with the eventfd
+        // empty, so every later wakeup() would skip its write. In this order
+        // a wakeup() in between skips its write, but its callback is already
+        // queued and the loop looks at its queue after poll() returns.
         std::uint64_t count;
         while (::read(wakefd_, &count, sizeof count) < 0 && errno == EINTR) {
         }
+        wake_pending_.store(false, std::memory_order_seq_cst);
         continue;
       }
       dispatch(events[i].events, events[i].data.fd);
