@@ -330,16 +330,12 @@ std::unique_ptr<pl::EventLoop> tour_wait(const std::string& backend) {
 
 // --- 9 ------------------------------------------------------------------------
 
-// asyncio.sleep(x) as a coroutine object: polyloop's sleep() is an awaitable
-// for a task to co_await, so a future of it needs a small coroutine around it.
-pl::Task<> sleep_task(double x) { co_await pl::sleep(tutorial_seconds(x)); }
-
 // async def timer(x, cb):
 //     futu = asyncio.ensure_future(asyncio.sleep(x))
 //     futu.add_done_callback(cb)
 //     await futu
 pl::Task<> timer(double x, std::function<void(pl::Future<>&)> cb) {
-  pl::Future<> futu = pl::get_running_loop().ensure_future(sleep_task(x));
+  pl::Future<> futu = pl::ensure_future(pl::sleep(tutorial_seconds(x)));
   futu.add_done_callback(std::move(cb));
   co_await futu;
 }
