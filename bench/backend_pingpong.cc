@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/asio/asio_backend.h"
 #include "backends/epoll/epoll_backend.h"
 #include "backends/io_uring/io_uring_backend.h"
 #include "polyloop/polyloop.h"
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
       {"io_uring (defer_taskrun, fd not registered)", uring(opts{256, true, true, false})},
       {"io_uring (coop_taskrun + registered fd)", uring(opts{256, false, true, true})},
       {"io_uring (no taskrun flags, registered fd)", uring(opts{256, false, false, true})},
+      {"asio", [] { return std::unique_ptr<pl::Backend>(new pl::backends::AsioBackend()); }},
   };
   std::vector<std::vector<double>> results(configs.size());
   for (int r = 0; r < repeat; ++r) {

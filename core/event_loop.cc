@@ -91,6 +91,10 @@ EventLoop::~EventLoop() {
     unlink_state(s);
     s->on_loop_destroyed();
   }
+  // The backend goes last, not in close(): the frames that close() destroyed
+  // and the user's objects made on it (Asio timers and sockets on the asio
+  // backend's io_context) are gone by now, and none of them may outlive it.
+  backend_.reset();
 }
 
 void EventLoop::check_open() const {
@@ -147,7 +151,6 @@ void EventLoop::close() {
     closed_.store(true, std::memory_order_relaxed);
     for (detail::ready_node* n : threadsafe_queue_) n->fn(n, detail::ready_node::action::discard);
     threadsafe_queue_.clear();
-    backend_.reset();
   }
   ready_.discard_all();
   for (timer_entry& t : timers_) pool_->release(t.node);

@@ -208,11 +208,12 @@ class EventLoop {
   T run_until_complete(Future<T> future);
   // Makes run_forever() return after the iteration in progress.
   void stop() noexcept { stopping_ = true; }
-  // Drops queued callbacks and timers, releases the backend, and ends every
-  // task still pending (their frames are destroyed, which is reported through
-  // the exception handler as asyncio's "Task was destroyed but it is
-  // pending!"). A closed loop cannot run again. Throws EventLoopError while
-  // running; closing twice does nothing.
+  // Drops queued callbacks and timers and ends every task still pending
+  // (their frames are destroyed, which is reported through the exception
+  // handler as asyncio's "Task was destroyed but it is pending!"). A closed
+  // loop cannot run again. The backend itself lives until the loop is
+  // destroyed, so objects made on it (Asio's) may be destroyed after close().
+  // Throws EventLoopError while running; closing twice does nothing.
   void close();
   bool is_running() const noexcept { return running_; }
   bool is_closed() const noexcept { return closed_; }

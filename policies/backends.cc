@@ -9,9 +9,16 @@
 #ifdef POLYLOOP_WITH_IO_URING
 #include "backends/io_uring/io_uring_backend.h"
 #endif
+#ifdef POLYLOOP_WITH_ASIO
+#include "backends/asio/asio_backend.h"
+#endif
 
 #if defined(POLYLOOP_DEFAULT_IS_IO_URING) && !defined(POLYLOOP_WITH_IO_URING)
 #error "--//policies:default_backend=io_uring needs io_uring compiled in (--//policies:io_uring=true)"
+#endif
+
+#if defined(POLYLOOP_DEFAULT_IS_ASIO) && !defined(POLYLOOP_WITH_ASIO)
+#error "--//policies:default_backend=asio needs asio compiled in (--//policies:asio=true)"
 #endif
 
 #ifndef POLYLOOP_DEFAULT_BACKEND
@@ -26,6 +33,7 @@ struct backend_entry {
   std::string_view name;
   std::string (*unavailable_reason)();  // empty: can run here
   std::unique_ptr<Backend> (*make)();
+  bool in_auto;  // a candidate of "auto" (asio is for Asio programs: by name only)
 };
 
 std::string always_available() { return {}; }
@@ -34,14 +42,18 @@ std::string always_available() { return {}; }
 constexpr backend_entry compiled_in[] = {
 #ifdef POLYLOOP_WITH_IO_URING
     {"io_uring", &backends::IoUringBackend::unavailable_reason,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }},
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }, true},
 #endif
     {"epoll", &always_available,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }},
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }, true},
+#ifdef POLYLOOP_WITH_ASIO
+    {"asio", &always_available,
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::AsioBackend>()); }, false},
+#endif
 };
 
 // Every backend polyloop knows, compiled in or not.
-constexpr std::string_view known_backends[] = {"io_uring", "epoll"};
+constexpr std::string_view known_backends[] = {"io_uring", "epoll", "asio"};
 
 std::string compiled_list() {
   std::string out;
@@ -112,7 +124,7 @@ std::string resolve_backend_name(std::string_view name) {
   std::string n = requested_name(name);
   if (n != "auto") return std::string(find_or_throw(n).name);
   for (const backend_entry& e : compiled_in) {
-    if (e.unavailable_reason().empty()) return std::string(e.name);
+    if (e.in_auto && e.unavailable_reason().empty()) return std::string(e.name);
   }
   throw BackendError("no compiled-in backend can run on this host (" + compiled_list() + ")");
 }
@@ -122,6 +134,7 @@ std::unique_ptr<Backend> make_backend(std::string_view name) {
   if (n != "auto") return find_or_throw(n).make();  // never falls back
   std::string skipped, why;
   for (const backend_entry& e : compiled_in) {
+    if (!e.in_auto) continue;
     std::string reason = e.unavailable_reason();
     if (reason.empty()) {
       try {

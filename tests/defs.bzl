@@ -8,6 +8,7 @@ load("@rules_cc//cc:defs.bzl", "cc_test")
 BACKENDS = {
     "epoll": None,
     "io_uring": "//policies:io_uring_enabled",
+    "asio": "//policies:asio_enabled",
 }
 
 def _compatible_with(condition):

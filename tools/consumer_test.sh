@@ -36,7 +36,7 @@ out=$("${bazel[@]}" run --@polyloop//policies:io_uring=false //:hello -- --backe
 check "io_uring compiled out: asking for it is a clear error" "not compiled into this build" "$out"
 
 out=$("${bazel[@]}" build --@polyloop//policies:default_backend=iouring //:hello 2>&1 || true)
-check "a typo in a flag value fails the build" "valid values are: auto, epoll, io_uring" "$out"
+check "a typo in a flag value fails the build" "valid values are: auto, epoll, io_uring, asio" "$out"
 
 if ((failures)); then
   echo "consumer: ${failures} check(s) failed"

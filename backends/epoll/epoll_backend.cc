@@ -1,7 +1,7 @@
 #include "backends/epoll/epoll_backend.h"
 
-#include <fcntl.h>
-#include <poll.h>
+#include "backends/reactive/nonblocking.h"
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -20,81 +20,6 @@ constexpr std::uint32_t connecting_bit = 2;
 
 [[noreturn]] void throw_errno(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
-}
-
-bool is_reader(const operation& op) noexcept {
-  switch (op.kind) {
-    case op_kind::read:
-    case op_kind::recv:
-    case op_kind::accept:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// Level check for op_kind::poll, and for whether a connect has finished.
-short poll_now(int fd, short events) noexcept {
-  pollfd p{fd, events, 0};
-  int r;
-  do {
-    r = ::poll(&p, 1, 0);
-  } while (r < 0 && errno == EINTR);
-  return r > 0 ? p.revents : 0;
-}
-
-// Tries `op` once. Returns false if it would block; otherwise sets result.
-bool try_op(operation& op) noexcept {
-  if (op.kind == op_kind::poll) {
-    short revents = poll_now(op.fd, static_cast<short>(op.flags));
-    if (revents == 0) return false;
-    op.result = revents;
-    return true;
-  }
-  if (op.kind == op_kind::connect) {
-    // Stale edges can arrive while the handshake runs: ask the socket.
-    if (poll_now(op.fd, POLLOUT) == 0) return false;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-    op.result = -err;
-    return true;
-  }
-  while (true) {
-    ssize_t r = -1;
-    switch (op.kind) {
-      case op_kind::read:
-        r = ::read(op.fd, op.buf, op.len);
-        break;
-      case op_kind::write:
-        r = ::write(op.fd, op.buf, op.len);
-        break;
-      case op_kind::recv:
-        r = ::recv(op.fd, op.buf, op.len, op.flags);
-        break;
-      case op_kind::send:
-        r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
-        break;
-      case op_kind::accept: {
-        socklen_t len = op.addrlen;
-        r = ::accept4(op.fd, op.addr, op.addr != nullptr ? &len : nullptr,
-                      SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (r >= 0) op.addrlen = len;
-        break;
-      }
-      default:
-        errno = EINVAL;
-        break;
-    }
-    if (r >= 0) {
-      op.result = r;
-      return true;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-    op.result = -errno;
-    return true;
-  }
 }
 
 }  // namespace
@@ -155,8 +80,7 @@ EpollBackend::fd_state* EpollBackend::state_for(int fd) noexcept {
 }
 
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  reactive::set_nonblocking(fd);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.fd = fd;
@@ -205,7 +129,7 @@ void EpollBackend::start(operation& op) noexcept {
     op.backend_state = connecting_bit;
   } else if (op.kind == op_kind::poll) {
     // A level check consumes nothing, so it never waits behind other ops.
-    if (try_op(op) || !st->pollable) {
+    if (reactive::try_op(op) || !st->pollable) {
       complete(op);
       return;
     }
@@ -214,9 +138,9 @@ void EpollBackend::start(operation& op) noexcept {
     ++queued_;
     return;
   } else {
-    bool reader = is_reader(op);
+    bool reader = reactive::is_reader(op);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
-    if (believed_ready && try_op(op)) {
+    if (believed_ready && reactive::try_op(op)) {
       complete(op);
       return;
     }
@@ -227,7 +151,7 @@ void EpollBackend::start(operation& op) noexcept {
     (reader ? st->readable : st->writable) = false;
   }
   op.backend_state |= queued_bit;
-  (is_reader(op) ? st->readers : st->writers).push(&op);
+  (reactive::is_reader(op) ? st->readers : st->writers).push(&op);
   ++queued_;
 }
 
@@ -265,7 +189,7 @@ void EpollBackend::close_fd(operation& op) noexcept {
 void EpollBackend::drain(op_queue& q, bool& ready_flag) noexcept {
   ready_flag = true;
   while (operation* op = q.head) {
-    if (!try_op(*op)) {
+    if (!reactive::try_op(*op)) {
       ready_flag = false;
       return;
     }
@@ -284,7 +208,7 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   // Poll operations: each is a level check, so try every one on any edge.
   for (operation* op = st.pollers.head; op != nullptr;) {
     operation* next = op->next;
-    if (try_op(*op)) {
+    if (reactive::try_op(*op)) {
       st.pollers.remove(op);
       --queued_;
       complete(*op);

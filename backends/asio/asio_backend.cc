@@ -1,0 +1,228 @@
+#include "backends/asio/asio_backend.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "backends/reactive/nonblocking.h"
+#include "core/event_loop.h"
+
+namespace polyloop::backends {
+
+namespace {
+
+// operation::backend_state: flags, and above them the number of
+// async_waits outstanding (two for a poll of both in and out).
+constexpr std::uint32_t cancel_bit = 1;     // cancel() asked for it to end
+constexpr std::uint32_t fd_closed_bit = 2;  // its fd was closed meanwhile
+constexpr std::uint32_t done_bit = 4;       // result set; completes after its last wait
+constexpr std::uint32_t one_wait = 8;
+
+std::uint32_t waits(const operation& op) noexcept { return op.backend_state / one_wait; }
+
+}  // namespace
+
+AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descriptor(ctx) {
+  boost::system::error_code ec;
+  descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
+}
+
+AsioBackend::AsioBackend() {
+  work_.emplace(context_.get_executor());
+  // Make Asio open its reactor's fds (epoll, eventfd, timerfd) now, not at
+  // the first operation, where they could take the number of an fd the
+  // program just closed and turn a clean EBADF into a read of Asio's own fd.
+  boost::asio::posix::stream_descriptor warm_up(context_);
+}
+
+AsioBackend::~AsioBackend() {
+  work_.reset();
+  // The descriptors must not close fds they do not own.
+  for (auto& e : fds_) {
+    if (e) e->descriptor.release();
+  }
+}
+
+AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
+  if (fd < 0) return nullptr;
+  auto i = static_cast<std::size_t>(fd);
+  if (i >= fds_.size()) fds_.resize(i + 1);
+  if (!fds_[i]) {
+    reactive::set_nonblocking(fd);
+    fds_[i] = std::make_unique<fd_entry>(context_, fd);
+  }
+  return fds_[i].get();
+}
+
+void AsioBackend::complete(operation& op) noexcept {
+  op.backend_state = 0;
+  if (ready_ != nullptr) {
+    ready_->push(&op);
+    return;
+  }
+  op.next = nullptr;
+  (completed_tail_ != nullptr ? completed_tail_->next : completed_head_) = &op;
+  completed_tail_ = &op;
+}
+
+void AsioBackend::start(operation& op) noexcept {
+  op.backend_state = 0;
+  if (op.kind == op_kind::close) {
+    close_fd(op);
+    return;
+  }
+  fd_entry* entry = entry_for(op.fd);
+  if (entry == nullptr) {
+    op.result = -EBADF;
+    complete(op);
+    return;
+  }
+  if (op.kind == op_kind::connect) {
+    // EINTR from a non-blocking connect means it goes on in the background.
+    int r = ::connect(op.fd, op.addr, op.addrlen);
+    if (r == 0 || (errno != EINPROGRESS && errno != EINTR)) {
+      op.result = r == 0 ? 0 : -errno;
+      complete(op);
+      return;
+    }
+    wait_for_readiness(op, *entry);
+    return;
+  }
+  attempt(op);
+}
+
+void AsioBackend::attempt(operation& op) noexcept {
+  if (reactive::try_op(op)) {
+    complete(op);
+    return;
+  }
+  fd_entry* entry = entry_for(op.fd);
+  if (!entry->descriptor.is_open()) {  // cannot be waited on: report, never spin
+    op.result = -EBADF;
+    complete(op);
+    return;
+  }
+  wait_for_readiness(op, *entry);
+}
+
+void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
+  using wait = boost::asio::posix::descriptor_base::wait_type;
+  bool in = reactive::is_reader(op) || (op.kind == op_kind::poll && (op.flags & POLLIN) != 0);
+  bool out = !reactive::is_reader(op) && (op.kind != op_kind::poll || (op.flags & POLLOUT) != 0);
+  op.next = entry.waiting;
+  entry.waiting = &op;
+  // A poll for in and out needs a wait of each type; the operation completes
+  // only after both handlers ran, so neither can outlive it.
+  for (wait type : {wait::wait_read, wait::wait_write}) {
+    if (type == wait::wait_read ? !in : !out) continue;
+    op.backend_state += one_wait;
+    entry.descriptor.async_wait(
+        type, [this, &op](const boost::system::error_code& ec) { on_ready(op, ec); });
+  }
+}
+
+void AsioBackend::unlink_waiting(operation& op) noexcept {
+  if ((op.backend_state & fd_closed_bit) != 0) return;  // its entry is gone
+  fd_entry* entry = fds_[static_cast<std::size_t>(op.fd)].get();
+  for (operation** p = &entry->waiting; *p != nullptr; p = &(*p)->next) {
+    if (*p == &op) {
+      *p = op.next;
+      break;
+    }
+  }
+  op.next = nullptr;
+}
+
+// One async_wait of the operation ended: its fd may be ready, or the wait was
+// aborted (by cancel(), by a close, or by a cancel of another operation on
+// the same descriptor, which aborts every wait on it).
+void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) noexcept {
+  op.backend_state -= one_wait;
+  bool last = waits(op) == 0;
+  if ((op.backend_state & done_bit) == 0) {
+    if ((op.backend_state & (cancel_bit | fd_closed_bit)) != 0) {
+      op.result = -ECANCELED;
+      op.backend_state |= done_bit;
+    } else if (ec && ec != boost::asio::error::operation_aborted) {
+      op.result = -ec.value();
+      op.backend_state |= done_bit;
+    } else if (reactive::try_op(op)) {
+      op.backend_state |= done_bit;
+    } else if (last) {
+      // Not ready after all (or aborted for another operation's sake).
+      unlink_waiting(op);
+      wait_for_readiness(op, *fds_[static_cast<std::size_t>(op.fd)]);
+      return;
+    }
+    if (!last && (op.backend_state & fd_closed_bit) == 0) {
+      boost::system::error_code ignored;  // end the operation's other wait
+      fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ignored);
+    }
+  }
+  if (last) {
+    unlink_waiting(op);
+    complete(op);
+  }
+}
+
+void AsioBackend::cancel(operation& op) noexcept {
+  if (waits(op) == 0 || (op.backend_state & done_bit) != 0) return;  // done, or completing
+  op.backend_state |= cancel_bit;
+  boost::system::error_code ec;
+  fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ec);
+}
+
+void AsioBackend::close_fd(operation& op) noexcept {
+  if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size() && fds_[op.fd]) {
+    std::unique_ptr<fd_entry> entry = std::move(fds_[op.fd]);
+    for (operation* w = entry->waiting; w != nullptr; w = w->next) w->backend_state |= fd_closed_bit;
+    entry->waiting = nullptr;
+    boost::system::error_code ec;
+    entry->descriptor.cancel(ec);  // aborted waits complete with -ECANCELED
+    entry->descriptor.release();   // the fd is closed below, not by Asio
+  }
+  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+  complete(op);
+}
+
+std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
+                                  detail::ready_queue& ready) noexcept {
+  while (operation* op = completed_head_) {
+    completed_head_ = op->next;
+    op->next = nullptr;
+    ready.push(op);
+    timeout = std::chrono::nanoseconds(0);
+  }
+  completed_tail_ = nullptr;
+  ready_ = &ready;
+  if (context_.stopped()) context_.restart();
+  try {
+    if (timeout.count() == 0) {
+      context_.poll();
+    } else if (timeout.count() < 0) {
+      if (context_.run_one() != 0) context_.poll();
+    } else if (context_.run_one_for(timeout) != 0) {
+      context_.poll();
+    }
+  } catch (...) {
+    // polyloop's own handlers never throw; a handler of the user's Asio code
+    // did. Report it as a throwing callback is reported, and go on.
+    if (EventLoop* loop = running_loop()) {
+      loop->call_exception_handler({"exception in an Asio handler", std::current_exception()});
+    }
+  }
+  ready_ = nullptr;
+  return {};
+}
+
+void AsioBackend::wakeup() noexcept {
+  try {
+    boost::asio::post(context_, [] {});
+  } catch (...) {
+    // Out of memory: the loop wakes at its next timer instead.
+  }
+}
+
+}  // namespace polyloop::backends

@@ -1,0 +1,66 @@
+// The Boost.Asio backend: the loop's I/O and waiting run on an
+// io_context, so Asio code and polyloop tasks share one thread and one loop.
+//
+// Operations are reactive, as Asio's own sockets do it: the syscall is tried
+// at once on the non-blocking fd, and on EAGAIN the fd's
+// posix::stream_descriptor async_wait()s for readiness and tries again.
+// Waiting with a timeout is io_context::run_one_for; cross-thread wake-up is
+// a post(). The loop's timers stay in core/ (polyloop's order and
+// never-early rule); Asio timers of the user's run on the same context.
+//
+// Threads: as every backend, loop thread only, except wakeup(). Close an fd
+// used here with an op_kind::close operation (polyloop::async_close).
+#pragma once
+
+#include "third_party/asio/asio.h"  // first: Boost 1.74 needs <utility> before Asio
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "core/backend.h"
+
+namespace polyloop::backends {
+
+class AsioBackend final : public Backend {
+ public:
+  AsioBackend();
+  ~AsioBackend() override;
+  AsioBackend(const AsioBackend&) = delete;
+  AsioBackend& operator=(const AsioBackend&) = delete;
+
+  std::string_view name() const noexcept override { return "asio"; }
+  void start(operation& op) noexcept override;
+  void cancel(operation& op) noexcept override;
+  std::error_code poll(std::chrono::nanoseconds timeout,
+                       detail::ready_queue& ready) noexcept override;
+  void wakeup() noexcept override;
+
+  // The io_context the loop runs: Asio objects made on it run on the loop's
+  // thread while the loop runs (polyloop/asio.h).
+  boost::asio::io_context& context() noexcept { return context_; }
+
+ private:
+  struct fd_entry {
+    explicit fd_entry(boost::asio::io_context& ctx, int fd);
+    boost::asio::posix::stream_descriptor descriptor;
+    operation* waiting = nullptr;  // operations with an async_wait outstanding
+  };
+
+  fd_entry* entry_for(int fd) noexcept;
+  void attempt(operation& op) noexcept;
+  void wait_for_readiness(operation& op, fd_entry& entry) noexcept;
+  void on_ready(operation& op, const boost::system::error_code& ec) noexcept;
+  void close_fd(operation& op) noexcept;
+  void complete(operation& op) noexcept;
+  void unlink_waiting(operation& op) noexcept;
+
+  boost::asio::io_context context_{1};  // one thread: the loop's
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::vector<std::unique_ptr<fd_entry>> fds_;
+  detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
+  operation* completed_head_ = nullptr;   // finished outside poll()
+  operation* completed_tail_ = nullptr;
+};
+
+}  // namespace polyloop::backends

@@ -1,0 +1,95 @@
+#include "backends/reactive/nonblocking.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace polyloop::backends::reactive {
+
+namespace {
+
+// Level check for op_kind::poll, and for whether a connect has finished.
+short poll_now(int fd, short events) noexcept {
+  pollfd p{fd, events, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 ? p.revents : 0;
+}
+
+}  // namespace
+
+bool is_reader(const operation& op) noexcept {
+  switch (op.kind) {
+    case op_kind::read:
+    case op_kind::recv:
+    case op_kind::accept:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool try_op(operation& op) noexcept {
+  if (op.kind == op_kind::poll) {
+    short revents = poll_now(op.fd, static_cast<short>(op.flags));
+    if (revents == 0) return false;
+    op.result = revents;
+    return true;
+  }
+  if (op.kind == op_kind::connect) {
+    // Stale edges can arrive while the handshake runs: ask the socket.
+    if (poll_now(op.fd, POLLOUT) == 0) return false;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    op.result = -err;
+    return true;
+  }
+  while (true) {
+    ssize_t r = -1;
+    switch (op.kind) {
+      case op_kind::read:
+        r = ::read(op.fd, op.buf, op.len);
+        break;
+      case op_kind::write:
+        r = ::write(op.fd, op.buf, op.len);
+        break;
+      case op_kind::recv:
+        r = ::recv(op.fd, op.buf, op.len, op.flags);
+        break;
+      case op_kind::send:
+        r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
+        break;
+      case op_kind::accept: {
+        socklen_t len = op.addrlen;
+        r = ::accept4(op.fd, op.addr, op.addr != nullptr ? &len : nullptr,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (r >= 0) op.addrlen = len;
+        break;
+      }
+      default:
+        errno = EINVAL;
+        break;
+    }
+    if (r >= 0) {
+      op.result = r;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    op.result = -errno;
+    return true;
+  }
+}
+
+void set_nonblocking(int fd) noexcept {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+}  // namespace polyloop::backends::reactive

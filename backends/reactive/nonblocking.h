@@ -1,0 +1,22 @@
+// What the readiness-based backends (epoll, asio) share: one attempt at an
+// operation with a non-blocking syscall.
+#pragma once
+
+#include "core/backend.h"
+
+namespace polyloop::backends::reactive {
+
+// read, recv and accept wait for input readiness; the others for output.
+bool is_reader(const operation& op) noexcept;
+
+// Tries `op` once, never blocking. Returns false if it would block (EAGAIN,
+// a connect still in progress, a poll not yet ready); otherwise sets
+// op.result (>= 0, or -errno) and returns true. EINTR is retried. A connect
+// must already have been started with ::connect: this only checks whether
+// it finished. Not for op_kind::close.
+bool try_op(operation& op) noexcept;
+
+// Makes `fd` non-blocking (the backends issue the syscalls themselves).
+void set_nonblocking(int fd) noexcept;
+
+}  // namespace polyloop::backends::reactive
