@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "core/detail/suspended_task.h"
 #include "core/detail/task_root.h"
 #include "core/event_loop.h"
 
@@ -305,7 +306,7 @@ template <class T>
 class future_awaiter : public done_link {
  public:
   explicit future_awaiter(Future<T> f) : future_(std::move(f)) {
-    ready_node::fn = &run;
+    ready_node::fn = &resume_awaiter<future_awaiter>;
     notify = [](done_link* self, future_state_base& s) {
       static_cast<future_awaiter*>(self)->linked_ = false;
       schedule_link(self, s);
@@ -320,31 +321,29 @@ class future_awaiter : public done_link {
   bool await_ready() const { return future_.done(); }  // throws for an empty Future
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    root_ = root_of(h);
-    if (root_ != nullptr && root_->loop != future_.state()->loop()) {
+    task.root = root_of(h);
+    task.loop = future_.state()->loop();
+    task.waiter = h;
+    if (task.root != nullptr && task.root->loop != task.loop) {
       throw EventLoopError(
           "a task cannot await a future of another event loop; create the future with this "
           "task's loop (get_running_loop())");
     }
-    waiter_ = h;
     future_.state()->add_link(this);
     linked_ = true;
-    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+    task.cancellable_by({&on_cancel, this});
   }
   std::add_lvalue_reference_t<T> await_resume() {
-    if (root_ != nullptr) root_->resume_point();
+    task.resume_point();
     return future_.result();
   }
 
+  suspended_task task;
+
  private:
-  static void run(ready_node* n, ready_node::action what) {
-    if (what == ready_node::action::run) static_cast<future_awaiter*>(n)->waiter_.resume();
-  }
   static void on_cancel(void* self) { static_cast<future_awaiter*>(self)->future_.cancel(); }
 
   Future<T> future_;
-  std::coroutine_handle<> waiter_;
-  task_root* root_ = nullptr;
   bool linked_ = false;
 };
 

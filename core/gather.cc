@@ -6,7 +6,7 @@ namespace polyloop::detail {
 
 multi_waiter::multi_waiter(std::span<future_state_base* const> states, options opts)
     : states_(states), opts_(opts) {
-  fn = &resume;
+  fn = &resume_awaiter<multi_waiter>;
   for (future_state_base* s : states_) {
     if (!s->done()) {
       ++remaining_;
@@ -41,9 +41,7 @@ bool multi_waiter::satisfied() const noexcept {
   return false;
 }
 
-void multi_waiter::begin(std::coroutine_handle<> h, EventLoop* loop) {
-  waiter_ = h;
-  loop_ = loop;
+void multi_waiter::begin() {
   links_.resize(states_.size());
   for (std::size_t i = 0; i < states_.size(); ++i) {
     if (states_[i]->done()) continue;
@@ -59,12 +57,12 @@ void multi_waiter::begin(std::coroutine_handle<> h, EventLoop* loop) {
     states_[i]->add_link(&l);
   }
   if (opts_.timeout) {
-    timer_ = loop_->call_later(*opts_.timeout, [this] {
+    timer_ = task.loop->call_later(*opts_.timeout, [this] {
       timed_out_ = true;
       end_wait();
     });
   }
-  if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+  task.cancellable_by({&on_cancel, this});
 }
 
 void multi_waiter::on_child_done(future_state_base& child) noexcept {
@@ -84,7 +82,7 @@ void multi_waiter::end_wait() noexcept {
     }
   }
   timer_.cancel();
-  loop_->schedule(this);
+  task.loop->schedule(this);
 }
 
 void multi_waiter::on_cancel(void* p) {
@@ -101,10 +99,6 @@ void multi_waiter::on_cancel(void* p) {
     if (self->links_[i].linked) self->states_[i]->cancel();
   }
   if (self->remaining_ == 0) self->end_wait();
-}
-
-void multi_waiter::resume(ready_node* n, action what) {
-  if (what == action::run) static_cast<multi_waiter*>(n)->waiter_.resume();
 }
 
 void rethrow_failure(future_state_base& failed) {

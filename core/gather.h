@@ -27,6 +27,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/detail/suspended_task.h"
 #include "core/detail/task_root.h"
 #include "core/future.h"
 #include "core/task.h"
@@ -83,11 +84,12 @@ class multi_waiter : public ready_node {
   bool await_ready() const noexcept { return satisfied(); }
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    root_ = opts_.shielded ? nullptr : root_of(h);
-    begin(h, root_ != nullptr ? root_->loop : &get_running_loop());
+    task.bind(h);
+    if (opts_.shielded) task.root = nullptr;  // a cancel of the task does not end this wait
+    begin();
   }
   void await_resume() const {
-    if (root_ != nullptr) root_->resume_point();
+    task.resume_point();
   }
 
   // After the wait: whether the timeout ended it.
@@ -101,12 +103,11 @@ class multi_waiter : public ready_node {
     bool linked = false;
   };
 
-  void begin(std::coroutine_handle<> h, EventLoop* loop);
+  void begin();
   bool satisfied() const noexcept;
   void on_child_done(future_state_base& child) noexcept;
   void end_wait() noexcept;
   static void on_cancel(void* self);
-  static void resume(ready_node* n, action what);
 
   std::span<future_state_base* const> states_;
   options opts_;
@@ -117,10 +118,10 @@ class multi_waiter : public ready_node {
   bool timed_out_ = false;
   bool cancelling_ = false;
   bool ended_ = false;
-  std::coroutine_handle<> waiter_;
-  task_root* root_ = nullptr;
-  EventLoop* loop_ = nullptr;
   TimerHandle timer_;
+
+ public:
+  suspended_task task;
 };
 
 template <class A>

@@ -29,10 +29,10 @@ const char* kind_name(op_kind k) noexcept {
 }  // namespace
 
 std::int64_t io_awaiter::await_resume() {
-  if (root_ != nullptr) {
-    root_->waiting = {};
+  if (task_root* root = task.root) {
+    root->waiting = {};
     if (result == -ECANCELED && kind != op_kind::close) {
-      root_->must_cancel = false;
+      root->must_cancel = false;
       throw CancelledError(std::string(kind_name(kind)) + " was cancelled");
     }
   }

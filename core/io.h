@@ -21,7 +21,7 @@
 #include <system_error>
 
 #include "core/backend.h"
-#include "core/detail/task_root.h"
+#include "core/detail/suspended_task.h"
 #include "core/event_loop.h"
 
 namespace polyloop {
@@ -34,7 +34,7 @@ class io_awaiter : public operation {
              sockaddr* address = nullptr, socklen_t address_len = 0,
              socklen_t* address_len_out = nullptr) noexcept
       : addrlen_out_(address_len_out) {
-    fn = &resume;
+    fn = &resume_awaiter<io_awaiter>;
     kind = k;
     fd = file;
     buf = buffer;
@@ -49,27 +49,21 @@ class io_awaiter : public operation {
   bool await_ready() const noexcept { return false; }
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    root_ = root_of(h);
-    loop_ = root_ != nullptr ? root_->loop : &get_running_loop();
-    waiter_ = h;
-    loop_->backend().start(*this);
-    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+    task.bind(h);
+    task.loop->backend().start(*this);
+    task.cancellable_by({&on_cancel, this});
   }
   std::int64_t await_resume();
 
+  suspended_task task;
+
  private:
-  static void resume(ready_node* n, action what) {
-    if (what == action::run) static_cast<io_awaiter*>(n)->waiter_.resume();
-  }
   static void on_cancel(void* self) {
     auto* me = static_cast<io_awaiter*>(self);
-    me->loop_->backend().cancel(*me);
+    me->task.loop->backend().cancel(*me);
   }
 
   socklen_t* addrlen_out_;  // accept: where to report the peer's length
-  std::coroutine_handle<> waiter_;
-  task_root* root_ = nullptr;
-  EventLoop* loop_ = nullptr;
 };
 
 }  // namespace detail

@@ -9,7 +9,7 @@
 #include <chrono>
 #include <coroutine>
 
-#include "core/detail/task_root.h"
+#include "core/detail/suspended_task.h"
 #include "core/event_loop.h"
 
 namespace polyloop {
@@ -20,42 +20,36 @@ class sleep_awaiter : public ready_node {
  public:
   // Copyable until awaited (ensure_future(sleep(d)) moves it into a task);
   // once suspended it must stay where it is, as every awaiter does.
-  explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) { fn = &resume; }
+  explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) {
+    fn = &resume_awaiter<sleep_awaiter>;
+  }
 
   bool await_ready() const noexcept { return false; }
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    root_ = root_of(h);
-    loop_ = root_ != nullptr ? root_->loop : &get_running_loop();
-    waiter_ = h;
+    task.bind(h);
     if (delay_ <= Clock::duration::zero()) {
-      loop_->schedule(this);
+      task.loop->schedule(this);
     } else {
-      timer_ = loop_->call_later(delay_, [this] { waiter_.resume(); });
+      timer_ = task.loop->call_later(delay_, [this] { task.waiter.resume(); });
     }
-    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+    task.cancellable_by({&on_cancel, this});
   }
-  void await_resume() const {
-    if (root_ != nullptr) root_->resume_point();
-  }
+  void await_resume() const { task.resume_point(); }
+
+  suspended_task task;
 
  private:
-  static void resume(ready_node* n, action what) {
-    if (what == action::run) static_cast<sleep_awaiter*>(n)->waiter_.resume();
-  }
   static void on_cancel(void* p) {
     auto* self = static_cast<sleep_awaiter*>(p);
     // sleep(0) is already queued and will resume the task; a timer is
     // replaced by an immediate resume.
     if (self->delay_ <= Clock::duration::zero()) return;
     self->timer_.cancel();
-    self->loop_->schedule(self);
+    self->task.loop->schedule(self);
   }
 
   Clock::duration delay_;
-  std::coroutine_handle<> waiter_;
-  task_root* root_ = nullptr;
-  EventLoop* loop_ = nullptr;
   TimerHandle timer_;
 };
 

@@ -55,18 +55,15 @@ template <class... Args>
 struct asio_result : ready_node {
   boost::system::error_code ec;
   std::optional<std::tuple<Args...>> values;
-  std::coroutine_handle<> waiter;
-  EventLoop* loop = nullptr;
+  suspended_task task;
   bool completed = false;  // the handler ran
   bool resumed = false;    // resume scheduled (by the handler or a cancel)
 
+  asio_result() { fn = &resume_awaiter<asio_result>; }
   void schedule_resume() {
     if (resumed) return;
     resumed = true;
-    loop->schedule(this);
-  }
-  static void run(ready_node* n, action what) {
-    if (what == action::run) static_cast<asio_result*>(n)->waiter.resume();
+    task.loop->schedule(this);
   }
 };
 
@@ -77,7 +74,7 @@ struct asio_handler {
     result->ec = ec;
     result->values.emplace(std::move(args)...);
     result->completed = true;
-    if (result->loop != nullptr && !result->loop->is_closed()) result->schedule_resume();
+    if (!result->task.loop->is_closed()) result->schedule_resume();
   }
 };
 
@@ -90,20 +87,17 @@ class asio_awaiter {
   bool await_ready() const noexcept { return false; }
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    root_ = root_of(h);
     result_ = std::make_shared<asio_result<Args...>>();
-    result_->fn = &asio_result<Args...>::run;
-    result_->waiter = h;
-    result_->loop = root_ != nullptr ? root_->loop : &get_running_loop();
+    result_->task.bind(h);
     std::apply(
         [this](auto&&... a) {
           std::move(init_)(asio_handler<Args...>{result_}, std::forward<decltype(a)>(a)...);
         },
         std::move(args_));
-    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+    result_->task.cancellable_by({&on_cancel, this});
   }
   auto await_resume() {
-    if (root_ != nullptr) root_->resume_point();
+    result_->task.resume_point();
     if (result_->ec) throw boost::system::system_error(result_->ec);
     if constexpr (sizeof...(Args) == 1) {
       return std::move(std::get<0>(*result_->values));
@@ -127,7 +121,6 @@ class asio_awaiter {
   Initiation init_;
   InitArgs args_;
   std::shared_ptr<asio_result<Args...>> result_;
-  task_root* root_ = nullptr;
 };
 
 template <class Canceller, class... Args>

@@ -80,10 +80,7 @@ void AsioBackend::start(operation& op) noexcept {
     return;
   }
   if (op.kind == op_kind::connect) {
-    // EINTR from a non-blocking connect means it goes on in the background.
-    int r = ::connect(op.fd, op.addr, op.addrlen);
-    if (r == 0 || (errno != EINPROGRESS && errno != EINTR)) {
-      op.result = r == 0 ? 0 : -errno;
+    if (reactive::start_connect(op)) {
       complete(op);
       return;
     }

@@ -24,28 +24,6 @@ constexpr std::uint32_t connecting_bit = 2;
 
 }  // namespace
 
-void EpollBackend::op_queue::push(operation* op) noexcept {
-  op->next = nullptr;
-  if (tail != nullptr) {
-    tail->next = op;
-  } else {
-    head = op;
-  }
-  tail = op;
-}
-
-bool EpollBackend::op_queue::remove(operation* op) noexcept {
-  operation* prev = nullptr;
-  for (operation* o = head; o != nullptr; prev = o, o = o->next) {
-    if (o != op) continue;
-    (prev != nullptr ? prev->next : head) = o->next;
-    if (tail == o) tail = prev;
-    o->next = nullptr;
-    return true;
-  }
-  return false;
-}
-
 EpollBackend::EpollBackend() {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno("epoll_create1");
@@ -119,10 +97,7 @@ void EpollBackend::start(operation& op) noexcept {
     return;
   }
   if (op.kind == op_kind::connect) {
-    // EINTR from a non-blocking connect means it goes on in the background.
-    int r = ::connect(op.fd, op.addr, op.addrlen);
-    if (r == 0 || (errno != EINPROGRESS && errno != EINTR)) {
-      op.result = r == 0 ? 0 : -errno;
+    if (reactive::start_connect(op)) {
       complete(op);
       return;
     }
@@ -261,10 +236,7 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
       dispatch(events[i].events, events[i].data.fd);
     }
   }
-  while (operation* op = completed_.head) {
-    completed_.remove(op);
-    ready.push(op);
-  }
+  while (operation* op = completed_.pop()) ready.push(op);
   return {};
 }
 

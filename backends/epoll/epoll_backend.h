@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/detail/op_list.h"
 
 namespace polyloop::backends {
 
@@ -33,12 +34,7 @@ class EpollBackend final : public Backend {
   void wakeup() noexcept override;
 
  private:
-  struct op_queue {
-    operation* head = nullptr;
-    operation* tail = nullptr;
-    void push(operation* op) noexcept;
-    bool remove(operation* op) noexcept;
-  };
+  using op_queue = detail::op_list;
   struct fd_state {
     op_queue readers;  // read, recv, accept: tried in order on in-edges
     op_queue writers;  // write, send, connect: tried in order on out-edges

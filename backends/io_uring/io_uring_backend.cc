@@ -143,36 +143,6 @@ std::string IoUringBackend::unavailable_reason() {
   return reason;
 }
 
-// --- op_list ----------------------------------------------------------------
-
-void IoUringBackend::op_list::push(operation* op) noexcept {
-  op->next = nullptr;
-  (tail != nullptr ? tail->next : head) = op;
-  tail = op;
-}
-
-operation* IoUringBackend::op_list::pop() noexcept {
-  operation* op = head;
-  if (op != nullptr) {
-    head = op->next;
-    if (head == nullptr) tail = nullptr;
-    op->next = nullptr;
-  }
-  return op;
-}
-
-bool IoUringBackend::op_list::remove(operation* op) noexcept {
-  operation* prev = nullptr;
-  for (operation* o = head; o != nullptr; prev = o, o = o->next) {
-    if (o != op) continue;
-    (prev != nullptr ? prev->next : head) = o->next;
-    if (tail == o) tail = prev;
-    o->next = nullptr;
-    return true;
-  }
-  return false;
-}
-
 // --- set-up -----------------------------------------------------------------
 
 IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.register_ring_fd) {

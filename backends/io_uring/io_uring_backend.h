@@ -21,6 +21,7 @@
 #include <string>
 
 #include "core/backend.h"
+#include "core/detail/op_list.h"
 
 namespace polyloop::backends {
 
@@ -61,13 +62,7 @@ class IoUringBackend final : public Backend {
   unsigned sq_entries() const noexcept { return ring_.sq.ring_entries; }
 
  private:
-  struct op_list {
-    operation* head = nullptr;
-    operation* tail = nullptr;
-    void push(operation* op) noexcept;
-    operation* pop() noexcept;
-    bool remove(operation* op) noexcept;
-  };
+  using op_list = detail::op_list;
 
   io_uring_sqe* get_sqe() noexcept;
   bool submit_op(operation& op) noexcept;

@@ -87,6 +87,16 @@ bool try_op(operation& op) noexcept {
   }
 }
 
+bool start_connect(operation& op) noexcept {
+  // EINTR from a non-blocking connect means it goes on in the background.
+  int r = ::connect(op.fd, op.addr, op.addrlen);
+  if (r == 0 || (errno != EINPROGRESS && errno != EINTR)) {
+    op.result = r == 0 ? 0 : -errno;
+    return true;
+  }
+  return false;
+}
+
 void set_nonblocking(int fd) noexcept {
   int fl = ::fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);

@@ -16,6 +16,11 @@ bool is_reader(const operation& op) noexcept;
 // it finished. Not for op_kind::close.
 bool try_op(operation& op) noexcept;
 
+// Starts a connect on the non-blocking socket: true if it already finished
+// (op.result set: 0 or -errno), false if it goes on in the background (then
+// wait for writability and finish it with try_op).
+bool start_connect(operation& op) noexcept;
+
 // Makes `fd` non-blocking (the backends issue the syscalls themselves).
 void set_nonblocking(int fd) noexcept;
 
