@@ -341,7 +341,9 @@ class future_awaiter : public done_link {
   suspended_task task;
 
  private:
-  static void on_cancel(void* self) { static_cast<future_awaiter*>(self)->future_.cancel(); }
+  // Hands the cancel on: a task awaited this way may catch it and return a
+  // result, which is then this task's too (asyncio's Task.cancel).
+  static bool on_cancel(void* self) { return static_cast<future_awaiter*>(self)->future_.cancel(); }
 
   Future<T> future_;
   bool linked_ = false;

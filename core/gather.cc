@@ -12,7 +12,7 @@ multi_waiter::multi_waiter(std::span<future_state_base* const> states, options o
       ++remaining_;
     } else {
       any_done_ = true;
-      if (first_failure_ == nullptr && (s->failed() || s->cancelled())) first_failure_ = s;
+      if (first_failure_ == nullptr && is_failure(*s)) first_failure_ = s;
     }
   }
 }
@@ -24,7 +24,7 @@ multi_waiter::~multi_waiter() {
   for (std::size_t i = 0; i < links_.size(); ++i) {
     if (links_[i].linked) states_[i]->remove_link(&links_[i]);
   }
-  timer_.cancel();
+  if (!loop_closed_) timer_.cancel();
 }
 
 bool multi_waiter::satisfied() const noexcept {
@@ -49,6 +49,13 @@ void multi_waiter::begin() {
     l.owner = this;
     l.linked = true;
     // Called inside the child's completion: only bookkeeping, no user code.
+    // The loop closed: this wait never ends, and the frame holding it may be
+    // destroyed after the loop, so it must not touch the loop's timers.
+    l.fn = [](ready_node* self, action) {
+      auto* me = static_cast<link*>(self);
+      me->linked = false;
+      me->owner->loop_closed_ = true;
+    };
     l.notify = [](done_link* self, future_state_base& child) {
       auto* me = static_cast<link*>(self);
       me->linked = false;
@@ -68,7 +75,7 @@ void multi_waiter::begin() {
 void multi_waiter::on_child_done(future_state_base& child) noexcept {
   --remaining_;
   any_done_ = true;
-  if (first_failure_ == nullptr && (child.failed() || child.cancelled())) first_failure_ = &child;
+  if (first_failure_ == nullptr && is_failure(child)) first_failure_ = &child;
   if (satisfied()) end_wait();
 }
 
@@ -85,11 +92,11 @@ void multi_waiter::end_wait() noexcept {
   task.loop->schedule(this);
 }
 
-void multi_waiter::on_cancel(void* p) {
+bool multi_waiter::on_cancel(void* p) {
   auto* self = static_cast<multi_waiter*>(p);
   if (!self->opts_.cancel_children) {
     self->end_wait();
-    return;
+    return false;
   }
   self->cancelling_ = true;
   self->timer_.cancel();
@@ -99,6 +106,7 @@ void multi_waiter::on_cancel(void* p) {
     if (self->links_[i].linked) self->states_[i]->cancel();
   }
   if (self->remaining_ == 0) self->end_wait();
+  return false;  // the gather itself ends cancelled, whatever the children do
 }
 
 void rethrow_failure(future_state_base& failed) {

@@ -61,6 +61,9 @@ class multi_waiter : public ready_node {
     // Ignore cancels of the awaiting task (wait_for's wait for the
     // cancelled inner work to end).
     bool shielded = false;
+    // A cancelled child counts as a failure (gather); for wait(), as in
+    // asyncio, FIRST_EXCEPTION means an exception, not a cancellation.
+    bool cancelled_is_failure = true;
 
     static options children(return_when w) {  // gather, wait_all
       options o;
@@ -72,6 +75,7 @@ class multi_waiter : public ready_node {
       options o;
       o.when = w;
       o.timeout = t;
+      o.cancelled_is_failure = false;
       return o;
     }
   };
@@ -102,12 +106,15 @@ class multi_waiter : public ready_node {
     multi_waiter* owner = nullptr;
     bool linked = false;
   };
+  bool is_failure(const future_state_base& child) const noexcept {
+    return child.failed() || (opts_.cancelled_is_failure && child.cancelled());
+  }
 
   void begin();
   bool satisfied() const noexcept;
   void on_child_done(future_state_base& child) noexcept;
   void end_wait() noexcept;
-  static void on_cancel(void* self);
+  static bool on_cancel(void* self);
 
   std::span<future_state_base* const> states_;
   options opts_;
@@ -118,6 +125,7 @@ class multi_waiter : public ready_node {
   bool timed_out_ = false;
   bool cancelling_ = false;
   bool ended_ = false;
+  bool loop_closed_ = false;
   TimerHandle timer_;
 
  public:
@@ -310,17 +318,27 @@ Task<detail::awaitable_value_t<A>> wait_for(A aw, std::chrono::duration<Rep, Per
   EventLoop& loop = get_running_loop();
   auto f = detail::to_future(loop, std::move(aw));
   std::array<detail::future_state_base*, 1> states{f.state()};
+  detail::multi_waiter::options until_ended;
+  until_ended.shielded = true;
   auto first = detail::multi_waiter::options::children(FIRST_COMPLETED);
   first.timeout = std::chrono::ceil<Clock::duration>(timeout);
-  co_await detail::multi_waiter(states, first);
+  bool cancelled = false;
+  try {
+    co_await detail::multi_waiter(states, first);
+  } catch (const CancelledError&) {
+    cancelled = true;  // usually `aw` was cancelled with us; not if the timeout won the race
+  }
+  bool timed_out = false;
   if (!f.done()) {
+    timed_out = !cancelled;
     f.cancel();
-    detail::multi_waiter::options until_ended;
-    until_ended.shielded = true;
     co_await detail::multi_waiter(states, until_ended);
-    if (f.cancelled() || f.exception() != nullptr) {
-      throw TimeoutError(detail::timeout_message(std::chrono::ceil<Clock::duration>(timeout)));
-    }
+  }
+  if (cancelled) throw CancelledError();
+  // Only the cancellation the timeout caused becomes TimeoutError; whatever
+  // else `aw` ended with (a result, its own exception) is what wait_for gives.
+  if (timed_out && f.cancelled()) {
+    throw TimeoutError(detail::timeout_message(std::chrono::ceil<Clock::duration>(timeout)));
   }
   if constexpr (std::is_void_v<detail::awaitable_value_t<A>>) {
     f.result();

@@ -58,9 +58,10 @@ class io_awaiter : public operation {
   suspended_task task;
 
  private:
-  static void on_cancel(void* self) {
+  static bool on_cancel(void* self) {
     auto* me = static_cast<io_awaiter*>(self);
     me->task.loop->backend().cancel(*me);
+    return false;
   }
 
   socklen_t* addrlen_out_;  // accept: where to report the peer's length

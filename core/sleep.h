@@ -40,13 +40,15 @@ class sleep_awaiter : public ready_node {
   suspended_task task;
 
  private:
-  static void on_cancel(void* p) {
+  static bool on_cancel(void* p) {
     auto* self = static_cast<sleep_awaiter*>(p);
     // sleep(0) is already queued and will resume the task; a timer is
     // replaced by an immediate resume.
-    if (self->delay_ <= Clock::duration::zero()) return;
-    self->timer_.cancel();
-    self->task.loop->schedule(self);
+    if (self->delay_ > Clock::duration::zero()) {
+      self->timer_.cancel();
+      self->task.loop->schedule(self);
+    }
+    return false;
   }
 
   Clock::duration delay_;

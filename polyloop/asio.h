@@ -107,14 +107,15 @@ class asio_awaiter {
   }
 
  private:
-  static void on_cancel(void* self) {
+  static bool on_cancel(void* self) {
     auto* me = static_cast<asio_awaiter*>(self);
-    if (me->result_->completed) return;  // already resuming; the cancel is delivered there
+    if (me->result_->completed) return false;  // already resuming: delivered there
     if constexpr (!std::is_same_v<Canceller, std::nullptr_t>) {
       me->canceller_->cancel();  // the operation ends with operation_aborted
     } else {
       me->result_->schedule_resume();  // resume now; a late completion is dropped
     }
+    return false;
   }
 
   Canceller canceller_;

@@ -165,7 +165,9 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
 }
 
 void AsioBackend::cancel(operation& op) noexcept {
-  if (waits(op) == 0 || (op.backend_state & done_bit) != 0) return;  // done, or completing
+  // Done, completing, or its fd was closed (it ends with -ECANCELED anyway,
+  // and the fd's entry, maybe a new fd's by now, is not its own any more).
+  if (waits(op) == 0 || (op.backend_state & (done_bit | fd_closed_bit)) != 0) return;
   op.backend_state |= cancel_bit;
   boost::system::error_code ec;
   fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ec);
@@ -215,10 +217,13 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
 }
 
 void AsioBackend::wakeup() noexcept {
+  // One post per wait is enough: the loop looks at its whole threadsafe
+  // queue once poll() returns.
+  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
   try {
-    boost::asio::post(context_, [] {});
+    boost::asio::post(context_, [this] { wake_pending_.store(false, std::memory_order_seq_cst); });
   } catch (...) {
-    // Out of memory: the loop wakes at its next timer instead.
+    wake_pending_.store(false);  // out of memory: the loop wakes at its next timer instead
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "third_party/asio/asio.h"  // first: Boost 1.74 needs <utility> before Asio
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -58,6 +59,7 @@ class AsioBackend final : public Backend {
   boost::asio::io_context context_{1};  // one thread: the loop's
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::unique_ptr<fd_entry>> fds_;
+  std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   operation* completed_head_ = nullptr;   // finished outside poll()
   operation* completed_tail_ = nullptr;

@@ -26,6 +26,8 @@ constexpr std::uint64_t cancel_tag = 2;
 constexpr std::uint32_t in_flight_bit = 1;
 constexpr std::uint32_t retry_poll_bit = 2;  // waiting for readiness after -EAGAIN
 constexpr std::uint32_t backlog_bit = 4;
+constexpr std::uint32_t cancel_bit = 8;            // cancel() was asked
+constexpr std::uint32_t cancel_unsent_bit = 16;    // ...and still waits for an SQE
 
 std::atomic<int> forced_error{0};
 std::atomic<unsigned> forced_above{0};
@@ -281,15 +283,20 @@ void IoUringBackend::cancel(operation& op) noexcept {
     return;
   }
   if ((op.backend_state & in_flight_bit) == 0) return;  // already completed
-  io_uring_sqe* sqe = get_sqe();
-  if (sqe == nullptr) {
-    // No room even after submitting: flush completions' way and try again.
-    io_uring_submit_and_get_events(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) return;  // the operation still completes on its own
+  op.backend_state |= cancel_bit;
+  if (!submit_cancel(op)) {
+    // No SQE even after submitting: the next poll() sends it.
+    op.backend_state |= cancel_unsent_bit;
+    unsent_cancels_.push(&op);
   }
+}
+
+bool IoUringBackend::submit_cancel(operation& op) noexcept {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
   io_uring_prep_cancel(sqe, &op, 0);
   io_uring_sqe_set_data64(sqe, cancel_tag);
+  return true;
 }
 
 void IoUringBackend::arm_wake() noexcept {
@@ -320,12 +327,29 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
   auto* op = reinterpret_cast<operation*>(tag);
   --in_flight_;
   op->backend_state &= ~in_flight_bit;
+  if ((op->backend_state & cancel_unsent_bit) != 0) {
+    unsent_cancels_.remove(op);  // it ended first: nothing left to cancel
+    op->backend_state &= ~cancel_unsent_bit;
+  }
+  if ((op->backend_state & cancel_bit) != 0 && cqe.res == -EAGAIN) {
+    // Asked to cancel while the kernel said "try again": do not re-arm.
+    op->result = -ECANCELED;
+    op->backend_state = 0;
+    ready.push(op);
+    return;
+  }
   bool retryable = op->kind == op_kind::read || op->kind == op_kind::write ||
                    op->kind == op_kind::recv || op->kind == op_kind::send ||
                    op->kind == op_kind::accept;
   if ((op->backend_state & retry_poll_bit) != 0) {
     // The readiness wait after -EAGAIN ended: retry the operation itself.
     op->backend_state &= ~retry_poll_bit;
+    if ((op->backend_state & cancel_bit) != 0) {
+      op->result = -ECANCELED;  // the readiness wait was what the cancel ended
+      op->backend_state = 0;
+      ready.push(op);
+      return;
+    }
     if (cqe.res >= 0) {
       if (!submit_op(*op)) {
         op->backend_state |= backlog_bit;
@@ -344,6 +368,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     return;
   }
   op->result = cqe.res;
+  op->backend_state = 0;
   ready.push(op);
 }
 
@@ -368,6 +393,11 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
                                      detail::ready_queue& ready) noexcept {
   enable_once();
   flush_backlog();
+  while (operation* op = unsent_cancels_.head) {
+    if (!submit_cancel(*op)) break;
+    unsent_cancels_.pop();
+    op->backend_state &= ~cancel_unsent_bit;
+  }
   if (!wake_armed_) arm_wake();
   if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
   while (operation* op = completed_.pop()) ready.push(op);

@@ -66,6 +66,7 @@ class IoUringBackend final : public Backend {
 
   io_uring_sqe* get_sqe() noexcept;
   bool submit_op(operation& op) noexcept;
+  bool submit_cancel(operation& op) noexcept;
   void arm_wake() noexcept;
   void flush_backlog() noexcept;
   void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept;
@@ -82,6 +83,7 @@ class IoUringBackend final : public Backend {
   std::size_t in_flight_ = 0;  // operations with an SQE or CQE outstanding
   op_list backlog_;            // started while the SQ ring was full
   op_list completed_;          // ended without a CQE (cancelled in the backlog)
+  op_list unsent_cancels_;     // in flight, cancel asked, no SQE for it yet
 };
 
 }  // namespace polyloop::backends

@@ -20,8 +20,11 @@ namespace polyloop::detail {
 
 struct cancel_hook {
   // Ends the wait early: cancels what is awaited and makes sure the task
-  // resumes soon. Must not resume it inline.
-  void (*fn)(void* self) = nullptr;
+  // resumes soon; never resumes it inline. Returns true if it handed the
+  // cancel on to what the task awaits (a future or task that may still
+  // decline it, as asyncio's Task.cancel() does with _fut_waiter); false if
+  // the task itself must see CancelledError when it resumes.
+  bool (*fn)(void* self) = nullptr;
   void* self = nullptr;
 };
 
@@ -33,21 +36,15 @@ struct task_root {
   // Called by an awaiter as the task suspends on it.
   void suspend_on(cancel_hook hook) {
     waiting = hook;
-    if (must_cancel) {
-      // cancel() came while the task was running: cancel this wait now.
-      waiting = {};
-      hook.fn(hook.self);
-    }
+    // cancel() came while the task was running: cancel this wait now.
+    if (must_cancel) take(hook);
   }
-  // The task's cancel(): a CancelledError reaches it at its next
-  // resume_point; if it is suspended, the wait ends early.
+  // The task's cancel(): ends the wait it is suspended on early, and unless
+  // the hook handed the cancel on, a CancelledError reaches the task at its
+  // next resume_point.
   void request_cancel() {
     must_cancel = true;
-    if (waiting.fn != nullptr) {
-      cancel_hook hook = waiting;
-      waiting = {};
-      hook.fn(hook.self);
-    }
+    if (waiting.fn != nullptr) take(waiting);
   }
   // Called by an awaiter as the task resumes from it.
   void resume_point() {
@@ -55,6 +52,15 @@ struct task_root {
     if (must_cancel) {
       must_cancel = false;
       throw CancelledError();
+    }
+  }
+
+ private:
+  void take(cancel_hook hook) {
+    if (hook.fn(hook.self)) {
+      must_cancel = false;  // handed on; a second cancel() hands it on again
+    } else {
+      waiting = {};  // a hook that resumes the task must run only once
     }
   }
 };
