@@ -13,29 +13,10 @@
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
-using pl::testing::counted;
-using pl::testing::handler_log;
-using pl::testing::loop_fixture;
-using pl::testing::make_loop;
+using namespace pl::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-// For BOOST_CHECK_EXCEPTION: checks that the message contains `part`.
-auto message_has(std::string part) {
-  return [part](const std::exception& e) {
-    std::string what = e.what();
-    BOOST_TEST(what.find(part) != std::string::npos,
-               "message \"" << what << "\" should contain \"" << part << "\"");
-    return true;
-  };
-}
-
-// stop() before run_forever() runs exactly one iteration.
-void run_one_iteration(pl::EventLoop& loop) {
-  loop.stop();
-  loop.run_forever();
-}
 
 pl::Task<int> returns(int value) { co_return value; }
 

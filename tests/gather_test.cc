@@ -15,47 +15,18 @@
 
 namespace pl = polyloop;
 using namespace std::chrono_literals;
-using pl::testing::handler_log;
-using pl::testing::make_loop;
+using namespace pl::testing;
 using log_t = std::vector<std::string>;
 
 namespace {
 
-struct my_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 struct other_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-long long ns(pl::Clock::duration d) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-}
-double ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-void run_one_iteration(pl::EventLoop& loop) {
-  loop.call_soon([&loop] { loop.stop(); });
-  loop.run_forever();
-}
-
-pl::Task<> pause(pl::Clock::duration d) { co_await pl::sleep(d); }
-
-pl::Task<int> value_after(int v, pl::Clock::duration d, log_t* log = nullptr) {
-  co_await pl::sleep(d);
-  if (log != nullptr) log->push_back(std::to_string(v));
-  co_return v;
-}
-
 pl::Task<std::string> string_after(std::string v, pl::Clock::duration d) {
   co_await pl::sleep(d);
   co_return v;
-}
-
-pl::Task<> void_after(bool* flag, pl::Clock::duration d) {
-  co_await pl::sleep(d);
-  *flag = true;
 }
 
 template <class E>

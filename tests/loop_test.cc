@@ -15,31 +15,10 @@
 
 namespace pl = polyloop;
 namespace utf = boost::unit_test;
-using pl::testing::loop_fixture;
-using pl::testing::make_loop;
+using namespace pl::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-double ms(std::chrono::nanoseconds d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// For BOOST_CHECK_EXCEPTION: checks that the message contains `part`.
-auto message_has(std::string part) {
-  return [part](const std::exception& e) {
-    std::string what = e.what();
-    BOOST_TEST(what.find(part) != std::string::npos,
-               "message \"" << what << "\" should contain \"" << part << "\"");
-    return true;
-  };
-}
-
-// stop() before run_forever() runs exactly one iteration.
-void run_one_iteration(pl::EventLoop& loop) {
-  loop.stop();
-  loop.run_forever();
-}
 
 pl::Task<int> answer_after(std::chrono::milliseconds delay, int value) {
   co_await pl::sleep(delay);

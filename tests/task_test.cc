@@ -14,31 +14,10 @@
 
 namespace pl = polyloop;
 using namespace std::chrono_literals;
-using pl::testing::counted;
-using pl::testing::handler_log;
-using pl::testing::make_loop;
+using namespace pl::testing;
 using log_t = std::vector<std::string>;
 
 namespace {
-
-struct my_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-long long ns(pl::Clock::duration d) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-}
-double ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// Runs exactly one loop iteration: the callbacks ready now (and this stop).
-void run_one_iteration(pl::EventLoop& loop) {
-  loop.call_soon([&loop] { loop.stop(); });
-  loop.run_forever();
-}
-
-pl::Task<> pause(pl::Clock::duration d) { co_await pl::sleep(d); }
 
 pl::Task<> set_flag(bool* flag) {
   *flag = true;
@@ -55,19 +34,9 @@ pl::Task<> append(log_t* log, std::string what) {
   co_return;
 }
 
-pl::Task<int> value_after(int v, pl::Clock::duration d) {
-  co_await pl::sleep(d);
-  co_return v;
-}
-
 pl::Task<int> throw_after(pl::Clock::duration d, std::string what) {
   co_await pl::sleep(d);
   throw my_error(what);
-}
-
-pl::Task<> void_after(bool* flag, pl::Clock::duration d) {
-  co_await pl::sleep(d);
-  *flag = true;
 }
 
 // Three levels of inline awaits.

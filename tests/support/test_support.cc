@@ -24,4 +24,37 @@ std::unique_ptr<EventLoop> make_loop(Clock& clock) {
   return new_event_loop(backend_under_test(), clock);
 }
 
+double ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+long long ns(std::chrono::nanoseconds d) { return d.count(); }
+
+std::function<bool(const std::exception&)> message_has(std::string part) {
+  return [part](const std::exception& e) {
+    std::string what = e.what();
+    BOOST_TEST(what.find(part) != std::string::npos,
+               "message \"" << what << "\" should contain \"" << part << "\"");
+    return true;
+  };
+}
+
+void run_one_iteration(EventLoop& loop) {
+  loop.stop();
+  loop.run_forever();
+}
+
+Task<> pause(Clock::duration d) { co_await polyloop::sleep(d); }
+
+Task<int> value_after(int v, Clock::duration d, std::vector<std::string>* log) {
+  co_await polyloop::sleep(d);
+  if (log != nullptr) log->push_back(std::to_string(v));
+  co_return v;
+}
+
+Task<> void_after(bool* flag, Clock::duration d) {
+  co_await polyloop::sleep(d);
+  *flag = true;
+}
+
 }  // namespace polyloop::testing

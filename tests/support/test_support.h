@@ -1,9 +1,13 @@
 // Shared helpers for the behaviour tests: the backend under test (from
-// `-- --backend=NAME`, see tests/defs.bzl), loops made on it, and a
-// leak-checking value type.
+// `-- --backend=NAME`, see tests/defs.bzl), loops made on it, a
+// leak-checking value type, and the small helpers several tests use.
 #pragma once
 
+#include <chrono>
+#include <exception>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,5 +63,31 @@ struct loop_fixture {
     if (!loop->is_closed()) loop->close();
   }
 };
+
+// An exception type no library code throws, for tests that throw their own.
+struct my_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A duration as (fractional) milliseconds or whole nanoseconds, for
+// assertions and messages.
+double ms(std::chrono::nanoseconds d);
+long long ns(std::chrono::nanoseconds d);
+
+// For BOOST_CHECK_EXCEPTION: checks that the message contains `part`.
+std::function<bool(const std::exception&)> message_has(std::string part);
+
+// Runs exactly one loop iteration (stop() before run_forever()): the
+// callbacks ready now, and timers already due.
+void run_one_iteration(EventLoop& loop);
+
+// Sleeps `d`.
+Task<> pause(Clock::duration d);
+
+// Sleeps `d`, appends `v` to `*log` (if given), returns `v`.
+Task<int> value_after(int v, Clock::duration d, std::vector<std::string>* log = nullptr);
+
+// Sleeps `d`, then sets `*flag`.
+Task<> void_after(bool* flag, Clock::duration d);
 
 }  // namespace polyloop::testing
