@@ -1,0 +1,668 @@
+#include "net/stream.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace polyloop::net {
+
+using namespace std::chrono_literals;
+
+IncompleteReadError::IncompleteReadError(std::string partial_bytes, std::size_t expected_bytes)
+    : std::runtime_error(expected_bytes != 0
+                             ? std::to_string(partial_bytes.size()) + " bytes read on a total of " +
+                                   std::to_string(expected_bytes) +
+                                   " expected bytes: the peer closed the stream first"
+                             : std::to_string(partial_bytes.size()) +
+                                   " bytes read and no separator: the peer closed the stream first"),
+      partial(std::move(partial_bytes)),
+      expected(expected_bytes) {}
+
+LimitOverrunError::LimitOverrunError(std::size_t limit, std::size_t buffered)
+    : std::runtime_error("separator not found within the limit of " + std::to_string(limit) +
+                         " bytes (" + std::to_string(buffered) +
+                         " bytes buffered); raise the limit or read in pieces"),
+      consumed(buffered) {}
+
+std::string Address::to_string() const {
+  if (!path.empty() || host.empty()) return path.empty() ? "(unnamed)" : path;
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+namespace {
+
+Address to_address(const sockaddr_storage& ss, socklen_t len) {
+  Address a;
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+    ::inet_ntop(AF_INET, &in.sin_addr, buf, sizeof buf);
+    a.host = buf;
+    a.port = ntohs(in.sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+    ::inet_ntop(AF_INET6, &in6.sin6_addr, buf, sizeof buf);
+    a.host = buf;
+    a.port = ntohs(in6.sin6_port);
+  } else if (ss.ss_family == AF_UNIX) {
+    const auto& un = reinterpret_cast<const sockaddr_un&>(ss);
+    if (len > offsetof(sockaddr_un, sun_path)) {
+      a.path.assign(un.sun_path, ::strnlen(un.sun_path, len - offsetof(sockaddr_un, sun_path)));
+    }
+  }
+  return a;
+}
+
+[[noreturn]] void throw_errno(int err, const std::string& what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+int new_socket(int family) {
+  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw_errno(errno, "socket");
+  return fd;
+}
+
+// Closes an fd the backend may have seen, so that it forgets it first.
+Task<> close_quietly(int fd) {
+  try {
+    co_await async_close(fd);
+  } catch (...) {
+  }
+}
+
+struct resolved {
+  addrinfo* list = nullptr;
+  ~resolved() {
+    if (list != nullptr) ::freeaddrinfo(list);
+  }
+};
+
+// getaddrinfo runs inline: numeric hosts and /etc/hosts names answer at
+// once; a DNS name blocks the loop while it resolves.
+void resolve(const std::string& host, std::uint16_t port, bool passive, resolved& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  std::string service = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out.list);
+  if (rc != 0) {
+    int err = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
+    throw std::system_error(err, std::generic_category(),
+                            "cannot resolve '" + host + "': " + ::gai_strerror(rc));
+  }
+}
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  if (path.size() >= sizeof un.sun_path) {
+    throw std::invalid_argument("Unix socket path too long (" + std::to_string(path.size()) +
+                                " bytes, at most " + std::to_string(sizeof un.sun_path - 1) +
+                                "): " + path);
+  }
+  std::memcpy(un.sun_path, path.data(), path.size());
+  return un;
+}
+
+}  // namespace
+
+// --- Stream -------------------------------------------------------------------
+
+namespace detail {
+
+struct stream_state : std::enable_shared_from_this<stream_state> {
+  EventLoop* loop = nullptr;
+  int fd = -1;
+
+  // Reading: in[in_head..] is buffered and unread.
+  std::string in;
+  std::size_t in_head = 0;
+  bool eof = false;
+  bool reading = false;
+
+  // Writing: the writer task sends `sending` (which nothing else touches
+  // while a send is in flight) and then takes `pending`, which write() fills.
+  std::string pending;
+  std::string sending;
+  std::size_t sent = 0;
+  bool writer_running = false;
+  std::exception_ptr write_error;
+  std::size_t high_water = Stream::default_high_water;
+  std::size_t low_water = Stream::default_low_water;
+  Future<> drain_waiter;
+
+  bool eof_requested = false;
+  bool close_requested = false;
+  bool closed = false;
+  Future<> closed_future;
+
+  stream_state(EventLoop& l, int socket_fd) : loop(&l), fd(socket_fd) {
+    closed_future = l.create_future<>();
+  }
+  ~stream_state() {
+    if (fd < 0) return;
+    // The last handle went without close(): close now, through the backend
+    // if the loop still runs (so it forgets the fd), else directly.
+    if (!loop->is_closed()) {
+      struct closing : operation {
+        static void done(polyloop::detail::ready_node* n, polyloop::detail::ready_node::action) {
+          delete static_cast<closing*>(n);
+        }
+      };
+      auto* op = new closing;
+      op->fn = &closing::done;
+      op->kind = op_kind::close;
+      op->fd = fd;
+      loop->backend().start(*op);
+    } else {
+      ::close(fd);
+    }
+  }
+
+  std::size_t available() const { return in.size() - in_head; }
+  std::size_t buffered_out() const { return pending.size() + sending.size() - sent; }
+
+  std::string take(std::size_t n) {
+    std::string out = in.substr(in_head, n);
+    in_head += out.size();
+    if (in_head == in.size()) {
+      in.clear();
+      in_head = 0;
+    }
+    return out;
+  }
+
+  // One receive into the buffer; false at end of stream.
+  Task<bool> fill() {
+    constexpr std::size_t chunk = 64 * 1024;
+    if (in_head > 0 && in_head * 2 >= in.size()) {
+      in.erase(0, in_head);
+      in_head = 0;
+    }
+    std::size_t old = in.size();
+    in.resize(old + chunk);
+    std::int64_t n = 0;
+    try {
+      n = co_await async_recv(fd, in.data() + old, chunk);
+    } catch (...) {
+      in.resize(old);
+      throw;
+    }
+    in.resize(old + static_cast<std::size_t>(n));
+    if (n == 0) eof = true;
+    co_return n != 0;
+  }
+
+  void check_can_read() const {
+    if (fd < 0 && available() == 0) {
+      throw std::logic_error("read: the stream is closed");
+    }
+  }
+
+  void settle_drainers() {
+    if (!drain_waiter.valid() || drain_waiter.done()) return;
+    if (write_error) {
+      drain_waiter.set_exception(write_error);
+      drain_waiter = Future<>();
+    } else if (buffered_out() <= low_water) {
+      drain_waiter.set_result();
+      drain_waiter = Future<>();
+    }
+  }
+
+  static Task<> writer(std::shared_ptr<stream_state> s) {
+    try {
+      while (true) {
+        if (s->sent == s->sending.size()) {
+          s->sending.clear();
+          s->sent = 0;
+          if (s->pending.empty()) break;
+          std::swap(s->sending, s->pending);
+        }
+        std::int64_t n =
+            co_await async_send(s->fd, s->sending.data() + s->sent, s->sending.size() - s->sent);
+        s->sent += static_cast<std::size_t>(n);
+        s->settle_drainers();
+      }
+    } catch (const CancelledError&) {
+      s->write_error = std::make_exception_ptr(std::system_error(
+          ECANCELED, std::generic_category(), "send: the stream's sending was cancelled"));
+    } catch (...) {
+      s->write_error = std::current_exception();
+    }
+    if (s->write_error) {
+      s->pending.clear();
+      s->sending.clear();
+      s->sent = 0;
+    }
+    s->writer_running = false;
+    s->settle_drainers();
+    if (s->eof_requested && !s->write_error && s->fd >= 0) ::shutdown(s->fd, SHUT_WR);
+    if (s->close_requested) co_await s->close_now();
+  }
+
+  Task<> close_now() {
+    if (fd < 0) co_return;
+    int f = std::exchange(fd, -1);
+    try {
+      co_await async_close(f);
+    } catch (...) {
+    }
+    closed = true;
+    if (!closed_future.done()) closed_future.set_result();
+  }
+
+  static Task<> closer(std::shared_ptr<stream_state> s) { co_await s->close_now(); }
+
+  void start_writer() {
+    if (writer_running) return;
+    writer_running = true;
+    loop->create_task(writer(shared_from_this()));
+  }
+};
+
+}  // namespace detail
+
+Stream::Stream(int fd) : s_(std::make_shared<detail::stream_state>(get_running_loop(), fd)) {}
+
+namespace {
+detail::stream_state& state_of(const std::shared_ptr<detail::stream_state>& s) {
+  if (!s) throw std::logic_error("this Stream is empty (default-constructed)");
+  return *s;
+}
+
+// Marks the stream as read by one task at a time, as asyncio requires.
+struct read_guard {
+  detail::stream_state& s;
+  explicit read_guard(detail::stream_state& st) : s(st) {
+    if (s.reading) {
+      throw std::logic_error("read: another task is already reading this stream");
+    }
+    s.reading = true;
+  }
+  ~read_guard() { s.reading = false; }
+};
+}  // namespace
+
+Task<std::string> Stream::read(std::size_t n) {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  if (n == 0) co_return std::string();
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    co_await s.fill();
+  }
+  co_return s.take(n);
+}
+
+Task<std::string> Stream::read_exactly(std::size_t n) {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  while (s.available() < n && !s.eof) {
+    s.check_can_read();
+    co_await s.fill();
+  }
+  if (s.available() < n) throw IncompleteReadError(s.take(s.available()), n);
+  co_return s.take(n);
+}
+
+Task<std::string> Stream::read_until(std::string_view separator, std::size_t limit) {
+  if (separator.empty()) throw std::invalid_argument("read_until: the separator is empty");
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  std::size_t searched = 0;  // bytes already known not to start a separator
+  while (true) {
+    std::string_view buf(s.in.data() + s.in_head, s.available());
+    std::size_t pos = buf.find(separator, searched);
+    if (pos != std::string_view::npos) {
+      if (pos + separator.size() > limit) throw LimitOverrunError(limit, s.available());
+      co_return s.take(pos + separator.size());
+    }
+    if (buf.size() > limit) throw LimitOverrunError(limit, buf.size());
+    if (buf.size() >= separator.size()) searched = buf.size() - separator.size() + 1;
+    if (s.eof) throw IncompleteReadError(s.take(s.available()), 0);
+    s.check_can_read();
+    std::size_t before = s.in_head;
+    co_await s.fill();
+    searched -= std::min(searched, before - s.in_head);  // fill() may compact the buffer
+  }
+}
+
+bool Stream::at_eof() const {
+  const detail::stream_state& s = state_of(s_);
+  return s.eof && s.available() == 0;
+}
+
+void Stream::write(std::string_view data) {
+  detail::stream_state& s = state_of(s_);
+  if (s.write_error) std::rethrow_exception(s.write_error);
+  if (s.close_requested || s.fd < 0) throw std::logic_error("write: the stream is closed");
+  if (s.eof_requested) throw std::logic_error("write: write_eof() was called on this stream");
+  if (data.empty()) return;
+  s.pending.append(data);
+  s.start_writer();
+}
+
+Task<> Stream::drain() {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  if (s.write_error) std::rethrow_exception(s.write_error);
+  if (s.buffered_out() <= s.high_water) co_return;
+  if (!s.drain_waiter.valid()) s.drain_waiter = s.loop->create_future<>();
+  Future<> waiter = s.drain_waiter;
+  co_await waiter;
+}
+
+std::size_t Stream::write_buffer_size() const { return state_of(s_).buffered_out(); }
+
+void Stream::set_write_buffer_limits(std::size_t high, std::size_t low) {
+  if (low > high) throw std::invalid_argument("set_write_buffer_limits: low is above high");
+  detail::stream_state& s = state_of(s_);
+  s.high_water = high;
+  s.low_water = low;
+  s.settle_drainers();
+}
+
+void Stream::write_eof() {
+  detail::stream_state& s = state_of(s_);
+  if (s.eof_requested || s.fd < 0) return;
+  s.eof_requested = true;
+  if (!s.writer_running) ::shutdown(s.fd, SHUT_WR);
+}
+
+void Stream::close() {
+  detail::stream_state& s = state_of(s_);
+  if (s.close_requested) return;
+  s.close_requested = true;
+  // With a send in flight, the writer closes once everything is sent.
+  if (!s.writer_running) s.loop->create_task(detail::stream_state::closer(s_));
+}
+
+Task<> Stream::wait_closed() {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  Future<> closed = s.closed_future;
+  co_await closed;
+  if (s.write_error) std::rethrow_exception(s.write_error);
+}
+
+bool Stream::is_closing() const { return state_of(s_).close_requested; }
+
+Address Stream::peer_address() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    throw_errno(errno, "getpeername");
+  }
+  return to_address(ss, len);
+}
+
+Address Stream::local_address() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    throw_errno(errno, "getsockname");
+  }
+  return to_address(ss, len);
+}
+
+void Stream::set_nodelay(bool on) {
+  int v = on ? 1 : 0;
+  if (::setsockopt(fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0 && errno != EOPNOTSUPP) {
+    throw_errno(errno, "setsockopt(TCP_NODELAY)");
+  }
+}
+
+int Stream::fd() const {
+  const detail::stream_state& s = state_of(s_);
+  if (s.fd < 0) throw std::logic_error("the stream is closed");
+  return s.fd;
+}
+
+// --- connecting -----------------------------------------------------------------
+
+namespace {
+
+// Connects a new non-blocking socket to `addr`; the socket, or throws with
+// the errno of connect and `what` naming the peer.
+Task<int> connect_socket(int family, const sockaddr* addr, socklen_t len, std::string what) {
+  int fd = new_socket(family);
+  std::exception_ptr failure;
+  int err = 0;
+  try {
+    co_await async_connect(fd, addr, len);
+  } catch (const std::system_error& e) {
+    err = e.code().value();
+  } catch (...) {
+    failure = std::current_exception();  // cancelled
+  }
+  if (err != 0 || failure) {
+    co_await close_quietly(fd);
+    if (failure) std::rethrow_exception(failure);
+    throw_errno(err, "connect " + what);
+  }
+  co_return fd;
+}
+
+}  // namespace
+
+Task<Stream> open_connection(std::string host, std::uint16_t port) {
+  resolved r;
+  resolve(host, port, false, r);
+  std::exception_ptr last;
+  for (addrinfo* ai = r.list; ai != nullptr; ai = ai->ai_next) {
+    sockaddr_storage ss{};
+    std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    std::string what = to_address(ss, ai->ai_addrlen).to_string();
+    try {
+      int fd = co_await connect_socket(ai->ai_family, reinterpret_cast<sockaddr*>(&ss),
+                                       ai->ai_addrlen, what);
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // asyncio's default too
+      co_return Stream(fd);
+    } catch (const std::system_error&) {
+      last = std::current_exception();
+    }
+  }
+  if (last) std::rethrow_exception(last);
+  throw_errno(EHOSTUNREACH, "connect " + host + ": no address");
+}
+
+Task<Stream> open_unix_connection(std::string path) {
+  sockaddr_un un = unix_address(path);
+  int fd = co_await connect_socket(AF_UNIX, reinterpret_cast<sockaddr*>(&un), sizeof un, path);
+  co_return Stream(fd);
+}
+
+// --- serving ----------------------------------------------------------------------
+
+namespace detail {
+
+struct server_state : std::enable_shared_from_this<server_state> {
+  EventLoop* loop = nullptr;
+  int fd = -1;
+  ConnectionHandler handler;
+  Address address;
+  bool closing = false;
+  bool reported_exhaustion = false;
+  std::size_t active = 0;
+  Future<> accept_loop;
+  Future<> closed;
+
+  static Task<> handle(std::shared_ptr<server_state> s, int fd) {
+    ++s->active;
+    try {
+      Stream stream(fd);
+      co_await s->handler(stream);
+    } catch (const CancelledError&) {
+      --s->active;
+      throw;
+    } catch (...) {
+      s->loop->call_exception_handler(
+          {"exception in a connection handler of the server on " + s->address.to_string(),
+           std::current_exception()});
+    }
+    --s->active;
+  }
+
+  static Task<> accept_all(std::shared_ptr<server_state> s) {
+    while (!s->closing) {
+      int conn = -1;
+      int err = 0;
+      std::exception_ptr failure;
+      try {
+        conn = static_cast<int>(co_await async_accept(s->fd));
+      } catch (const CancelledError&) {
+        break;
+      } catch (const std::system_error& e) {
+        err = e.code().value();
+        failure = std::current_exception();
+      }
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // Out of descriptors or memory: keep the connections we have, say
+        // so once, and try again when some may have been freed.
+        if (!s->reported_exhaustion) {
+          s->reported_exhaustion = true;
+          s->loop->call_exception_handler(
+              {"server on " + s->address.to_string() +
+                   " cannot accept: out of file descriptors or memory; it keeps serving and "
+                   "retries (raise the limit: ulimit -n)",
+               failure});
+        }
+        bool cancelled = false;
+        try {
+          co_await sleep(50ms);
+        } catch (const CancelledError&) {
+          cancelled = true;
+        }
+        if (cancelled) break;
+        continue;
+      }
+      if (err == ECONNABORTED || err == EPROTO || err == EPERM || err == EINTR) continue;
+      if (err != 0) {
+        if (!s->closing) {
+          s->loop->call_exception_handler(
+              {"server on " + s->address.to_string() + " stopped accepting", failure});
+        }
+        break;
+      }
+      s->reported_exhaustion = false;
+      s->loop->create_task(handle(s, conn));
+    }
+    s->closing = true;
+    if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
+    if (!s->closed.done()) s->closed.set_result();
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int fd,
+                                                Address address) {
+  EventLoop& loop = get_running_loop();
+  auto s = std::make_shared<detail::server_state>();
+  s->loop = &loop;
+  s->fd = fd;
+  s->handler = std::move(handler);
+  s->address = std::move(address);
+  s->closed = loop.create_future<>();
+  s->accept_loop = loop.create_task(detail::server_state::accept_all(s));
+  return s;
+}
+
+}  // namespace
+
+void Server::close() {
+  if (!s_ || s_->closing) return;
+  s_->closing = true;
+  s_->accept_loop.cancel();
+}
+
+Task<> Server::wait_closed() {
+  if (!s_) co_return;
+  Future<> closed = s_->closed;
+  co_await closed;
+}
+
+Task<> Server::serve_forever() {
+  if (!s_) throw std::logic_error("serve_forever: the Server is empty");
+  auto keep = s_;
+  Future<> closed = keep->closed;
+  bool cancelled = false;
+  try {
+    co_await closed;
+  } catch (const CancelledError&) {
+    cancelled = true;
+  }
+  if (cancelled) {
+    Server(*this).close();
+    throw CancelledError();
+  }
+}
+
+bool Server::is_serving() const { return s_ && !s_->closing; }
+Address Server::address() const { return s_ ? s_->address : Address{}; }
+std::uint16_t Server::port() const { return s_ ? s_->address.port : 0; }
+std::size_t Server::active_connections() const { return s_ ? s_->active : 0; }
+
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          int backlog) {
+  resolved r;
+  resolve(host, port, true, r);
+  addrinfo* ai = r.list;
+  int fd = new_socket(ai->ai_family);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ai->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  sockaddr_storage ss{};
+  std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+  std::string what = to_address(ss, ai->ai_addrlen).to_string();
+  if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, backlog) != 0) {
+    int err = errno;
+    ::close(fd);  // never seen by the backend
+    throw_errno(err, "listen on " + what);
+  }
+  socklen_t len = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  Server server;
+  server.s_ = listen_on(std::move(handler), fd, to_address(ss, len));
+  co_return server;
+}
+
+Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog) {
+  sockaddr_un un = unix_address(path);
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());  // stale
+  int fd = new_socket(AF_UNIX);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0 || ::listen(fd, backlog) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw_errno(err, "listen on " + path);
+  }
+  Address a;
+  a.path = path;
+  Server server;
+  server.s_ = listen_on(std::move(handler), fd, a);
+  co_return server;
+}
+
+}  // namespace polyloop::net

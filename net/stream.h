@@ -1,0 +1,153 @@
+// TCP and Unix-domain streams and servers: asyncio's streams API.
+//
+//   pl::net::Stream s = co_await pl::net::open_connection("127.0.0.1", 8080);
+//   s.write("hello\n");
+//   co_await s.drain();
+//   std::string line = co_await s.read_until("\n");
+//   s.close();
+//   co_await s.wait_closed();
+//
+//   auto server = co_await pl::net::start_server(handle, "127.0.0.1", 0);
+//   std::uint16_t port = server.port();       // port 0: the one bound
+//   co_await server.serve_forever();
+//
+// A Stream is a counted handle (copies share one connection, as asyncio's
+// reader and writer share a transport); its socket closes when close() has
+// flushed what was written, or when the last handle goes. Everything runs on
+// the loop that made it, over core/io.h operations, so on every backend.
+// Errors are std::system_error naming the call and the peer ("connect
+// 127.0.0.1:1: Connection refused"), or the types below.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "polyloop/polyloop.h"
+
+namespace polyloop::net {
+
+// EOF came before read_exactly() or read_until() had what they need
+// (asyncio.IncompleteReadError). `partial` holds the bytes that did come.
+class IncompleteReadError : public std::runtime_error {
+ public:
+  IncompleteReadError(std::string partial_bytes, std::size_t expected_bytes);
+  std::string partial;
+  std::size_t expected;  // 0 for read_until: "the separator"
+};
+
+// read_until() found no separator within its limit (asyncio's
+// LimitOverrunError); the bytes stay buffered.
+class LimitOverrunError : public std::runtime_error {
+ public:
+  LimitOverrunError(std::size_t limit, std::size_t buffered);
+  std::size_t consumed;  // bytes buffered when the limit was hit
+};
+
+// An endpoint: host and port, or a Unix-domain path.
+struct Address {
+  std::string host;  // "127.0.0.1", "::1"; empty for a Unix path
+  std::uint16_t port = 0;
+  std::string path;  // Unix domain
+  std::string to_string() const;
+};
+
+namespace detail {
+struct stream_state;
+struct server_state;
+}  // namespace detail
+
+class Stream {
+ public:
+  // Buffered writes above high_water make drain() wait until they are down
+  // to low_water (asyncio's defaults).
+  static constexpr std::size_t default_high_water = 64 * 1024;
+  static constexpr std::size_t default_low_water = 16 * 1024;
+
+  Stream() = default;
+  // Adopts a connected socket (non-blocking or not), on the running loop.
+  explicit Stream(int fd);
+
+  // Up to n bytes: what is buffered, else one receive. "" at end of stream.
+  Task<std::string> read(std::size_t n = 64 * 1024);
+  // Exactly n bytes, or IncompleteReadError at end of stream.
+  Task<std::string> read_exactly(std::size_t n);
+  // Up to and including `separator`; IncompleteReadError at end of stream,
+  // LimitOverrunError if `limit` bytes come without it.
+  Task<std::string> read_until(std::string_view separator = "\n", std::size_t limit = 64 * 1024);
+  // True once the peer closed its side and the buffer is empty.
+  bool at_eof() const;
+
+  // Queues data and starts sending; never waits. Throws std::system_error if
+  // the connection already failed, std::logic_error after close().
+  void write(std::string_view data);
+  // Waits while more than the high-water mark is buffered; rethrows a
+  // failure of the connection (reset by peer, broken pipe).
+  Task<> drain();
+  // Bytes written but not yet handed to the kernel.
+  std::size_t write_buffer_size() const;
+  void set_write_buffer_limits(std::size_t high, std::size_t low);
+  // Half-close: after what is buffered, shut the sending side down.
+  void write_eof();
+
+  // Sends what is buffered, then closes the socket. Idempotent.
+  void close();
+  // Until the socket is closed; rethrows a failure to send what was written.
+  Task<> wait_closed();
+  bool is_closing() const;
+
+  Address peer_address() const;
+  Address local_address() const;
+  void set_nodelay(bool on = true);
+  int fd() const;
+
+ private:
+  std::shared_ptr<detail::stream_state> s_;
+};
+
+// Connects over TCP (IPv4 or IPv6; a name is resolved first, trying each
+// address in turn).
+Task<Stream> open_connection(std::string host, std::uint16_t port);
+Task<Stream> open_unix_connection(std::string path);
+
+using ConnectionHandler = std::function<Task<>(Stream)>;
+
+class Server {
+ public:
+  Server() = default;
+  // Stops accepting and closes the listening socket; connections already
+  // accepted go on. Idempotent.
+  void close();
+  // Until the accept loop has ended.
+  Task<> wait_closed();
+  // Until close() (or a cancel of the awaiting task, which closes it).
+  Task<> serve_forever();
+  bool is_serving() const;
+  // The bound address; port() is its port (useful after binding port 0).
+  Address address() const;
+  std::uint16_t port() const;
+  // Connections currently being handled.
+  std::size_t active_connections() const;
+
+ private:
+  friend Task<Server> start_server(ConnectionHandler, std::string, std::uint16_t, int);
+  friend Task<Server> start_unix_server(ConnectionHandler, std::string, int);
+  std::shared_ptr<detail::server_state> s_;
+};
+
+// Listens on host:port (port 0: any free port) and runs handler(stream) as
+// a task for each connection. Running out of descriptors (EMFILE, ENFILE)
+// does not stop the server: it is reported once through the loop's
+// exception handler and accepting resumes when descriptors free up.
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          int backlog = 511);
+Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog = 511);
+
+}  // namespace polyloop::net
