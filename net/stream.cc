@@ -339,9 +339,7 @@ Task<std::string> Stream::read_until(std::string_view separator, std::size_t lim
     if (buf.size() >= separator.size()) searched = buf.size() - separator.size() + 1;
     if (s.eof) throw IncompleteReadError(s.take(s.available()), 0);
     s.check_can_read();
-    std::size_t before = s.in_head;
-    co_await s.fill();
-    searched -= std::min(searched, before - s.in_head);  // fill() may compact the buffer
+    co_await s.fill();  // may compact the buffer: offsets from in_head stay valid
   }
 }
 
