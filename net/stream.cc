@@ -310,6 +310,29 @@ Task<std::string> Stream::read(std::size_t n) {
   co_return s.take(n);
 }
 
+Task<std::size_t> Stream::read_into(std::span<char> out) {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  if (out.empty()) co_return 0;
+  if (s.available() > 0) {
+    std::size_t n = std::min(out.size(), s.available());
+    std::memcpy(out.data(), s.in.data() + s.in_head, n);
+    s.in_head += n;
+    if (s.in_head == s.in.size()) {
+      s.in.clear();
+      s.in_head = 0;
+    }
+    co_return n;
+  }
+  if (s.eof) co_return 0;
+  s.check_can_read();
+  // Straight into the caller's buffer: no copy, no allocation.
+  std::int64_t n = co_await async_recv(s.fd, out.data(), out.size());
+  if (n == 0) s.eof = true;
+  co_return static_cast<std::size_t>(n);
+}
+
 Task<std::string> Stream::read_exactly(std::size_t n) {
   auto keep = s_;
   detail::stream_state& s = state_of(keep);

@@ -77,6 +77,9 @@ class Stream {
 
   // Up to n bytes: what is buffered, else one receive. "" at end of stream.
   Task<std::string> read(std::size_t n = 64 * 1024);
+  // The same into the caller's buffer, allocating nothing: the number of
+  // bytes read, 0 at end of stream (or for an empty `out`).
+  Task<std::size_t> read_into(std::span<char> out);
   // Exactly n bytes, or IncompleteReadError at end of stream.
   Task<std::string> read_exactly(std::size_t n);
   // Up to and including `separator`; IncompleteReadError at end of stream,
