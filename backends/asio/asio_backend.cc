@@ -62,9 +62,7 @@ void AsioBackend::complete(operation& op) noexcept {
     ready_->push(&op);
     return;
   }
-  op.next = nullptr;
-  (completed_tail_ != nullptr ? completed_tail_->next : completed_head_) = &op;
-  completed_tail_ = &op;
+  completed_.push(&op);
 }
 
 void AsioBackend::start(operation& op) noexcept {
@@ -188,13 +186,10 @@ void AsioBackend::close_fd(operation& op) noexcept {
 
 std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
                                   detail::ready_queue& ready) noexcept {
-  while (operation* op = completed_head_) {
-    completed_head_ = op->next;
-    op->next = nullptr;
+  while (operation* op = completed_.pop()) {
     ready.push(op);
     timeout = std::chrono::nanoseconds(0);
   }
-  completed_tail_ = nullptr;
   ready_ = &ready;
   if (context_.stopped()) context_.restart();
   try {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/detail/op_list.h"
 
 namespace polyloop::backends {
 
@@ -61,8 +62,7 @@ class AsioBackend final : public Backend {
   std::vector<std::unique_ptr<fd_entry>> fds_;
   std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
-  operation* completed_head_ = nullptr;   // finished outside poll()
-  operation* completed_tail_ = nullptr;
+  detail::op_list completed_;             // finished outside poll()
 };
 
 }  // namespace polyloop::backends
