@@ -124,6 +124,29 @@ sockaddr_un unix_address(const std::string& path) {
 
 namespace detail {
 
+// Tasks waiting for an event (drained, closed). Each wait has its own future,
+// as asyncio's drain waiters do: cancelling one waiting task (wait_for around
+// drain(), say) cancels only its own future, not the event for the others.
+struct waiters {
+  std::vector<Future<>> list;
+  Future<> add(EventLoop& loop) {
+    list.push_back(loop.create_future<>());
+    return list.back();
+  }
+  void wake_all() {
+    for (Future<>& f : list) {
+      if (!f.done()) f.set_result();
+    }
+    list.clear();
+  }
+  void fail_all(const std::exception_ptr& e) {
+    for (Future<>& f : list) {
+      if (!f.done()) f.set_exception(e);
+    }
+    list.clear();
+  }
+};
+
 struct stream_state : std::enable_shared_from_this<stream_state> {
   EventLoop* loop = nullptr;
   int fd = -1;
@@ -143,16 +166,14 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   std::exception_ptr write_error;
   std::size_t high_water = Stream::default_high_water;
   std::size_t low_water = Stream::default_low_water;
-  Future<> drain_waiter;
+  waiters drain_waiters;
 
   bool eof_requested = false;
   bool close_requested = false;
   bool closed = false;
-  Future<> closed_future;
+  waiters close_waiters;
 
-  stream_state(EventLoop& l, int socket_fd) : loop(&l), fd(socket_fd) {
-    closed_future = l.create_future<>();
-  }
+  stream_state(EventLoop& l, int socket_fd) : loop(&l), fd(socket_fd) {}
   ~stream_state() {
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
@@ -214,13 +235,11 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   }
 
   void settle_drainers() {
-    if (!drain_waiter.valid() || drain_waiter.done()) return;
+    if (drain_waiters.list.empty()) return;
     if (write_error) {
-      drain_waiter.set_exception(write_error);
-      drain_waiter = Future<>();
+      drain_waiters.fail_all(write_error);
     } else if (buffered_out() <= low_water) {
-      drain_waiter.set_result();
-      drain_waiter = Future<>();
+      drain_waiters.wake_all();
     }
   }
 
@@ -263,7 +282,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
     } catch (...) {
     }
     closed = true;
-    if (!closed_future.done()) closed_future.set_result();
+    close_waiters.wake_all();
   }
 
   static Task<> closer(std::shared_ptr<stream_state> s) { co_await s->close_now(); }
@@ -386,9 +405,8 @@ Task<> Stream::drain() {
   detail::stream_state& s = state_of(keep);
   if (s.write_error) std::rethrow_exception(s.write_error);
   if (s.buffered_out() <= s.high_water) co_return;
-  if (!s.drain_waiter.valid()) s.drain_waiter = s.loop->create_future<>();
-  Future<> waiter = s.drain_waiter;
-  co_await waiter;
+  Future<> drained = s.drain_waiters.add(*s.loop);
+  co_await drained;
 }
 
 std::size_t Stream::write_buffer_size() const { return state_of(s_).buffered_out(); }
@@ -419,8 +437,10 @@ void Stream::close() {
 Task<> Stream::wait_closed() {
   auto keep = s_;
   detail::stream_state& s = state_of(keep);
-  Future<> closed = s.closed_future;
-  co_await closed;
+  if (!s.closed) {
+    Future<> closed = s.close_waiters.add(*s.loop);
+    co_await closed;
+  }
   if (s.write_error) std::rethrow_exception(s.write_error);
 }
 
@@ -525,7 +545,14 @@ struct server_state : std::enable_shared_from_this<server_state> {
   bool reported_exhaustion = false;
   std::size_t active = 0;
   Future<> accept_loop;
-  Future<> closed;
+  bool closed = false;
+  waiters close_waiters;
+
+  Task<> wait_closed() {
+    if (closed) co_return;
+    Future<> f = close_waiters.add(*loop);
+    co_await f;
+  }
 
   static Task<> handle(std::shared_ptr<server_state> s, int fd) {
     ++s->active;
@@ -589,7 +616,8 @@ struct server_state : std::enable_shared_from_this<server_state> {
     }
     s->closing = true;
     if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
-    if (!s->closed.done()) s->closed.set_result();
+    s->closed = true;
+    s->close_waiters.wake_all();
   }
 };
 
@@ -605,7 +633,6 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->fd = fd;
   s->handler = std::move(handler);
   s->address = std::move(address);
-  s->closed = loop.create_future<>();
   s->accept_loop = loop.create_task(detail::server_state::accept_all(s));
   return s;
 }
@@ -620,17 +647,16 @@ void Server::close() {
 
 Task<> Server::wait_closed() {
   if (!s_) co_return;
-  Future<> closed = s_->closed;
-  co_await closed;
+  auto keep = s_;
+  co_await keep->wait_closed();
 }
 
 Task<> Server::serve_forever() {
   if (!s_) throw std::logic_error("serve_forever: the Server is empty");
   auto keep = s_;
-  Future<> closed = keep->closed;
   bool cancelled = false;
   try {
-    co_await closed;
+    co_await keep->wait_closed();
   } catch (const CancelledError&) {
     cancelled = true;
   }
