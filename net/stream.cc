@@ -544,7 +544,19 @@ struct server_state : std::enable_shared_from_this<server_state> {
   bool closing = false;
   bool reported_exhaustion = false;
   std::size_t active = 0;
-  Future<> accept_loop;
+  // The accept task, without a reference: a Future here would keep the
+  // task's frame alive, and the frame keeps this state alive, so a loop
+  // closed with the server open would leak both. The slot clears this when
+  // the frame goes.
+  polyloop::detail::future_state_base* accept_task = nullptr;
+  struct task_slot {
+    server_state* owner;
+    explicit task_slot(server_state* o) : owner(o) {}
+    task_slot(task_slot&& o) noexcept : owner(std::exchange(o.owner, nullptr)) {}
+    ~task_slot() {
+      if (owner != nullptr) owner->accept_task = nullptr;
+    }
+  };
   bool closed = false;
   waiters close_waiters;
 
@@ -570,7 +582,8 @@ struct server_state : std::enable_shared_from_this<server_state> {
     --s->active;
   }
 
-  static Task<> accept_all(std::shared_ptr<server_state> s) {
+  // `slot` is a parameter so that it goes with the frame, run or not.
+  static Task<> accept_all(std::shared_ptr<server_state> s, [[maybe_unused]] task_slot slot) {
     while (!s->closing) {
       int conn = -1;
       int err = 0;
@@ -633,7 +646,9 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->fd = fd;
   s->handler = std::move(handler);
   s->address = std::move(address);
-  s->accept_loop = loop.create_task(detail::server_state::accept_all(s));
+  Future<> task = loop.create_task(
+      detail::server_state::accept_all(s, detail::server_state::task_slot(s.get())));
+  s->accept_task = task.state();
   return s;
 }
 
@@ -642,7 +657,7 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
 void Server::close() {
   if (!s_ || s_->closing) return;
   s_->closing = true;
-  s_->accept_loop.cancel();
+  if (s_->accept_task != nullptr) s_->accept_task->cancel();
 }
 
 Task<> Server::wait_closed() {
