@@ -1,0 +1,47 @@
+// The server of the "echo" workload (bench/WORKLOADS.md): a TCP echo server
+// that sends back everything it reads, on every connection, until the client
+// closes it.
+//
+//   bazel run -c opt //examples:echo_server -- [--backend=NAME] [--port=N] [--host=H]
+//
+// --port=0 (the default) picks a free port; the server prints
+// "listening on 127.0.0.1:PORT" (flushed) and serves until SIGINT or SIGTERM.
+// The options are described in examples/serve_main.h.
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "examples/serve_main.h"
+#include "net/stream.h"
+#include "polyloop/polyloop.h"
+
+namespace pl = polyloop;
+
+namespace {
+
+// One connection: what comes in goes back out, until the client closes it.
+pl::Task<> echo(pl::net::Stream s) {
+  try {
+    s.set_nodelay(true);
+    std::vector<char> buf(64 * 1024);
+    while (true) {
+      std::size_t n = co_await s.read_into(buf);  // one receive, straight into buf
+      if (n == 0) break;                          // the client closed
+      s.write(std::string_view(buf.data(), n));
+      co_await s.drain();  // at once unless the client stopped reading
+    }
+  } catch (const std::system_error&) {
+    // Reset by the client: nothing left to echo.
+  }
+  s.close();
+  try {
+    co_await s.wait_closed();
+  } catch (const std::system_error&) {
+    // The last bytes could not be delivered: the client is gone.
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return examples::serve_main("echo_server", argc, argv, echo); }
