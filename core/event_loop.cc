@@ -7,6 +7,19 @@ namespace polyloop {
 
 namespace {
 thread_local EventLoop* current_loop = nullptr;
+
+// Calls f on every live state, holding a reference to each meanwhile: what f
+// does to one (end a task, destroy its frame) may release others.
+template <class F>
+void for_each_live_state(detail::state_link* head, F f) {
+  std::vector<detail::state_link*> live;
+  for (detail::state_link* s = head; s != nullptr; s = s->next) {
+    s->add_ref();
+    live.push_back(s);
+  }
+  for (detail::state_link* s : live) f(s);
+  for (detail::state_link* s : live) s->release();
+}
 }  // namespace
 
 SteadyClock& SteadyClock::instance() noexcept {
@@ -156,15 +169,8 @@ void EventLoop::close() {
   for (timer_entry& t : timers_) pool_->release(t.node);
   timers_.clear();
   cancelled_timers_ = 0;
-  // Tasks still pending can never run again. Ending one destroys its frame,
-  // which may release other states: hold a reference to each meanwhile.
-  std::vector<detail::state_link*> live;
-  for (detail::state_link* s = states_; s != nullptr; s = s->next) {
-    s->add_ref();
-    live.push_back(s);
-  }
-  for (detail::state_link* s : live) s->on_loop_closed();
-  for (detail::state_link* s : live) s->release();
+  // Tasks still pending can never run again.
+  for_each_live_state(states_, [](detail::state_link* s) { s->on_loop_closed(); });
 }
 
 void EventLoop::link_state(detail::state_link* s) noexcept {
@@ -217,14 +223,10 @@ void EventLoop::print_exception(const ExceptionContext& context) noexcept {
 
 std::size_t EventLoop::cancel_all_tasks() {
   check_open();
-  std::vector<detail::state_link*> live;
-  for (detail::state_link* s = states_; s != nullptr; s = s->next) {
-    s->add_ref();
-    live.push_back(s);
-  }
   std::size_t cancelled = 0;
-  for (detail::state_link* s : live) cancelled += s->cancel_if_pending_task() ? 1 : 0;
-  for (detail::state_link* s : live) s->release();
+  for_each_live_state(states_, [&cancelled](detail::state_link* s) {
+    cancelled += s->cancel_if_pending_task() ? 1 : 0;
+  });
   if (cancelled == 0) return 0;
   // Run until no task is pending; each iteration lets cancelled tasks unwind.
   auto any_pending = [this] {

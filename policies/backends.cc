@@ -3,7 +3,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
 #include "backends/epoll/epoll_backend.h"
 #ifdef POLYLOOP_WITH_IO_URING
