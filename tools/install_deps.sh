@@ -11,6 +11,7 @@ PACKAGES=(
   libboost-dev       # Boost.Asio (header-only)
   libboost-test-dev  # Boost.Test (libboost_unit_test_framework)
   liburing-dev       # liburing 2.3
+  wrk                # HTTP load generator for the http benchmark (bench/loopbench)
 )
 
 missing=()
