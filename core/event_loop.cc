@@ -86,8 +86,9 @@ void detail::callback_pool::run(ready_node* node, ready_node::action what) {
 
 // --- EventLoop --------------------------------------------------------------
 
-EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock)
+EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock, iteration_driver drive)
     : backend_(std::move(backend)),
+      drive_(drive),
       backend_name_(backend_->name()),
       clock_(&clock),
       pool_(std::make_unique<detail::callback_pool>(*this)) {}
@@ -150,10 +151,7 @@ void EventLoop::run_forever() {
       current_loop = nullptr;
     }
   } reset{*this};
-  while (true) {
-    run_once();
-    if (stopping_) break;
-  }
+  drive_(*this);
 }
 
 void EventLoop::close() {
@@ -303,12 +301,11 @@ void EventLoop::fire_expired_timers() {
   }
 }
 
-void EventLoop::run_once() {
-  if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
-  std::error_code ec = backend_->poll(compute_timeout(), ready_);
-  if (ec) throw std::system_error(ec, std::string(backend_name_) + " backend: waiting for events");
-  if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
-  fire_expired_timers();
+void EventLoop::throw_poll_error(std::error_code ec) const {
+  throw std::system_error(ec, backend_name_ + " backend: waiting for events");
+}
+
+void EventLoop::run_ready() {
   // Only what is ready now runs in this iteration.
   for (std::size_t n = ready_.size(); n != 0; --n) {
     detail::ready_node* node = ready_.pop();

@@ -33,7 +33,15 @@ struct backend_entry {
   std::string (*unavailable_reason)();  // empty: can run here
   std::unique_ptr<Backend> (*make)();
   bool in_auto;  // a candidate of "auto" (asio is for Asio programs: by name only)
+  // A StaticEventLoop over a backend that make() made.
+  std::unique_ptr<EventLoop> (*make_static_loop)(std::unique_ptr<Backend> backend, Clock& clock);
 };
+
+template <class B>
+std::unique_ptr<EventLoop> static_loop(std::unique_ptr<Backend> backend, Clock& clock) {
+  return std::make_unique<StaticEventLoop<B>>(
+      std::unique_ptr<B>(static_cast<B*>(backend.release())), clock);
+}
 
 std::string always_available() { return {}; }
 
@@ -41,13 +49,16 @@ std::string always_available() { return {}; }
 constexpr backend_entry compiled_in[] = {
 #ifdef POLYLOOP_WITH_IO_URING
     {"io_uring", &backends::IoUringBackend::unavailable_reason,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }, true},
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }, true,
+     &static_loop<backends::IoUringBackend>},
 #endif
     {"epoll", &always_available,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }, true},
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }, true,
+     &static_loop<backends::EpollBackend>},
 #ifdef POLYLOOP_WITH_ASIO
     {"asio", &always_available,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::AsioBackend>()); }, false},
+     [] { return std::unique_ptr<Backend>(std::make_unique<backends::AsioBackend>()); }, false,
+     &static_loop<backends::AsioBackend>},
 #endif
 };
 
@@ -154,6 +165,12 @@ std::unique_ptr<Backend> make_backend(std::string_view name) {
 
 std::unique_ptr<EventLoop> new_event_loop(std::string_view backend, Clock& clock) {
   return std::make_unique<EventLoop>(make_backend(backend), clock);
+}
+
+std::unique_ptr<EventLoop> new_static_event_loop(std::string_view backend, Clock& clock) {
+  std::unique_ptr<Backend> made = make_backend(backend);
+  const backend_entry* entry = find(made->name());
+  return entry->make_static_loop(std::move(made), clock);
 }
 
 std::string backend_from_args(int argc, char** argv) {

@@ -41,6 +41,11 @@ std::unique_ptr<Backend> make_backend(std::string_view name = {});
 // A new loop on the named backend. `clock` must outlive the loop.
 std::unique_ptr<EventLoop> new_event_loop(std::string_view backend = {},
                                           Clock& clock = SteadyClock::instance());
+// The same, with the backend's type fixed when the loop is made
+// (StaticEventLoop): each iteration calls its poll() directly rather than
+// through the Backend vtable. Behaves exactly as new_event_loop's loop.
+std::unique_ptr<EventLoop> new_static_event_loop(std::string_view backend = {},
+                                                 Clock& clock = SteadyClock::instance());
 // The value of --backend=NAME (or "--backend NAME") in argv, or "" if absent.
 // --backend=list prints print_backends() to stdout and exits the program; a
 // --backend with no name throws BackendError.

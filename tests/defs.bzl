@@ -19,26 +19,35 @@ def _compatible_with(condition):
         "//conditions:default": ["//policies:incompatible"],
     })
 
-def behaviour_test(name, srcs, deps = [], **kwargs):
+def behaviour_test(name, srcs, deps = [], static_dispatch = False, **kwargs):
     """Makes <name>_<backend> for each backend, and a test_suite <name>.
 
     The backend reaches the test as `-- --backend=NAME` (Boost.Test passes
-    what follows `--` to the test module); tests/support reads it.
+    what follows `--` to the test module); tests/support reads it. With
+    static_dispatch, also <name>_static_<backend>: the same tests on a
+    StaticEventLoop (`--dispatch=static`).
     """
     tests = []
-    for backend, condition in BACKENDS.items():
-        test_name = "%s_%s" % (name, backend)
-        cc_test(
-            name = test_name,
-            srcs = srcs,
-            args = ["--", "--backend=" + backend],
-            target_compatible_with = _compatible_with(condition),
-            deps = deps + [
-                "//:polyloop",
-                "//tests/support",
-                "//third_party:boost_test",
-            ],
-            **kwargs
-        )
-        tests.append(":" + test_name)
+    variants = [("", [])]
+    if static_dispatch:
+        variants.append(("static_", ["--dispatch=static"]))
+    for prefix, extra_args in variants:
+        for backend, condition in BACKENDS.items():
+            test_name = "%s_%s%s" % (name, prefix, backend)
+            _one_test(test_name, srcs, deps, backend, condition, extra_args, kwargs)
+            tests.append(":" + test_name)
     native.test_suite(name = name, tests = tests)
+
+def _one_test(test_name, srcs, deps, backend, condition, extra_args, kwargs):
+    cc_test(
+        name = test_name,
+        srcs = srcs,
+        args = ["--", "--backend=" + backend] + extra_args,
+        target_compatible_with = _compatible_with(condition),
+        deps = deps + [
+            "//:polyloop",
+            "//tests/support",
+            "//third_party:boost_test",
+        ],
+        **kwargs
+    )

@@ -5,22 +5,34 @@
 
 namespace polyloop::testing {
 
+namespace {
+// The value of --NAME=VALUE among the test's arguments (after `--`), or "".
+std::string test_arg(std::string_view name) {
+  auto& suite = boost::unit_test::framework::master_test_suite();
+  std::string prefix = "--" + std::string(name) + "=";
+  std::string found;
+  for (int i = 1; i < suite.argc; ++i) {
+    std::string_view arg = suite.argv[i];
+    if (arg.rfind(prefix, 0) == 0) found = std::string(arg.substr(prefix.size()));
+  }
+  return found;
+}
+
+bool static_dispatch() {
+  static const bool is_static = test_arg("dispatch") == "static";
+  return is_static;
+}
+}  // namespace
+
 const std::string& backend_under_test() {
-  static const std::string name = [] {
-    auto& suite = boost::unit_test::framework::master_test_suite();
-    std::string found;
-    for (int i = 1; i < suite.argc; ++i) {
-      std::string_view arg = suite.argv[i];
-      if (arg.rfind("--backend=", 0) == 0) found = std::string(arg.substr(10));
-    }
-    return found;
-  }();
+  static const std::string name = test_arg("backend");
   return name;
 }
 
-std::unique_ptr<EventLoop> make_loop() { return new_event_loop(backend_under_test()); }
+std::unique_ptr<EventLoop> make_loop() { return make_loop(SteadyClock::instance()); }
 
 std::unique_ptr<EventLoop> make_loop(Clock& clock) {
+  if (static_dispatch()) return new_static_event_loop(backend_under_test(), clock);
   return new_event_loop(backend_under_test(), clock);
 }
 

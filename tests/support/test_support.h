@@ -18,7 +18,8 @@ namespace polyloop::testing {
 // The backend this test binary runs on ("" = the default).
 const std::string& backend_under_test();
 
-// A loop on the backend under test, with the real clock or `clock`.
+// A loop on the backend under test, with the real clock or `clock`; a
+// StaticEventLoop if the test runs with `--dispatch=static`.
 std::unique_ptr<EventLoop> make_loop();
 std::unique_ptr<EventLoop> make_loop(Clock& clock);
 
