@@ -1,0 +1,206 @@
+// The workloads of ../shared/bench/WORKLOADS.md that need no network:
+// callbacks, tasks, timers and sleep_chain, run inside one worker process of
+// loopbench (one process per run, so memory figures start clean).
+#include "bench/core_workloads.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "polyloop/polyloop.h"
+
+namespace loopbench {
+
+namespace pl = polyloop;
+using namespace std::chrono_literals;
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The worst resident set so far (ru_maxrss), in KiB.
+double peak_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss);
+}
+
+// The resident set now, in KiB.
+double current_rss_kib() {
+  long pages = 0, resident = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1024.0;
+}
+
+void set_time(run_record& r, double n, double seconds) {
+  r.set("n", n);
+  r.set("seconds", seconds);
+  r.set("ns_per_op", seconds * 1e9 / n);
+}
+
+// callbacks: 100 chains, each a callback that counts and reschedules itself
+// with call_soon until the shared counter reaches N.
+struct chain {
+  pl::EventLoop* loop;
+  long* counter;
+  long n;
+  void operator()() const {
+    if (*counter >= n) return;  // another chain reached N first
+    if (++*counter < n) {
+      loop->call_soon(*this);
+    } else {
+      loop->stop();
+    }
+  }
+};
+
+void callbacks(pl::EventLoop& loop, run_record& r) {
+  const long n = 2'000'000;
+  long counter = 0;
+  double t0 = now_s();
+  for (int i = 0; i < 100; ++i) loop.call_soon(chain{&loop, &counter, n});
+  loop.run_forever();
+  set_time(r, static_cast<double>(n), now_s() - t0);
+  r.ok = counter == n;
+  if (!r.ok) r.error = "the counter ended at " + std::to_string(counter);
+}
+
+// tasks: T tasks, each awaits sleep(0) once and returns its index; gathered.
+pl::Task<int> one_task(int i) {
+  co_await pl::sleep(0ms);
+  co_return i;
+}
+
+pl::Task<std::vector<int>> spawn_and_gather(int count) {
+  std::vector<pl::Task<int>> tasks;
+  tasks.reserve(count);
+  for (int i = 0; i < count; ++i) tasks.push_back(one_task(i));
+  co_return co_await pl::gather(std::move(tasks));
+}
+
+void tasks(pl::EventLoop& loop, run_record& r) {
+  const int t = 100'000;
+  double rss_before = current_rss_kib();
+  double t0 = now_s();
+  std::vector<int> results = loop.run_until_complete(spawn_and_gather(t));
+  double t1 = now_s();
+  double rss_after = peak_rss_kib();
+  set_time(r, t, t1 - t0);
+  r.set("bytes_per_task", (rss_after - rss_before) * 1024.0 / t);
+  long long sum = 0;
+  bool in_order = results.size() == static_cast<std::size_t>(t);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    in_order = in_order && results[i] == static_cast<int>(i);
+    sum += results[i];
+  }
+  r.ok = in_order && sum == static_cast<long long>(t) * (t - 1) / 2;
+  if (!r.ok) r.error = "results out of creation order or wrong sum";
+}
+
+// timers: K call_later timers, delays spread over 0..200 ms in a fixed
+// unsorted order; each records how late it ran.
+void timers(pl::EventLoop& loop, run_record& r) {
+  const int k = 200'000;
+  int fired = 0;
+  int early = 0;
+  std::vector<double> late_us;
+  late_us.reserve(k);
+  double t0 = now_s();
+  for (int i = 0; i < k; ++i) {
+    auto delay = std::chrono::microseconds((i * 7919L) % 200'000);
+    auto due = loop.time() + delay;
+    loop.call_later(delay, [&loop, &fired, &early, &late_us, due] {
+      auto lateness = loop.time() - due;
+      if (lateness < pl::Clock::duration::zero()) ++early;
+      late_us.push_back(std::chrono::duration<double, std::micro>(lateness).count());
+      if (++fired == k) loop.stop();
+    });
+  }
+  loop.run_forever();
+  double seconds = now_s() - t0;
+  std::sort(late_us.begin(), late_us.end());
+  set_time(r, k, seconds);
+  r.set("overhead_ms", seconds * 1e3 - 200.0);
+  r.set("late_p50_us", late_us[late_us.size() / 2]);
+  r.set("late_p99_us", late_us[late_us.size() * 99 / 100]);
+  r.ok = fired == k && early == 0;
+  if (!r.ok) {
+    r.error = std::to_string(fired) + " of " + std::to_string(k) + " fired, " +
+              std::to_string(early) + " early";
+  }
+}
+
+// sleep_chain: one coroutine awaits sleep(0) N times.
+pl::Task<long> sleeper(long n) {
+  long yields = 0;
+  for (long i = 0; i < n; ++i) {
+    co_await pl::sleep(0ms);
+    ++yields;
+  }
+  co_return yields;
+}
+
+void sleep_chain(pl::EventLoop& loop, run_record& r) {
+  const long n = 1'000'000;
+  double t0 = now_s();
+  long yields = loop.run_until_complete(sleeper(n));
+  set_time(r, static_cast<double>(n), now_s() - t0);
+  r.ok = yields == n;
+}
+
+struct core_workload {
+  std::string_view name;
+  void (*run)(pl::EventLoop&, run_record&);
+  bool has_static;  // also runs on a StaticEventLoop
+};
+
+constexpr core_workload core_workloads[] = {
+    {"callbacks", &callbacks, true},
+    {"tasks", &tasks, false},
+    {"timers", &timers, false},
+    {"sleep_chain", &sleep_chain, true},
+};
+
+const core_workload* find(std::string_view name) {
+  for (const core_workload& w : core_workloads) {
+    if (w.name == name) return &w;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool is_core_workload(std::string_view name) { return find(name) != nullptr; }
+
+bool has_static_dispatch(std::string_view name) {
+  const core_workload* w = find(name);
+  return w != nullptr && w->has_static;
+}
+
+run_record run_core_workload(std::string_view name, std::string_view backend,
+                             bool static_dispatch) {
+  const core_workload* w = find(name);
+  run_record r;
+  r.workload = std::string(name);
+  r.dispatch = static_dispatch ? "static" : "dynamic";
+  std::unique_ptr<pl::EventLoop> loop =
+      static_dispatch ? pl::new_static_event_loop(backend) : pl::new_event_loop(backend);
+  r.backend = std::string(loop->backend_name());
+  w->run(*loop, r);
+  loop->close();
+  r.set("peak_rss_kib", peak_rss_kib());
+  return r;
+}
+
+}  // namespace loopbench

@@ -1,0 +1,274 @@
+#include "bench/net_workloads.h"
+
+#include "bench/process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace loopbench {
+
+namespace {
+
+// SIGTERM, then SIGKILL after 5 s. True if it exited with status 0, as the
+// example servers do on SIGTERM.
+bool stop_server(child& c, std::string& error) {
+  kill(c.pid, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int status = 0;
+  while (waitpid(c.pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(c.pid, SIGKILL);
+      wait_exit(c.pid);
+      error = "the server did not exit within 5 s of SIGTERM";
+      close(c.out);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  close(c.out);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  error = WIFSIGNALED(status) ? "the server died of signal " + std::to_string(WTERMSIG(status))
+                              : "the server exited with status " +
+                                    std::to_string(WEXITSTATUS(status));
+  return false;
+}
+
+// User + system CPU seconds of the whole process (every thread, io_uring's
+// workers included) from /proc/PID/stat.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {  // field 3 is the state
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The process's peak resident set (VmHWM), in KiB.
+double peak_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6));
+  }
+  return 0;
+}
+
+// A server of examples/ on the backend under test, pinned to the first CPU.
+struct server {
+  child proc;
+  int port = 0;
+  std::string error;
+};
+
+server start_server(const std::string& program, const net_run_options& o, int cpu) {
+  server s;
+  s.proc = spawn({program, "--backend=" + o.backend, "--port=0"}, cpu);
+  if (s.proc.pid < 0) {
+    s.error = "cannot start " + program;
+    return s;
+  }
+  std::string line;
+  if (read_line(s.proc.out, line, std::chrono::seconds(10)) &&
+      line.rfind("listening on ", 0) == 0) {
+    s.port = std::atoi(line.substr(line.rfind(':') + 1).c_str());
+  }
+  if (s.port <= 0) {
+    s.error = program + " did not report a listening port (said: \"" + line + "\")";
+    std::string ignored;
+    stop_server(s.proc, ignored);
+    s.proc.pid = -1;
+  }
+  return s;
+}
+
+// --- echo --------------------------------------------------------------------
+
+void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>& cpus,
+              run_record& r) {
+  int server_cpu = cpus.size() >= 2 ? cpus[0] : -1;
+  int client_cpu = cpus.size() >= 2 ? cpus[1] : -1;
+  r.set("size", static_cast<double>(size));
+  server s = start_server(o.programs_dir + "/examples/echo_server", o, server_cpu);
+  if (s.proc.pid < 0) {
+    r.error = s.error;
+    return;
+  }
+  double cpu0 = cpu_seconds(s.proc.pid);
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
+  child client = spawn({o.programs_dir + "/bench/echo_client", "--port=" + std::to_string(s.port),
+                        "--size=" + std::to_string(size), std::string("--seconds=") + seconds},
+                       client_cpu);
+  std::string out = client.pid > 0 ? read_all(client.out) : "";
+  int status = client.pid > 0 ? wait_exit(client.pid) : -1;
+  if (client.out >= 0) close(client.out);
+  double cpu1 = cpu_seconds(s.proc.pid);
+  double rss = peak_rss_kib(s.proc.pid);
+  std::string stop_error;
+  bool server_ok = stop_server(s.proc, stop_error);
+
+  std::optional<run_record> c = parse_json(out.substr(out.rfind('{') == std::string::npos ? 0 : out.rfind('{')));
+  if (!c) {
+    r.error = "echo_client printed no result (exit status " + std::to_string(status) + ")";
+    return;
+  }
+  double msgs = c->get("msgs").value_or(0);
+  double secs = c->get("seconds").value_or(0);
+  r.set("n", msgs);
+  r.set("seconds", secs);
+  r.set("ns_per_op", msgs > 0 ? secs * 1e9 / msgs : 0);
+  r.set("msgs_per_s", c->get("msgs_per_s").value_or(0));
+  r.set("rtt_p50_us", c->get("rtt_p50_us").value_or(0));
+  r.set("rtt_p99_us", c->get("rtt_p99_us").value_or(0));
+  r.set("server_cpu_us_per_msg", msgs > 0 ? (cpu1 - cpu0) * 1e6 / msgs : 0);
+  r.set("peak_rss_kib", rss);
+  r.ok = c->ok && status == 0 && msgs > 0 && server_ok;
+  if (!c->ok || status != 0) {
+    r.error = "echo_client reported a failure (see its message above)";
+  } else if (!server_ok) {
+    r.error = stop_error;
+  }
+}
+
+// --- http --------------------------------------------------------------------
+
+// One GET / on a fresh connection; true if the reply is the workload's.
+bool check_http_reply(int port, std::string& error) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const char request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    if (send(fd, request, sizeof request - 1, MSG_NOSIGNAL) == sizeof request - 1) {
+      char buf[1024];
+      ssize_t n;
+      while (reply.find("Hello, World!") == std::string::npos &&
+             (n = recv(fd, buf, sizeof buf, 0)) > 0) {
+        reply.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  close(fd);
+  bool ok = reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0 &&
+            reply.find("\r\nContent-Type: text/plain\r\n") != std::string::npos &&
+            reply.find("\r\nContent-Length: 13\r\n") != std::string::npos &&
+            reply.size() >= 13 && reply.compare(reply.size() - 13, 13, "Hello, World!") == 0;
+  if (!ok) error = "GET / did not get the expected 200 \"Hello, World!\" reply: \"" + reply + "\"";
+  return ok;
+}
+
+// A latency such as "1.23ms" from wrk, in microseconds.
+double wrk_duration_us(const std::string& text) {
+  double v = std::atof(text.c_str());
+  if (text.find("us") != std::string::npos) return v;
+  if (text.find("ms") != std::string::npos) return v * 1e3;
+  if (text.find('m') != std::string::npos) return v * 60e6;
+  return v * 1e6;  // "s"
+}
+
+void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record& r) {
+  int server_cpu = cpus.size() >= 2 ? cpus[0] : -1;
+  int client_cpu = cpus.size() >= 2 ? cpus[1] : -1;
+  server s = start_server(o.programs_dir + "/examples/http_hello", o, server_cpu);
+  if (s.proc.pid < 0) {
+    r.error = s.error;
+    return;
+  }
+  std::string error;
+  bool reply_ok = check_http_reply(s.port, error);
+  // wrk takes whole seconds.
+  int seconds = std::max(1, static_cast<int>(std::lround(o.seconds)));
+  double cpu0 = cpu_seconds(s.proc.pid);
+  child wrk = spawn({"wrk", "-t1", "-c64", "-d" + std::to_string(seconds) + "s", "--latency",
+                     "http://127.0.0.1:" + std::to_string(s.port) + "/"},
+                    client_cpu);
+  std::string out = wrk.pid > 0 ? read_all(wrk.out) : "";
+  int status = wrk.pid > 0 ? wait_exit(wrk.pid) : -1;
+  if (wrk.out >= 0) close(wrk.out);
+  double cpu1 = cpu_seconds(s.proc.pid);
+  double rss = peak_rss_kib(s.proc.pid);
+  std::string stop_error;
+  bool server_ok = stop_server(s.proc, stop_error);
+
+  double requests = 0, secs = 0, rps = 0, p99 = 0;
+  bool errors = false;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string first, second, third, fourth;
+    words >> first >> second >> third >> fourth;
+    if (second == "requests" && third == "in") {
+      requests = std::atof(first.c_str());
+      secs = std::atof(fourth.c_str());
+    } else if (first == "Requests/sec:") {
+      rps = std::atof(second.c_str());
+    } else if (first == "99%") {
+      p99 = wrk_duration_us(second);
+    } else if (first == "Non-2xx" || first == "Socket") {
+      errors = true;  // wrk prints these lines only when something went wrong
+      if (error.empty()) error = "wrk: " + line;
+    }
+  }
+  r.set("n", requests);
+  r.set("seconds", secs);
+  r.set("ns_per_op", requests > 0 ? secs * 1e9 / requests : 0);
+  r.set("requests_per_s", rps);
+  r.set("latency_p99_us", p99);
+  r.set("server_cpu_us_per_req", requests > 0 ? (cpu1 - cpu0) * 1e6 / requests : 0);
+  r.set("peak_rss_kib", rss);
+  r.ok = reply_ok && status == 0 && requests > 0 && !errors && server_ok;
+  if (status != 0 && error.empty()) error = "wrk failed (exit status " + std::to_string(status) + "): is it installed? tools/install_deps.sh installs it";
+  if (!server_ok && error.empty()) error = stop_error;
+  if (!r.ok) r.error = error.empty() ? "no requests were answered" : error;
+}
+
+}  // namespace
+
+bool is_net_workload(std::string_view name) {
+  return name == "echo" || name == "echo_16k" || name == "http";
+}
+
+run_record run_net_workload(std::string_view name, const net_run_options& options) {
+  run_record r;
+  r.workload = name == "http" ? "http" : "echo";
+  r.backend = options.backend;
+  std::vector<int> cpus = allowed_cpus();
+  if (name == "http") {
+    run_http(options, cpus, r);
+  } else {
+    run_echo(name == "echo" ? 64 : 16384, options, cpus, r);
+  }
+  return r;
+}
+
+}  // namespace loopbench

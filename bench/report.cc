@@ -1,0 +1,172 @@
+#include "bench/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <string_view>
+
+namespace loopbench {
+
+namespace {
+
+// One figure of the table: which runs it comes from and which field.
+struct figure {
+  std::string_view label;
+  std::string_view workload;
+  std::string_view dispatch;  // "" = any
+  double size;                // echo's message size; 0 = any
+  std::string_view field;
+};
+
+// Lower is better for every figure except the throughputs (msgs/s, req/s).
+constexpr figure figures[] = {
+    {"callbacks, ns per callback", "callbacks", "dynamic", 0, "ns_per_op"},
+    {"callbacks, static dispatch, ns", "callbacks", "static", 0, "ns_per_op"},
+    {"tasks, ns per task", "tasks", "", 0, "ns_per_op"},
+    {"tasks, bytes per task", "tasks", "", 0, "bytes_per_task"},
+    {"timers, overhead beyond 200 ms, ms", "timers", "", 0, "overhead_ms"},
+    {"timers, p99 lateness, us", "timers", "", 0, "late_p99_us"},
+    {"sleep_chain, ns per yield", "sleep_chain", "dynamic", 0, "ns_per_op"},
+    {"sleep_chain, static dispatch, ns", "sleep_chain", "static", 0, "ns_per_op"},
+    {"echo 64 B, server CPU us per msg", "echo", "", 64, "server_cpu_us_per_msg"},
+    {"echo 64 B, msgs/s", "echo", "", 64, "msgs_per_s"},
+    {"echo 64 B, p99 round trip, us", "echo", "", 64, "rtt_p99_us"},
+    {"echo 16 KiB, server CPU us per msg", "echo", "", 16384, "server_cpu_us_per_msg"},
+    {"echo 16 KiB, msgs/s", "echo", "", 16384, "msgs_per_s"},
+    {"http, server CPU us per request", "http", "", 0, "server_cpu_us_per_req"},
+    {"http, requests/s", "http", "", 0, "requests_per_s"},
+};
+
+bool matches(const figure& f, const run_record& r, const std::string& backend) {
+  return r.workload == f.workload && r.backend == backend &&
+         (f.dispatch.empty() || r.dispatch == f.dispatch) &&
+         (f.size == 0 || r.get("size").value_or(0) == f.size);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string format(double v) {
+  char buf[32];
+  if (v >= 1000) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else if (v >= 100) {
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+  }
+  return buf;
+}
+
+std::string cell_text(const summary_cell& c) {
+  if (c.runs == 0) return "-";
+  if (c.failed > 0) return "FAILED " + std::to_string(c.failed) + "/" + std::to_string(c.runs);
+  return format(c.median);
+}
+
+std::string escape_xml(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<') {
+      out += "&lt;";
+    } else if (c == '>') {
+      out += "&gt;";
+    } else if (c == '&') {
+      out += "&amp;";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+summary summarize(const std::vector<run_record>& runs, const std::vector<std::string>& backends) {
+  summary s;
+  s.backends = backends;
+  for (const figure& f : figures) {
+    summary_row row{std::string(f.label), {}};
+    bool any = false;
+    for (const std::string& b : backends) {
+      summary_cell cell;
+      std::vector<double> values;
+      for (const run_record& r : runs) {
+        if (!matches(f, r, b)) continue;
+        ++cell.runs;
+        if (!r.ok) {
+          ++cell.failed;
+        } else if (auto v = r.get(f.field)) {
+          values.push_back(*v);
+        }
+      }
+      if (!values.empty()) cell.median = median(values);
+      any = any || cell.runs > 0;
+      row.cells.push_back(cell);
+    }
+    if (any) s.rows.push_back(std::move(row));
+  }
+  return s;
+}
+
+std::string markdown_table(const summary& s) {
+  std::string out = "| workload (median) |";
+  std::string rule = "|---|";
+  for (const std::string& b : s.backends) {
+    out += " " + b + " |";
+    rule += "---:|";
+  }
+  out += "\n" + rule + "\n";
+  for (const summary_row& row : s.rows) {
+    out += "| " + row.label + " |";
+    for (const summary_cell& c : row.cells) out += " " + cell_text(c) + " |";
+    out += "\n";
+  }
+  return out;
+}
+
+std::string svg_chart(const summary& s, const std::string& title) {
+  // One panel per figure (their units differ), one bar per backend, each
+  // bar's length relative to the largest median of its panel.
+  static constexpr std::string_view colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759"};
+  const int width = 760, label_x = 16, bar_x = 120, bar_max = 520, bar_h = 14, gap = 4;
+  const int panel_h = 26 + static_cast<int>(s.backends.size()) * (bar_h + gap) + 8;
+  const int height = 44 + static_cast<int>(s.rows.size()) * panel_h;
+  std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
+                    std::to_string(width) + "\" height=\"" + std::to_string(height) +
+                    "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  out += "<text x=\"" + std::to_string(label_x) + "\" y=\"24\" font-size=\"15\" font-weight=\"bold\">" +
+         escape_xml(title) + "</text>\n";
+  int y = 44;
+  for (const summary_row& row : s.rows) {
+    double max = 0;
+    for (const summary_cell& c : row.cells) {
+      if (c.runs > 0 && c.failed == 0) max = std::max(max, c.median);
+    }
+    out += "<text x=\"" + std::to_string(label_x) + "\" y=\"" + std::to_string(y + 14) +
+           "\" font-weight=\"bold\">" + escape_xml(row.label) + "</text>\n";
+    int bar_y = y + 22;
+    for (std::size_t i = 0; i < row.cells.size(); ++i) {
+      const summary_cell& c = row.cells[i];
+      out += "<text x=\"" + std::to_string(label_x + 8) + "\" y=\"" +
+             std::to_string(bar_y + bar_h - 3) + "\">" + escape_xml(s.backends[i]) + "</text>\n";
+      int len = 0;
+      if (c.runs > 0 && c.failed == 0 && max > 0) {
+        len = std::max(1, static_cast<int>(c.median / max * bar_max));
+        out += "<rect x=\"" + std::to_string(bar_x) + "\" y=\"" + std::to_string(bar_y) +
+               "\" width=\"" + std::to_string(len) + "\" height=\"" + std::to_string(bar_h) +
+               "\" fill=\"" + std::string(colours[i % std::size(colours)]) + "\"/>\n";
+      }
+      out += "<text x=\"" + std::to_string(bar_x + len + 6) + "\" y=\"" +
+             std::to_string(bar_y + bar_h - 3) + "\">" + escape_xml(cell_text(c)) + "</text>\n";
+      bar_y += bar_h + gap;
+    }
+    y += panel_h;
+  }
+  return out + "</svg>\n";
+}
+
+}  // namespace loopbench
