@@ -248,16 +248,11 @@ void EventLoop::note_cancelled_timer() noexcept {
 }
 
 void EventLoop::compact_timers() {
-  std::size_t kept = 0;
-  for (timer_entry& t : timers_) {
-    if (t.node->cancelled) {
-      pool_->release(t.node);
-    } else {
-      timers_[kept++] = t;
-    }
-  }
-  timers_.resize(kept);
-  std::make_heap(timers_.begin(), timers_.end(), &timer_later);
+  timers_.retain([this](const timer_entry& t) {
+    if (!t.node->cancelled) return true;
+    pool_->release(t.node);
+    return false;
+  });
   cancelled_timers_ = 0;
 }
 
@@ -271,14 +266,13 @@ void EventLoop::take_threadsafe() {
 std::chrono::nanoseconds EventLoop::compute_timeout() {
   if (!ready_.empty() || stopping_) return std::chrono::nanoseconds(0);
   // Cancelled timers on top of the heap must not decide the timeout.
-  while (!timers_.empty() && timers_.front().node->cancelled) {
-    std::pop_heap(timers_.begin(), timers_.end(), &timer_later);
-    pool_->release(timers_.back().node);
-    timers_.pop_back();
+  while (!timers_.empty() && timers_.top().node->cancelled) {
+    pool_->release(timers_.top().node);
+    timers_.pop();
     --cancelled_timers_;
   }
   if (timers_.empty()) return std::chrono::nanoseconds(-1);
-  time_point deadline = timers_.front().when;
+  time_point deadline = timers_.top().when;
   time_point now = clock_->now();
   if (deadline <= now || clock_->skip_to(deadline)) return std::chrono::nanoseconds(0);
   return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
@@ -287,10 +281,9 @@ std::chrono::nanoseconds EventLoop::compute_timeout() {
 void EventLoop::fire_expired_timers() {
   if (timers_.empty()) return;
   time_point now = clock_->now();
-  while (!timers_.empty() && timers_.front().when <= now) {
-    std::pop_heap(timers_.begin(), timers_.end(), &timer_later);
-    detail::callback_node* n = timers_.back().node;
-    timers_.pop_back();
+  while (!timers_.empty() && timers_.top().when <= now) {
+    detail::callback_node* n = timers_.top().node;
+    timers_.pop();
     if (n->cancelled) {
       --cancelled_timers_;
       pool_->release(n);
