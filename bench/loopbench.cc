@@ -1,4 +1,5 @@
-// loopbench: the workloads of ../shared/bench/WORKLOADS.md on every backend.
+// loopbench: the benchmark workloads (docs/benchmarks.md describes them) on
+// every backend.
 //
 //   bazel run -c opt //bench:loopbench -- [--workload=NAME[,NAME]|all]
 //       [--backend=NAME[,NAME]|all] [--repeat=N] [--seconds=S] [--full]
