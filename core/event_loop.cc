@@ -78,10 +78,15 @@ void detail::callback_pool::run(ready_node* node, ready_node::action what) {
     try {
       n->invoke(n->storage);
     } catch (...) {
-      pool->loop().call_exception_handler({"exception in callback", std::current_exception()});
+      report_exception(pool->loop());
     }
   }
   pool->release(n);
+}
+
+// Out of line, so that run() keeps no strings or stack canary of its own.
+void detail::callback_pool::report_exception(EventLoop& loop) noexcept {
+  loop.call_exception_handler({"exception in callback", std::current_exception()});
 }
 
 // --- EventLoop --------------------------------------------------------------
@@ -111,12 +116,10 @@ EventLoop::~EventLoop() {
   backend_.reset();
 }
 
-void EventLoop::check_open() const {
-  if (closed_.load(std::memory_order_relaxed)) {
-    throw EventLoopError(
-        "event loop is closed: a closed loop cannot schedule or run anything; create a new "
-        "loop with new_event_loop()");
-  }
+void EventLoop::throw_closed() {
+  throw EventLoopError(
+      "event loop is closed: a closed loop cannot schedule or run anything; create a new "
+      "loop with new_event_loop()");
 }
 
 Backend& EventLoop::backend() {

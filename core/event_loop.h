@@ -76,7 +76,11 @@ struct callback_node : ready_node {
                   std::is_nothrow_move_constructible_v<Fn>) {
       ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
       invoke = [](void* s) { (*std::launder(static_cast<Fn*>(s)))(); };
-      destroy = [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); };
+      if constexpr (std::is_trivially_destructible_v<Fn>) {
+        destroy = nullptr;  // nothing to do: spare release() an indirect call
+      } else {
+        destroy = [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); };
+      }
     } else {
       // Too big to store inline: one allocation, as std::function would.
       *reinterpret_cast<Fn**>(storage) = new Fn(std::forward<F>(f));
@@ -252,8 +256,11 @@ class EventLoop {
   // tasks were cancelled.
   std::size_t cancel_all_tasks();
 
-  // Throws EventLoopError if the loop is closed.
-  void check_open() const;
+  // Throws EventLoopError if the loop is closed. Inline: every call_soon
+  // checks it.
+  void check_open() const {
+    if (closed_.load(std::memory_order_relaxed)) [[unlikely]] throw_closed();
+  }
   // Throws EventLoopError if the loop cannot run now: closed, already
   // running, or another loop runs on this thread.
   void check_can_run() const;
@@ -310,6 +317,7 @@ class EventLoop {
     run_ready();
   }
   [[noreturn]] void throw_poll_error(std::error_code ec) const;
+  [[noreturn]] static void throw_closed();
   void run_ready();
   std::chrono::nanoseconds compute_timeout();
   void take_threadsafe();
@@ -389,6 +397,7 @@ class callback_pool {
   static void run(ready_node* node, ready_node::action what);
 
  private:
+  [[gnu::noinline, gnu::cold]] static void report_exception(EventLoop& loop) noexcept;
   void grow();
   EventLoop& loop_;
   callback_node* free_ = nullptr;
