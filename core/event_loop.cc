@@ -122,14 +122,14 @@ void EventLoop::throw_closed() {
       "loop with new_event_loop()");
 }
 
-Backend& EventLoop::backend() {
-  check_open();
-  return *backend_;
-}
-
 void EventLoop::schedule(detail::ready_node* node) {
   check_open();
   ready_.push(node);
+}
+
+Backend& EventLoop::backend() {
+  check_open();
+  return *backend_;
 }
 
 void EventLoop::check_can_run() const {

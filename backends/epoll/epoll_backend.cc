@@ -198,6 +198,17 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
   // Nothing can complete and the caller will not wait: skip the syscall. (A
   // pending wake-up stays in the eventfd for the next blocking wait.)
   if (timeout.count() != 0 || queued_ != 0) {
+    std::error_code ec = wait(timeout);
+    if (ec) return ec;
+  }
+  while (operation* op = completed_.pop()) ready.push(op);
+  return {};
+}
+
+// Out of poll(), so that an iteration that makes no syscall does not pay for
+// this frame's event array and stack canary.
+std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
+  {
     epoll_event events[128];
     int n;
     if (have_pwait2_) {
@@ -211,7 +222,7 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
       n = ::epoll_pwait2(epfd_, events, 128, tsp, nullptr);
       if (n < 0 && errno == ENOSYS) {
         have_pwait2_ = false;
-        return poll(timeout, ready);
+        return wait(timeout);
       }
     } else {
       // Millisecond resolution: round up so a timer never fires early.
@@ -236,7 +247,6 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
       dispatch(events[i].events, events[i].data.fd);
     }
   }
-  while (operation* op = completed_.pop()) ready.push(op);
   return {};
 }
 

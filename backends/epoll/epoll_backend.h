@@ -45,6 +45,9 @@ class EpollBackend final : public Backend {
     bool writable = true;
   };
 
+  // epoll_pwait2 (or epoll_wait) for at most `timeout`; what is ready lands
+  // in completed_.
+  [[gnu::noinline]] std::error_code wait(std::chrono::nanoseconds timeout) noexcept;
   fd_state* state_for(int fd) noexcept;
   bool register_fd(int fd, fd_state& st) noexcept;
   void close_fd(operation& op) noexcept;

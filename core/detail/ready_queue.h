@@ -51,7 +51,7 @@ class ready_queue {
   }
 
  private:
-  void grow() {
+  [[gnu::noinline]] void grow() {
     std::size_t new_capacity = capacity_ == 0 ? 256 : capacity_ * 2;
     auto slots = std::make_unique<ready_node*[]>(new_capacity);
     for (std::size_t i = 0; i < size_; ++i) slots[i] = slots_[(head_ + i) & (capacity_ - 1)];
