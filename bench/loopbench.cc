@@ -21,6 +21,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
 #include <fstream>
 #include <iostream>
@@ -250,9 +251,18 @@ std::string machine_line(const options& o) {
       break;
     }
   }
+  char date[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+#ifdef __OPTIMIZE__
+  const char* build = "optimized";
+#else
+  const char* build = "NOT optimized: use bazel run -c opt";
+#endif
   std::ostringstream out;
-  out << "kernel " << u.release << ", " << allowed_cpus().size() << " CPUs (" << cpu
-      << "), medians of " << o.repeat << " runs, echo/http " << o.seconds << " s per run";
+  out << date << ", kernel " << u.release << ", " << allowed_cpus().size() << " CPUs (" << cpu
+      << "), gcc " << __VERSION__ << " " << build << "; medians of " << o.repeat
+      << " runs, echo/http " << o.seconds << " s per run";
   return out.str();
 }
 
@@ -298,7 +308,7 @@ int main(int argc, char** argv) {
   summary s = summarize(runs, o.backends);
   std::cout << "\n" << markdown_table(s);
   std::ofstream chart(o.chart);
-  chart << svg_chart(s, "polyloop loopbench: " + machine_line(o));
+  chart << svg_chart(s, "polyloop loopbench", machine_line(o));
   if (chart.flush()) {
     std::cerr << "loopbench: chart written to " << o.chart << "\n";
   } else {

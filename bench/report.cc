@@ -17,7 +17,6 @@ struct figure {
   std::string_view field;
 };
 
-// Lower is better for every figure except the throughputs (msgs/s, req/s).
 constexpr figure figures[] = {
     {"callbacks, ns per callback", "callbacks", "dynamic", 0, "ns_per_op"},
     {"callbacks, static dispatch, ns", "callbacks", "static", 0, "ns_per_op"},
@@ -88,7 +87,7 @@ summary summarize(const std::vector<run_record>& runs, const std::vector<std::st
   summary s;
   s.backends = backends;
   for (const figure& f : figures) {
-    summary_row row{std::string(f.label), {}};
+    summary_row row{std::string(f.label), f.field.ends_with("_per_s"), {}};
     bool any = false;
     for (const std::string& b : backends) {
       summary_cell cell;
@@ -127,27 +126,31 @@ std::string markdown_table(const summary& s) {
   return out;
 }
 
-std::string svg_chart(const summary& s, const std::string& title) {
+std::string svg_chart(const summary& s, const std::string& title, const std::string& subtitle) {
   // One panel per figure (their units differ), one bar per backend, each
   // bar's length relative to the largest median of its panel.
   static constexpr std::string_view colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759"};
   const int width = 760, label_x = 16, bar_x = 120, bar_max = 520, bar_h = 14, gap = 4;
   const int panel_h = 26 + static_cast<int>(s.backends.size()) * (bar_h + gap) + 8;
-  const int height = 44 + static_cast<int>(s.rows.size()) * panel_h;
+  const int top = 60;
+  const int height = top + static_cast<int>(s.rows.size()) * panel_h;
   std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
                     std::to_string(width) + "\" height=\"" + std::to_string(height) +
                     "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   out += "<text x=\"" + std::to_string(label_x) + "\" y=\"24\" font-size=\"15\" font-weight=\"bold\">" +
          escape_xml(title) + "</text>\n";
-  int y = 44;
+  out += "<text x=\"" + std::to_string(label_x) + "\" y=\"42\" font-size=\"11\" fill=\"#555\">" +
+         escape_xml(subtitle) + "</text>\n";
+  int y = top;
   for (const summary_row& row : s.rows) {
     double max = 0;
     for (const summary_cell& c : row.cells) {
       if (c.runs > 0 && c.failed == 0) max = std::max(max, c.median);
     }
     out += "<text x=\"" + std::to_string(label_x) + "\" y=\"" + std::to_string(y + 14) +
-           "\" font-weight=\"bold\">" + escape_xml(row.label) + "</text>\n";
+           "\" font-weight=\"bold\">" + escape_xml(row.label) +
+           (row.higher_is_better ? " (higher is better)" : " (lower is better)") + "</text>\n";
     int bar_y = y + 22;
     for (std::size_t i = 0; i < row.cells.size(); ++i) {
       const summary_cell& c = row.cells[i];

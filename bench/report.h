@@ -18,6 +18,7 @@ struct summary_cell {
 
 struct summary_row {
   std::string label;  // "callbacks, ns per callback"
+  bool higher_is_better = false;  // throughputs; every other figure is a cost
   std::vector<summary_cell> cells;  // one per backend, in `backends` order
 };
 
@@ -28,6 +29,6 @@ struct summary {
 
 summary summarize(const std::vector<run_record>& runs, const std::vector<std::string>& backends);
 std::string markdown_table(const summary& s);
-std::string svg_chart(const summary& s, const std::string& title);
+std::string svg_chart(const summary& s, const std::string& title, const std::string& subtitle);
 
 }  // namespace loopbench
