@@ -4,8 +4,10 @@
 
 #define BOOST_TEST_MODULE asio_interop
 #include <boost/test/unit_test.hpp>
+#include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace pl = polyloop;
@@ -174,6 +176,140 @@ BOOST_FIXTURE_TEST_CASE(polyloop_timers_keep_their_order_beside_asio_timers, asi
   std::vector<int> expected{0, 1, 2, 3, 4};
   BOOST_TEST(polyloop_only == expected, boost::test_tools::per_element());
   BOOST_TEST(order.size() == 6u);
+}
+
+// Fairness, both ways. While polyloop has work ready in every iteration (a
+// task yielding with sleep(0), call_soon chains), the loop never blocks; Asio
+// handlers (posted from the loop's thread or another thread) and Asio timers
+// must still get their turn within a few iterations, as docs/backends.md
+// promises (at least every 64 iterations). And an Asio handler that re-posts
+// itself must not keep polyloop's callbacks from running.
+namespace {
+
+struct busy_probes {
+  long steps = 0;  // polyloop steps so far (sleep(0)s or callbacks)
+  long posted_at = -1, ran_at = -1;             // a post from the loop's thread
+  std::atomic<bool> thread_ran{false};          // a post from another thread ...
+  double thread_latency_ms = -1;                // ... and how long it waited
+  double timer_late_ms = -1;                    // an Asio timer of 10 ms
+  steady::time_point timer_due;
+  bool done() const { return ran_at >= 0 && thread_ran.load() && timer_late_ms >= 0; }
+};
+
+// Called at every polyloop step: arms the probes once the loop is busy.
+void step(asio::io_context& ctx, busy_probes& p, std::thread& poster) {
+  ++p.steps;
+  if (p.steps == 1000) {
+    p.posted_at = p.steps;
+    asio::post(ctx, [&p] { p.ran_at = p.steps; });
+    poster = std::thread([&ctx, &p] {
+      auto posted = steady::now();
+      asio::post(ctx, [&p, posted] {
+        p.thread_latency_ms = ms_since(posted);
+        p.thread_ran = true;
+      });
+    });
+    auto timer = std::make_shared<asio::steady_timer>(ctx, 10ms);
+    p.timer_due = steady::now() + 10ms;
+    timer->async_wait([&p, timer](const boost::system::error_code&) {
+      p.timer_late_ms = ms_since(p.timer_due);
+    });
+  }
+}
+
+void check(const busy_probes& p) {
+  BOOST_TEST_MESSAGE("steps " << p.steps << ", post ran after " << p.ran_at - p.posted_at
+                              << " steps, cross-thread post after " << p.thread_latency_ms
+                              << " ms, timer late by " << p.timer_late_ms << " ms");
+  BOOST_TEST(p.ran_at >= p.posted_at);
+  BOOST_TEST(p.ran_at - p.posted_at <= 65);
+  BOOST_TEST(p.thread_ran.load());
+  // Generous for a loaded machine: starved, they would wait the 5 s cap.
+  BOOST_TEST(p.thread_latency_ms < 500.0);
+  BOOST_TEST(p.timer_late_ms >= 0.0);
+  BOOST_TEST(p.timer_late_ms < 500.0);
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(asio_handlers_and_timers_run_promptly_beside_a_sleep0_loop, asio_loop) {
+  busy_probes p;
+  std::thread poster;
+  auto spinner = [](asio::io_context& ctx, busy_probes& p, std::thread& poster) -> pl::Task<> {
+    auto give_up = steady::now() + 5s;
+    while (!p.done() && steady::now() < give_up) {
+      step(ctx, p, poster);
+      co_await pl::sleep(0ms);
+    }
+  };
+  loop->run_until_complete(spinner(ctx, p, poster));
+  if (poster.joinable()) poster.join();
+  check(p);
+}
+
+BOOST_FIXTURE_TEST_CASE(asio_handlers_and_timers_run_promptly_beside_a_call_soon_storm, asio_loop) {
+  busy_probes p;
+  std::thread poster;
+  auto give_up = steady::now() + 5s;
+  struct chain {
+    pl::EventLoop* loop;
+    asio::io_context* ctx;
+    busy_probes* p;
+    std::thread* poster;
+    steady::time_point give_up;
+    int id;
+    void operator()() const {
+      if (id == 0) step(*ctx, *p, *poster);
+      if (p->done() || steady::now() > give_up) {
+        loop->stop();
+        return;
+      }
+      loop->call_soon(*this);
+    }
+  };
+  for (int i = 0; i < 50; ++i) loop->call_soon(chain{loop.get(), &ctx, &p, &poster, give_up, i});
+  loop->run_forever();
+  if (poster.joinable()) poster.join();
+  check(p);
+}
+
+BOOST_FIXTURE_TEST_CASE(an_asio_handler_that_reposts_itself_does_not_starve_polyloop, asio_loop) {
+  // Without a bound on Asio's share of an iteration, io_context::poll() runs
+  // the re-posted handler forever and polyloop's callbacks never run; the
+  // cap keeps this test finite if it fails.
+  constexpr long cap = 5'000'000;
+  long reposts = 0;
+  bool stop = false;
+  struct reposter {
+    asio::io_context* ctx;
+    long* reposts;
+    bool* stop;
+    void operator()() const {
+      if (*stop || ++*reposts >= cap) return;
+      asio::post(*ctx, *this);
+    }
+  };
+  asio::post(ctx, reposter{&ctx, &reposts, &stop});
+  long callbacks = 0;
+  struct chain {
+    pl::EventLoop* loop;
+    long* callbacks;
+    void operator()() const {
+      if (++*callbacks == 1000) {
+        loop->stop();
+        return;
+      }
+      loop->call_soon(*this);
+    }
+  };
+  loop->call_soon(chain{loop.get(), &callbacks});
+  loop->run_forever();
+  long reposts_then = reposts;
+  stop = true;
+  BOOST_TEST_MESSAGE("1000 polyloop callbacks beside " << reposts_then << " Asio handlers");
+  BOOST_TEST(callbacks == 1000);
+  BOOST_TEST(reposts_then < cap);  // polyloop got its turns while Asio was busy
+  BOOST_TEST(reposts_then >= 1000);  // and Asio got its turns too
 }
 
 BOOST_AUTO_TEST_CASE(asio_context_of_a_loop_on_another_backend_is_a_clear_error) {

@@ -113,6 +113,7 @@ void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
   for (wait type : {wait::wait_read, wait::wait_write}) {
     if (type == wait::wait_read ? !in : !out) continue;
     op.backend_state += one_wait;
+    ++waits_;
     entry.descriptor.async_wait(
         type, [this, &op](const boost::system::error_code& ec) { on_ready(op, ec); });
   }
@@ -135,6 +136,7 @@ void AsioBackend::unlink_waiting(operation& op) noexcept {
 // the same descriptor, which aborts every wait on it).
 void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) noexcept {
   op.backend_state -= one_wait;
+  --waits_;
   bool last = waits(op) == 0;
   if ((op.backend_state & done_bit) == 0) {
     if ((op.backend_state & (cancel_bit | fd_closed_bit)) != 0) {
@@ -184,23 +186,47 @@ void AsioBackend::close_fd(operation& op) noexcept {
   complete(op);
 }
 
+// Runs at most `limit` of Asio's ready handlers: poll() alone would run a
+// handler that re-posts itself forever, and polyloop's callbacks never.
+void AsioBackend::run_ready(std::size_t limit) {
+  for (std::size_t n = 0; n < limit && context_.poll_one() != 0; ++n) {
+  }
+}
+
 std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
                                   detail::ready_queue& ready) noexcept {
   while (operation* op = completed_.pop()) {
     ready.push(op);
     timeout = std::chrono::nanoseconds(0);
   }
+  if (timeout.count() == 0 && waits_ == 0 && !asio_busy_) {
+    // The loop will not block, no operation of ours waits on Asio, and Asio
+    // ran nothing last time: skip io_context's poll (its lock and a
+    // zero-timeout epoll_wait) for a while, but give Asio its turn at least
+    // every turn_iterations iterations or turn_ready ready callbacks, for
+    // whatever the user's own Asio code has pending (docs/backends.md).
+    skipped_ready_ += ready.size();
+    if (++skipped_iterations_ < turn_iterations && skipped_ready_ < turn_ready) return {};
+  }
+  skipped_iterations_ = 0;
+  skipped_ready_ = 0;
   ready_ = &ready;
   if (context_.stopped()) context_.restart();
   try {
+    std::size_t ran;
     if (timeout.count() == 0) {
-      context_.poll();
+      ran = context_.poll_one();
     } else if (timeout.count() < 0) {
-      if (context_.run_one() != 0) context_.poll();
-    } else if (context_.run_one_for(timeout) != 0) {
-      context_.poll();
+      ran = context_.run_one();
+    } else {
+      ran = context_.run_one_for(timeout);
     }
+    // Whatever ran (a user's handler, one of ours, a wake-up) may have queued
+    // more: look again next iteration.
+    asio_busy_ = ran != 0;
+    if (ran != 0) run_ready(turn_handlers - 1);
   } catch (...) {
+    asio_busy_ = true;  // the rest of Asio's ready handlers run next iteration
     // polyloop's own handlers never throw; a handler of the user's Asio code
     // did. Report it as a throwing callback is reported, and go on.
     if (EventLoop* loop = running_loop()) {

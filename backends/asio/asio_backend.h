@@ -56,6 +56,16 @@ class AsioBackend final : public Backend {
   void close_fd(operation& op) noexcept;
   void complete(operation& op) noexcept;
   void unlink_waiting(operation& op) noexcept;
+  void run_ready(std::size_t limit);
+
+  // Asio's turn (docs/backends.md): a poll() that will not block skips the
+  // io_context while none of our waits is outstanding and Asio ran nothing
+  // last time, but at most turn_iterations polls in a row and while fewer
+  // than turn_ready callbacks were ready in them. A turn runs at most
+  // turn_handlers of Asio's handlers.
+  static constexpr unsigned turn_iterations = 64;
+  static constexpr std::size_t turn_ready = 1024;
+  static constexpr std::size_t turn_handlers = 256;
 
   boost::asio::io_context context_{1};  // one thread: the loop's
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
@@ -63,6 +73,10 @@ class AsioBackend final : public Backend {
   std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   detail::op_list completed_;             // finished outside poll()
+  std::size_t waits_ = 0;                 // our async_waits outstanding
+  bool asio_busy_ = true;                 // the last turn ran a handler: poll next time too
+  unsigned skipped_iterations_ = 0;       // polls since Asio's last turn
+  std::size_t skipped_ready_ = 0;         // callbacks ready in them
 };
 
 }  // namespace polyloop::backends
