@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -151,8 +152,12 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   EventLoop* loop = nullptr;
   int fd = -1;
 
-  // Reading: in[in_head..] is buffered and unread.
-  std::string in;
+  // Reading: in[in_head..in_size) is buffered and unread; in_cap bytes are
+  // allocated. A plain array, not a std::string: growing a string zero-fills
+  // it, and each receive would pay for clearing 64 KiB it then overwrites.
+  std::unique_ptr<char[]> in;
+  std::size_t in_cap = 0;
+  std::size_t in_size = 0;
   std::size_t in_head = 0;
   bool eof = false;
   bool reading = false;
@@ -194,36 +199,38 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
     }
   }
 
-  std::size_t available() const { return in.size() - in_head; }
+  std::size_t available() const { return in_size - in_head; }
   std::size_t buffered_out() const { return pending.size() + sending.size() - sent; }
+  std::string_view buffered() const { return {in.get() + in_head, available()}; }
+
+  void consume(std::size_t n) {
+    in_head += n;
+    if (in_head == in_size) in_head = in_size = 0;
+  }
 
   std::string take(std::size_t n) {
-    std::string out = in.substr(in_head, n);
-    in_head += out.size();
-    if (in_head == in.size()) {
-      in.clear();
-      in_head = 0;
-    }
+    std::string out(buffered().substr(0, n));
+    consume(out.size());
     return out;
   }
 
   // One receive into the buffer; false at end of stream.
   Task<bool> fill() {
     constexpr std::size_t chunk = 64 * 1024;
-    if (in_head > 0 && in_head * 2 >= in.size()) {
-      in.erase(0, in_head);
+    if (in_head > 0 && in_head * 2 >= in_size) {  // compact: keeps the buffer from creeping
+      std::memmove(in.get(), in.get() + in_head, available());
+      in_size -= in_head;
       in_head = 0;
     }
-    std::size_t old = in.size();
-    in.resize(old + chunk);
-    std::int64_t n = 0;
-    try {
-      n = co_await async_recv(fd, in.data() + old, chunk);
-    } catch (...) {
-      in.resize(old);
-      throw;
+    if (in_cap - in_size < chunk) {
+      std::size_t cap = std::max(in_size + chunk, in_cap * 2);
+      std::unique_ptr<char[]> bigger(new char[cap]);  // default-initialised: not cleared
+      if (in_size > 0) std::memcpy(bigger.get(), in.get(), in_size);
+      in = std::move(bigger);
+      in_cap = cap;
     }
-    in.resize(old + static_cast<std::size_t>(n));
+    std::int64_t n = co_await async_recv(fd, in.get() + in_size, chunk);
+    in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
     co_return n != 0;
   }
@@ -336,12 +343,8 @@ Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (out.empty()) co_return 0;
   if (s.available() > 0) {
     std::size_t n = std::min(out.size(), s.available());
-    std::memcpy(out.data(), s.in.data() + s.in_head, n);
-    s.in_head += n;
-    if (s.in_head == s.in.size()) {
-      s.in.clear();
-      s.in_head = 0;
-    }
+    std::memcpy(out.data(), s.buffered().data(), n);
+    s.consume(n);
     co_return n;
   }
   if (s.eof) co_return 0;
@@ -371,7 +374,7 @@ Task<std::string> Stream::read_until(std::string_view separator, std::size_t lim
   read_guard guard(s);
   std::size_t searched = 0;  // bytes already known not to start a separator
   while (true) {
-    std::string_view buf(s.in.data() + s.in_head, s.available());
+    std::string_view buf = s.buffered();
     std::size_t pos = buf.find(separator, searched);
     if (pos != std::string_view::npos) {
       if (pos + separator.size() > limit) throw LimitOverrunError(limit, s.available());
