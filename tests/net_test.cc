@@ -1505,3 +1505,105 @@ BOOST_AUTO_TEST_CASE(http_hello_parses_request_heads) {
              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
              "Hello, World!");
 }
+
+// --- writing at once, buffering only the rest -------------------------------------
+
+namespace {
+// write() hands what it can to the kernel before it returns (no loop turn),
+// buffers only the rest, and the rest still arrives in order; on an adopted
+// blocking socket too, which write() must not block on. (On io_uring the
+// stream sends through the ring instead: there only the order is checked.)
+pl::Task<> write_now_then_buffer(int a_fd, int b_fd) {
+  net::Stream a(a_fd);
+  net::Stream b(b_fd);
+  const bool at_once = pl::get_running_loop().backend().name() != "io_uring";
+  b.write("at once");
+  char got[16] = {};
+  ssize_t n = ::recv(a_fd, got, sizeof got, MSG_DONTWAIT);  // no loop turn in between
+  if (at_once) {
+    BOOST_TEST(b.write_buffer_size() == 0u);
+    BOOST_TEST(std::string_view(got, n > 0 ? static_cast<std::size_t>(n) : 0) == "at once");
+  } else {
+    BOOST_TEST(n < 0);
+    BOOST_TEST((co_await a.read_exactly(7)) == "at once");
+  }
+  std::string big = pattern(4 * 1024 * 1024);
+  b.write(big);  // far more than the socket buffer: the kernel takes a part
+  if (at_once) {
+    BOOST_TEST(b.write_buffer_size() > 0u);
+    BOOST_TEST(b.write_buffer_size() < big.size());
+  }
+  b.write("tail");
+  std::string back = co_await a.read_exactly(big.size() + 4);
+  BOOST_TEST(first_difference(back, big + "tail") == std::string_view::npos);
+  BOOST_TEST(b.write_buffer_size() == 0u);
+  co_await b.drain();
+  a.close();
+  b.close();
+  co_await a.wait_closed();
+  co_await b.wait_closed();
+}
+
+// A write to a peer that is gone fails (at once where write() sends at once);
+// the failure is reported as the writer task reports it: by drain(),
+// wait_closed() and the next write(), not by this write().
+pl::Task<> write_to_a_closed_peer(int a_fd, int b_fd) {
+  net::Stream b(b_fd);
+  ::close(a_fd);
+  b.write("nobody reads this");
+  // On io_uring the send goes through the ring: give it a loop turn or two.
+  if (pl::get_running_loop().backend().name() == "io_uring") co_await pl::sleep(20ms);
+  BOOST_TEST(b.write_buffer_size() == 0u);
+  co_await expect_system_error(b.drain(), "drain after a failed write", EPIPE, ECONNRESET);
+  try {
+    b.write("again");
+    BOOST_ERROR("write after a failed write: no exception");
+  } catch (const std::system_error& e) {
+    BOOST_TEST((e.code().value() == EPIPE || e.code().value() == ECONNRESET), e.what());
+  }
+  b.close();
+  co_await expect_system_error(b.wait_closed(), "wait_closed after a failed write", EPIPE,
+                               ECONNRESET);
+}
+
+// read_until() across receives and a buffer that has to grow past one
+// receive's 64 KiB, and compaction of what was already read.
+pl::Task<> long_lines(int a_fd, int b_fd) {
+  net::Stream a(a_fd);
+  net::Stream b(b_fd);
+  std::string line1 = pattern(150 * 1024, 7);
+  for (char& c : line1) c = c == '\n' ? 'n' : c;
+  std::string line2 = "short";
+  b.write(line1 + "\n" + line2 + "\n");
+  b.write_eof();
+  BOOST_TEST(co_await a.read_until("\n", 256 * 1024) == line1 + "\n");
+  BOOST_TEST(co_await a.read_until("\n") == line2 + "\n");
+  BOOST_TEST(co_await a.read() == "");
+  BOOST_TEST(a.at_eof());
+  a.close();
+  b.close();
+  co_await a.wait_closed();
+  co_await b.wait_closed();
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(write_sends_at_once_and_buffers_only_the_rest, net_fixture) {
+  int sv[2];
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);  // blocking
+  run(write_now_then_buffer(sv[0], sv[1]));
+  expect_no_reports();
+}
+
+BOOST_FIXTURE_TEST_CASE(write_to_a_closed_peer_is_reported_by_drain, net_fixture) {
+  int sv[2];
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
+  run(write_to_a_closed_peer(sv[0], sv[1]));
+  expect_no_reports();
+}
+
+BOOST_FIXTURE_TEST_CASE(read_until_grows_the_buffer_past_one_receive, net_fixture) {
+  int sv[2];
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
+  run(long_lines(sv[0], sv[1]));
+  expect_no_reports();
+}
