@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
     ::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
   }
 
-  std::vector<std::uint32_t> rtt_ns;  // every round trip, so the percentiles are exact
+  std::vector<std::int64_t> rtt_ns;  // every round trip, so the percentiles are exact
   rtt_ns.reserve(1 << 20);
   std::string error;
   const Clock::time_point start = Clock::now();
@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
       }
       last = Clock::now();
       auto rtt = std::chrono::duration_cast<std::chrono::nanoseconds>(last - c.started).count();
-      rtt_ns.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(rtt, UINT32_MAX)));
+      rtt_ns.push_back(rtt);
       c.busy = false;
       --in_flight;
       if (last < end) begin_message(c, id);
@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
     if (rtt_ns.empty()) return 0.0;
     std::size_t k = std::min(rtt_ns.size() - 1, static_cast<std::size_t>(p * rtt_ns.size()));
     std::nth_element(rtt_ns.begin(), rtt_ns.begin() + static_cast<std::ptrdiff_t>(k), rtt_ns.end());
-    return rtt_ns[k] / 1000.0;
+    return static_cast<double>(rtt_ns[k]) / 1000.0;
   };
   double p50 = pct_us(0.50), p99 = pct_us(0.99);
   if (!error.empty()) std::fprintf(stderr, "echo_client: %s\n", error.c_str());
