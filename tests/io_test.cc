@@ -343,6 +343,56 @@ BOOST_FIXTURE_TEST_CASE(socketpair_send_and_recv_both_ways, loop_fixture) {
   loop->run_until_complete(close_all(g, {s.r, s.w}));
 }
 
+// A short read of a stream socket means it is empty for now (the epoll
+// backend then waits for the next edge): data sent afterwards still arrives.
+BOOST_FIXTURE_TEST_CASE(a_short_stream_read_then_data_sent_later_arrives, loop_fixture) {
+  fd_set_guard g;
+  auto s = make_socketpair(g);
+  BOOST_TEST(::send(s.w, "ab", 2, 0) == 2);
+  BOOST_TEST(loop->run_until_complete(recv_string(s.r)) == "ab");
+  auto later = loop->create_task(recv_string(s.r));
+  loop->call_later(10ms, [&] { BOOST_TEST(::send(s.w, "cd", 2, 0) == 2); });
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(std::move(later), 5s)) == "cd");
+  loop->run_until_complete(close_all(g, {s.r, s.w}));
+}
+
+// Datagrams queued together are each received, although every receive is
+// "short": a datagram socket is not emptied by one.
+BOOST_FIXTURE_TEST_CASE(queued_datagrams_each_arrive_without_more_being_sent, loop_fixture) {
+  fd_set_guard g;
+  int d[2];
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, d) == 0);
+  g.add(d[0]);
+  g.add(d[1]);
+  for (const char* m : {"one", "two", "three"}) {
+    BOOST_TEST(::send(d[1], m, std::strlen(m), 0) == static_cast<ssize_t>(std::strlen(m)));
+  }
+  auto three = [](int fd) -> pl::Task<std::vector<std::string>> {
+    std::vector<std::string> got;
+    for (int i = 0; i < 3; ++i) got.push_back(co_await recv_string(fd));
+    co_return got;
+  };
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(three(d[0]), 5s)) ==
+                 (std::vector<std::string>{"one", "two", "three"}),
+             boost::test_tools::per_element());
+  loop->run_until_complete(close_all(g, {d[0], d[1]}));
+}
+
+// A MSG_PEEK leaves the data in place: the next receive gets it at once.
+BOOST_FIXTURE_TEST_CASE(a_peek_leaves_the_data_for_the_next_receive, loop_fixture) {
+  fd_set_guard g;
+  auto s = make_socketpair(g);
+  BOOST_TEST(::send(s.w, "hello", 5, 0) == 5);
+  auto peek_then_read = [](int fd) -> pl::Task<std::string> {
+    char buf[64];
+    std::int64_t n = co_await pl::async_recv(fd, buf, sizeof buf, MSG_PEEK);
+    BOOST_TEST(std::string(buf, static_cast<std::size_t>(n)) == "hello");
+    co_return co_await recv_string(fd);
+  };
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(peek_then_read(s.r), 5s)) == "hello");
+  loop->run_until_complete(close_all(g, {s.r, s.w}));
+}
+
 BOOST_FIXTURE_TEST_CASE(socketpair_large_transfer_arrives_intact, loop_fixture) {
   fd_set_guard g;
   auto s = make_socketpair(g);
