@@ -57,11 +57,11 @@ bool Handle::cancelled() const noexcept {
 
 void detail::callback_pool::grow() {
   constexpr std::size_t chunk = 256;
-  auto nodes = std::make_unique<callback_node[]>(chunk);
+  auto nodes = std::make_unique_for_overwrite<callback_node[]>(chunk);
   for (std::size_t i = 0; i < chunk; ++i) {
     nodes[i].fn = &callback_pool::run;
     nodes[i].pool = this;
-    nodes[i].next_free = (i + 1 < chunk) ? &nodes[i + 1] : free_;
+    nodes[i].set_next_free((i + 1 < chunk) ? &nodes[i + 1] : free_);
   }
   free_ = &nodes[0];
   chunks_.push_back(std::move(nodes));
