@@ -1,12 +1,34 @@
 #include "core/task.h"
 
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <utility>
 
 namespace polyloop::detail {
 
-// Coroutine frames are recycled per thread, by size class of 64 bytes up to
-// 1 KiB: spawning many short tasks then costs a free-list pop, not malloc.
+// Coroutine frames up to 1 KiB come from a pool, in size classes of 16
+// bytes: spawning many short tasks then costs a free-list pop (or a bump of
+// a pointer), not malloc, and a frame costs its own size and no more (no
+// malloc header, no rounding to a coarse class). Every cost of a fresh frame
+// is paid twice when a program spawns many tasks at once: once in the
+// instructions, once in the page faults of the memory it touches.
+//
+// The frames are carved from one region of address space reserved once per
+// process (reserved, not committed: a page costs memory only once a frame is
+// put there). Each thread takes 64 KiB chunks of it and keeps free lists of
+// its own, so allocation takes no lock. A frame freed on another thread joins
+// that thread's lists; a thread that exits hands its free frames to the
+// process, and the next thread that runs out of a chunk adopts them. Memory
+// in the region is kept for the life of the process and reused: at most the
+// region's size (256 MiB) stays resident, the peak the frames ever reached.
+// Once the region is used up, frames come from operator new as larger ones
+// always do; free_frame tells them apart by address.
+//
 // Under AddressSanitizer frames go straight to operator new, so a use of a
 // freed frame is still caught.
 #if defined(__SANITIZE_ADDRESS__)
@@ -22,25 +44,96 @@ namespace polyloop::detail {
 
 namespace {
 
-constexpr std::size_t granule = 64;
-constexpr std::size_t classes = 16;                  // 64 B .. 1 KiB
-constexpr std::size_t max_cached_bytes = 64u << 20;  // per thread
+constexpr std::size_t granule = 16;
+constexpr std::size_t classes = 64;  // 16 B .. 1 KiB
+constexpr std::size_t region_bytes = std::size_t{256} << 20;
+constexpr std::size_t chunk_bytes = std::size_t{64} << 10;
 
 struct free_frame_entry {
   free_frame_entry* next;
 };
 
+// The process-wide reservation frames are carved from.
+class frame_region {
+ public:
+  static frame_region& get() {
+    static frame_region region;
+    return region;
+  }
+  bool contains(const void* p) const noexcept {
+    auto a = reinterpret_cast<std::uintptr_t>(p);
+    return a - base_ < size_;  // false for everything when nothing was reserved
+  }
+  // A fresh chunk, or nullptr once the region is used up.
+  char* take_chunk() noexcept {
+    if (size_ == 0) return nullptr;
+    std::size_t at = used_.fetch_add(chunk_bytes, std::memory_order_relaxed);
+    if (at + chunk_bytes > size_) return nullptr;
+    return reinterpret_cast<char*>(base_ + at);
+  }
+
+  // Free frames of threads that have exited, by class.
+  std::mutex orphans_mutex;
+  free_frame_entry* orphans[classes] = {};
+
+ private:
+  frame_region() {
+    void* p = ::mmap(nullptr, region_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      base_ = reinterpret_cast<std::uintptr_t>(p);
+      size_ = region_bytes;
+    }
+  }
+  // Never unmapped: a frame may be freed by any thread, at any time until
+  // the process exits.
+  std::uintptr_t base_ = 0;
+  std::size_t size_ = 0;
+  std::atomic<std::size_t> used_{0};
+};
+
+void push_list(free_frame_entry*& head, free_frame_entry* list) noexcept {
+  if (list == nullptr) return;
+  free_frame_entry* last = list;
+  while (last->next != nullptr) last = last->next;
+  last->next = head;
+  head = list;
+}
+
 struct frame_cache {
   free_frame_entry* heads[classes] = {};
-  std::size_t cached_bytes = 0;
+  char* bump = nullptr;
+  char* bump_end = nullptr;
+  bool exited = false;
+
   ~frame_cache() {
-    for (free_frame_entry*& head : heads) {
-      while (head != nullptr) {
-        free_frame_entry* next = head->next;
-        ::operator delete(head);
-        head = next;
+    frame_region& region = frame_region::get();
+    std::lock_guard<std::mutex> lock(region.orphans_mutex);
+    for (std::size_t c = 0; c < classes; ++c) {
+      push_list(region.orphans[c], heads[c]);
+      heads[c] = nullptr;
+    }
+    exited = true;  // frames freed later by this thread go to the orphans
+  }
+
+  // The slow path: the class's list is empty and the chunk cannot hold one.
+  void* refill(std::size_t cls) noexcept {
+    frame_region& region = frame_region::get();
+    {
+      std::lock_guard<std::mutex> lock(region.orphans_mutex);
+      if (free_frame_entry* list = std::exchange(region.orphans[cls - 1], nullptr)) {
+        heads[cls - 1] = list->next;
+        return list;
       }
     }
+    if (exited) return nullptr;
+    char* chunk = region.take_chunk();
+    if (chunk == nullptr) return nullptr;
+    // The rest of the old chunk is left unused (less than one frame's worth
+    // of this class).
+    bump = chunk + cls * granule;
+    bump_end = chunk + chunk_bytes;
+    return chunk;
   }
 };
 
@@ -51,27 +144,41 @@ thread_local frame_cache cache;
 void* allocate_frame(std::size_t size) {
   std::size_t cls = (size + granule - 1) / granule;
   if (POLYLOOP_FRAME_POOL && cls <= classes && cls > 0) {
-    free_frame_entry*& head = cache.heads[cls - 1];
+    frame_cache& c = cache;
+    free_frame_entry*& head = c.heads[cls - 1];
     if (head != nullptr) {
       free_frame_entry* e = head;
       head = e->next;
-      cache.cached_bytes -= cls * granule;
       return e;
     }
-    return ::operator new(cls* granule);
+    std::size_t bytes = cls * granule;
+    if (static_cast<std::size_t>(c.bump_end - c.bump) >= bytes) {
+      void* p = c.bump;
+      c.bump += bytes;
+      return p;
+    }
+    if (void* p = c.refill(cls)) return p;
   }
   return ::operator new(size);
 }
 
 void free_frame(void* p, std::size_t size) noexcept {
-  std::size_t cls = (size + granule - 1) / granule;
-  if (POLYLOOP_FRAME_POOL && cls <= classes && cls > 0 &&
-      cache.cached_bytes + cls * granule <= max_cached_bytes) {
-    auto* e = static_cast<free_frame_entry*>(p);
-    e->next = cache.heads[cls - 1];
-    cache.heads[cls - 1] = e;
-    cache.cached_bytes += cls * granule;
-    return;
+  if (POLYLOOP_FRAME_POOL) {
+    frame_region& region = frame_region::get();
+    if (region.contains(p)) {
+      std::size_t cls = (size + granule - 1) / granule;
+      auto* e = static_cast<free_frame_entry*>(p);
+      frame_cache& c = cache;
+      if (!c.exited) {
+        e->next = c.heads[cls - 1];
+        c.heads[cls - 1] = e;
+      } else {
+        std::lock_guard<std::mutex> lock(region.orphans_mutex);
+        e->next = region.orphans[cls - 1];
+        region.orphans[cls - 1] = e;
+      }
+      return;
+    }
   }
   ::operator delete(p);
 }
