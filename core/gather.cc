@@ -4,10 +4,11 @@
 
 namespace polyloop::detail {
 
-multi_waiter::multi_waiter(std::span<future_state_base* const> states, options opts)
-    : states_(states), opts_(opts) {
+multi_waiter::multi_waiter(child_list children, options opts)
+    : children_(children), opts_(opts) {
   fn = &resume_awaiter<multi_waiter>;
-  for (future_state_base* s : states_) {
+  for (std::size_t i = 0; i < children_.size; ++i) {
+    future_state_base* s = children_[i];
     if (!s->done()) {
       ++remaining_;
     } else {
@@ -21,9 +22,7 @@ multi_waiter::~multi_waiter() {
   // Normally end_wait() unlinked everything; not if the frame is destroyed
   // while suspended (its loop was closed).
   if (ended_) return;
-  for (std::size_t i = 0; i < links_.size(); ++i) {
-    if (links_[i].linked) states_[i]->remove_link(&links_[i]);
-  }
+  for (std::size_t i = 0; i < children_.size; ++i) unlink(i);
   if (!loop_closed_) timer_.cancel();
 }
 
@@ -41,27 +40,49 @@ bool multi_waiter::satisfied() const noexcept {
   return false;
 }
 
+void multi_waiter::unlink(std::size_t i) noexcept {
+  if (!is_linked(i)) return;
+  link& l = link_of(i);
+  children_[i]->remove_link(&l);
+  l.linked = false;
+}
+
+void multi_waiter::init_link(link& l) noexcept {
+  l.owner = this;
+  l.linked = true;
+  // Called inside the child's completion: only bookkeeping, no user code.
+  // The loop closed: this wait never ends, and the frame holding it may be
+  // destroyed after the loop, so it must not touch the loop's timers.
+  l.fn = [](ready_node* self, action) {
+    auto* me = static_cast<link*>(self);
+    me->linked = false;
+    me->owner->loop_closed_ = true;
+  };
+  l.notify = [](done_link* self, future_state_base& child) {
+    auto* me = static_cast<link*>(self);
+    me->linked = false;
+    me->owner->on_child_done(child);
+  };
+}
+
 void multi_waiter::begin() {
-  links_.resize(states_.size());
-  for (std::size_t i = 0; i < states_.size(); ++i) {
-    if (states_[i]->done()) continue;
-    link& l = links_[i];
-    l.owner = this;
-    l.linked = true;
-    // Called inside the child's completion: only bookkeeping, no user code.
-    // The loop closed: this wait never ends, and the frame holding it may be
-    // destroyed after the loop, so it must not touch the loop's timers.
-    l.fn = [](ready_node* self, action) {
-      auto* me = static_cast<link*>(self);
-      me->linked = false;
-      me->owner->loop_closed_ = true;
-    };
-    l.notify = [](done_link* self, future_state_base& child) {
-      auto* me = static_cast<link*>(self);
-      me->linked = false;
-      me->owner->on_child_done(child);
-    };
-    states_[i]->add_link(&l);
+  if (opts_.exclusive_tasks) {
+    init_link(shared_);
+  } else {
+    links_.resize(children_.size);
+  }
+  begun_ = true;
+  for (std::size_t i = 0; i < children_.size; ++i) {
+    future_state_base* child = children_[i];
+    if (child->done()) continue;
+    if (opts_.exclusive_tasks) {
+      // The shared link is the only entry of every child's done list, so
+      // its next_link stays null whichever list it is read through.
+      child->add_link(&shared_);
+    } else {
+      init_link(links_[i]);
+      child->add_link(&links_[i]);
+    }
   }
   if (opts_.timeout) {
     timer_ = task.loop->call_later(*opts_.timeout, [this] {
@@ -81,13 +102,11 @@ void multi_waiter::on_child_done(future_state_base& child) noexcept {
 
 void multi_waiter::end_wait() noexcept {
   if (ended_) return;
-  ended_ = true;
-  for (std::size_t i = 0; i < links_.size(); ++i) {
-    if (links_[i].linked) {
-      states_[i]->remove_link(&links_[i]);
-      links_[i].linked = false;
-    }
+  // Once every child has completed, none is linked any more.
+  if (remaining_ != 0) {
+    for (std::size_t i = 0; i < children_.size; ++i) unlink(i);
   }
+  ended_ = true;
   timer_.cancel();
   task.loop->schedule(this);
 }
@@ -102,8 +121,8 @@ bool multi_waiter::on_cancel(void* p) {
   self->timer_.cancel();
   // Cancelling a plain future completes it at once, which re-enters
   // on_child_done(); iterate by index over what is still linked.
-  for (std::size_t i = 0; i < self->links_.size(); ++i) {
-    if (self->links_[i].linked) self->states_[i]->cancel();
+  for (std::size_t i = 0; i < self->children_.size; ++i) {
+    if (self->is_linked(i)) self->children_[i]->cancel();
   }
   if (self->remaining_ == 0) self->end_wait();
   return false;  // the gather itself ends cancelled, whatever the children do

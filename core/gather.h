@@ -47,6 +47,33 @@ struct WaitResult {
 
 namespace detail {
 
+// The children a multi_waiter watches, by index: a span of states, or a
+// list the caller keeps in another form (gather over Tasks reads each state
+// through its Task, so that it keeps no second list).
+struct child_list {
+  const void* data = nullptr;
+  std::size_t size = 0;
+  future_state_base* (*at)(const void* data, std::size_t i) noexcept = nullptr;
+
+  child_list() = default;
+  child_list(std::span<future_state_base* const> states) noexcept
+      : data(states.data()), size(states.size()), at(&span_at) {}
+  template <std::size_t N>
+  child_list(const std::array<future_state_base*, N>& states) noexcept
+      : child_list(std::span<future_state_base* const>(states)) {}
+  child_list(const std::vector<future_state_base*>& states) noexcept
+      : child_list(std::span<future_state_base* const>(states)) {}
+  child_list(const void* d, std::size_t n,
+             future_state_base* (*a)(const void*, std::size_t) noexcept) noexcept
+      : data(d), size(n), at(a) {}
+  future_state_base* operator[](std::size_t i) const noexcept { return at(data, i); }
+
+ private:
+  static future_state_base* span_at(const void* d, std::size_t i) noexcept {
+    return static_cast<future_state_base* const*>(d)[i];
+  }
+};
+
 // Suspends a task until a set of futures meets a condition, a timeout
 // passes, or the task is cancelled. The futures' states must stay alive
 // while it waits (the caller holds their Futures).
@@ -64,11 +91,20 @@ class multi_waiter : public ready_node {
     // A cancelled child counts as a failure (gather); for wait(), as in
     // asyncio, FIRST_EXCEPTION means an exception, not a cancellation.
     bool cancelled_is_failure = true;
+    // The children are tasks made for this wait, which nothing else can
+    // see yet: their done lists hold nothing but this waiter's link, so one
+    // link serves them all (instead of one per child).
+    bool exclusive_tasks = false;
 
     static options children(return_when w) {  // gather, wait_all
       options o;
       o.when = w;
       o.cancel_children = true;
+      return o;
+    }
+    static options own_tasks(return_when w) {  // gather, wait_all over Tasks
+      options o = children(w);
+      o.exclusive_tasks = true;
       return o;
     }
     static options waiting(return_when w, std::optional<Clock::duration> t) {  // wait
@@ -80,7 +116,7 @@ class multi_waiter : public ready_node {
     }
   };
 
-  multi_waiter(std::span<future_state_base* const> states, options opts);
+  multi_waiter(child_list children, options opts);
   multi_waiter(const multi_waiter&) = delete;
   multi_waiter& operator=(const multi_waiter&) = delete;
   ~multi_waiter();
@@ -109,6 +145,17 @@ class multi_waiter : public ready_node {
   bool is_failure(const future_state_base& child) const noexcept {
     return child.failed() || (opts_.cancelled_is_failure && child.cancelled());
   }
+  // Whether child i's done list (still) holds this waiter's link.
+  bool is_linked(std::size_t i) const noexcept {
+    if (!begun_) return false;  // never suspended: await_ready() said the wait was over
+    if (!opts_.exclusive_tasks) return links_[i].linked;
+    // Linked at begin() if pending then; finish() unlinks a child as it
+    // completes, end_wait() all the others.
+    return !ended_ && !children_[i]->done();
+  }
+  link& link_of(std::size_t i) noexcept { return opts_.exclusive_tasks ? shared_ : links_[i]; }
+  void unlink(std::size_t i) noexcept;
+  void init_link(link& l) noexcept;
 
   void begin();
   bool satisfied() const noexcept;
@@ -116,14 +163,16 @@ class multi_waiter : public ready_node {
   void end_wait() noexcept;
   static bool on_cancel(void* self);
 
-  std::span<future_state_base* const> states_;
+  child_list children_;
   options opts_;
-  std::vector<link> links_;
+  std::vector<link> links_;  // one per child, unless the children are exclusive_tasks
+  link shared_;              // the one link of exclusive_tasks children
   std::size_t remaining_ = 0;
   future_state_base* first_failure_ = nullptr;
   bool any_done_ = false;
   bool timed_out_ = false;
   bool cancelling_ = false;
+  bool begun_ = false;
   bool ended_ = false;
   bool loop_closed_ = false;
   TimerHandle timer_;
@@ -184,6 +233,47 @@ slot_t<T> take_result(Future<T>& f) {
   }
 }
 
+// The Tasks of a gather, scheduled in place: each Task keeps its handle,
+// and the reference create_task() would have handed to a Future is held
+// here instead, so a gather of N tasks keeps no list beside the caller's.
+// The destructor releases those references and empties the Tasks, whose own
+// destructor would otherwise destroy the frames of tasks still running (a
+// gather that failed leaves its other children running, as in asyncio).
+template <class T>
+class scheduled_tasks {
+ public:
+  scheduled_tasks(EventLoop& loop, std::vector<Task<T>>& tasks) : tasks_(tasks) {
+    for (const Task<T>& t : tasks_) {
+      if (!t.valid()) throw InvalidStateError("gather: a Task in the list is empty (moved-from)");
+    }
+    loop.check_open();
+    for (; scheduled_ < tasks_.size(); ++scheduled_) {
+      task_promise<T>& p = tasks_[scheduled_].h_.promise();
+      p.schedule_on(loop);
+      p.mark_retrieved();  // failures after the first are not "never retrieved": gather saw them
+    }
+  }
+  scheduled_tasks(const scheduled_tasks&) = delete;
+  scheduled_tasks& operator=(const scheduled_tasks&) = delete;
+  ~scheduled_tasks() {
+    for (std::size_t i = 0; i < scheduled_; ++i) {
+      std::exchange(tasks_[i].h_, nullptr).promise().release();
+    }
+  }
+
+  std::size_t size() const noexcept { return scheduled_; }
+  future_state<T>& operator[](std::size_t i) const noexcept { return tasks_[i].h_.promise(); }
+  child_list list() const noexcept { return {tasks_.data(), scheduled_, &state_at}; }
+
+ private:
+  static future_state_base* state_at(const void* data, std::size_t i) noexcept {
+    return &static_cast<const Task<T>*>(data)[i].h_.promise();
+  }
+
+  std::vector<Task<T>>& tasks_;
+  std::size_t scheduled_ = 0;
+};
+
 [[noreturn]] void rethrow_failure(future_state_base& failed);
 std::string timeout_message(Clock::duration timeout);
 
@@ -222,7 +312,16 @@ Task<std::vector<Future<T>>> wait_all(std::vector<Task<T>> tasks) {
   std::vector<Future<T>> fs;
   fs.reserve(tasks.size());
   for (auto& t : tasks) fs.push_back(loop.create_task(std::move(t)));
-  co_return co_await wait_all(std::move(fs));
+  tasks = std::vector<Task<T>>();  // the Tasks are empty now: free the list
+  std::vector<detail::future_state_base*> states;
+  states.reserve(fs.size());
+  for (auto& f : fs) {
+    f.state()->mark_retrieved();
+    states.push_back(f.state());
+  }
+  // Nothing else can see these tasks yet: one link serves them all.
+  co_await detail::multi_waiter(states, detail::multi_waiter::options::own_tasks(ALL_COMPLETED));
+  co_return fs;
 }
 
 // The results in argument order: a std::tuple, with std::monostate for a
@@ -282,11 +381,20 @@ auto gather(std::vector<Future<T>> fs) {
 template <class T>
 Task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> gather(
     std::vector<Task<T>> tasks) {
-  EventLoop& loop = get_running_loop();
-  std::vector<Future<T>> fs;
-  fs.reserve(tasks.size());
-  for (auto& t : tasks) fs.push_back(loop.create_task(std::move(t)));
-  co_return co_await detail::gather_vector<true>(std::move(fs));
+  // The list itself holds the scheduled tasks: no Future, no list of
+  // states, and (nothing else can see the tasks) one link for them all.
+  detail::scheduled_tasks<T> children(get_running_loop(), tasks);
+  detail::multi_waiter waiter(children.list(),
+                              detail::multi_waiter::options::own_tasks(FIRST_EXCEPTION));
+  co_await waiter;
+  if (waiter.first_failure() != nullptr) detail::rethrow_failure(*waiter.first_failure());
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> results;
+    results.reserve(children.size());
+    // Nobody else can see these tasks: their results move out.
+    for (std::size_t i = 0; i < children.size(); ++i) results.push_back(std::move(children[i].value()));
+    co_return results;
+  }
 }
 
 // asyncio.wait: splits `fs` into done and pending once `when` holds, or the

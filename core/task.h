@@ -33,6 +33,8 @@ void free_frame(void* p, std::size_t size) noexcept;
 
 template <class T>
 class task_promise;
+template <class T>
+class scheduled_tasks;
 
 // The parts of the promise that do not depend on T.
 template <class T>
@@ -233,6 +235,7 @@ class [[nodiscard]] Task {
 
  private:
   friend promise_type;
+  friend class detail::scheduled_tasks<T>;  // gather: schedules the Tasks in place
   explicit Task(handle_type h) noexcept : h_(h) {}
   handle_type h_;
 };

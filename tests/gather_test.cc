@@ -452,6 +452,100 @@ BOOST_AUTO_TEST_CASE(cancelling_a_scheduled_wait_all_cancels_every_child_and_end
   BOOST_TEST(children_ended_when_done);
 }
 
+// gather and wait_all over a vector of Tasks schedule the Tasks in place and
+// watch them through one shared link: the same cancellation semantics.
+BOOST_AUTO_TEST_CASE(cancelling_a_scheduled_gather_over_a_vector_cancels_every_child) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  child_probe a, b, c;
+  std::vector<pl::Task<int>> tasks;
+  tasks.push_back(cancellable(&a, 1h, 5ms));
+  tasks.push_back(swallows_cancel(&b));
+  tasks.push_back(cancellable(&c, 1h, 10ms));
+  pl::Future<std::vector<int>> g = loop->create_task(pl::gather(std::move(tasks)));
+  bool children_ended_when_gather_done = false;
+  g.add_done_callback(
+      [&](auto&) { children_ended_when_gather_done = a.ended && b.ended && c.ended; });
+  run_one_iteration(*loop);
+  run_one_iteration(*loop);
+  BOOST_TEST_REQUIRE((a.started && b.started && c.started));
+  auto t0 = loop->time();
+  BOOST_TEST(g.cancel());
+  BOOST_CHECK_THROW(loop->run_until_complete(g), pl::CancelledError);
+  BOOST_TEST(a.saw_cancel);
+  BOOST_TEST(b.saw_cancel);
+  BOOST_TEST(c.saw_cancel);
+  BOOST_TEST(g.cancelled());
+  BOOST_TEST(children_ended_when_gather_done);
+  BOOST_TEST(ns(c.ended_at - t0) == ns(10ms));
+  // A second cancel of a gather that has ended changes nothing.
+  BOOST_TEST(!g.cancel());
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_a_scheduled_wait_all_over_a_vector_cancels_every_child) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  child_probe a, b;
+  std::vector<pl::Task<int>> tasks;
+  tasks.push_back(cancellable(&a, 1h, 3ms));
+  tasks.push_back(cancellable(&b, 1h, 7ms));
+  auto w = loop->create_task(pl::wait_all(std::move(tasks)));
+  bool children_ended_when_done = false;
+  w.add_done_callback([&](auto&) { children_ended_when_done = a.ended && b.ended; });
+  run_one_iteration(*loop);
+  run_one_iteration(*loop);
+  BOOST_TEST_REQUIRE((a.started && b.started));
+  BOOST_TEST(w.cancel());
+  BOOST_CHECK_THROW(loop->run_until_complete(w), pl::CancelledError);
+  BOOST_TEST(a.saw_cancel);
+  BOOST_TEST(b.saw_cancel);
+  BOOST_TEST(children_ended_when_done);
+}
+
+BOOST_AUTO_TEST_CASE(gather_over_a_vector_with_an_empty_task_schedules_none_of_them) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  child_probe a;
+  std::vector<pl::Task<int>> tasks;
+  tasks.push_back(cancellable(&a, 1ms, 0ms));
+  tasks.emplace_back();  // empty
+  BOOST_CHECK_THROW(loop->run_until_complete(pl::gather(std::move(tasks))), pl::InvalidStateError);
+  loop->run_until_complete(pause(10ms));
+  BOOST_TEST(!a.started);
+}
+
+BOOST_AUTO_TEST_CASE(gather_over_a_vector_gives_each_result_once_children_finish_in_any_order) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  std::vector<pl::Task<std::string>> tasks;
+  for (int i = 0; i < 50; ++i) {
+    tasks.push_back(string_after(std::string(40, static_cast<char>('a' + i % 26)),
+                                 ((i * 7) % 50) * 1ms));
+  }
+  std::vector<std::string> r = loop->run_until_complete(pl::gather(std::move(tasks)));
+  BOOST_TEST_REQUIRE(r.size() == 50u);
+  for (int i = 0; i < 50; ++i) BOOST_TEST(r[i] == std::string(40, static_cast<char>('a' + i % 26)));
+}
+
+BOOST_AUTO_TEST_CASE(closing_the_loop_under_a_pending_gather_over_a_vector_ends_every_child) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  handler_log handler;
+  handler.install(*loop);
+  child_probe a, b;
+  std::vector<pl::Task<int>> tasks;
+  tasks.push_back(cancellable(&a, 1h, 0ms));
+  tasks.push_back(cancellable(&b, 1h, 0ms));
+  pl::Future<std::vector<int>> g = loop->create_task(pl::gather(std::move(tasks)));
+  run_one_iteration(*loop);
+  run_one_iteration(*loop);
+  BOOST_TEST_REQUIRE((a.started && b.started));
+  loop->close();
+  // The gather and both children: "Task was destroyed but it is pending!".
+  BOOST_TEST(handler.messages.size() == 3u);
+  BOOST_TEST(g.cancelled());
+}
+
 // --- wait ----------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(wait_first_completed_returns_as_soon_as_one_is_done) {
