@@ -324,7 +324,7 @@ class future_awaiter : public done_link {
     task.root = root_of(h);
     task.loop = future_.state()->loop();
     task.waiter = h;
-    if (task.root != nullptr && task.root->loop != task.loop) {
+    if (task.root != nullptr && running_loop() != task.loop) {
       throw EventLoopError(
           "a task cannot await a future of another event loop; create the future with this "
           "task's loop (get_running_loop())");

@@ -20,39 +20,53 @@ class sleep_awaiter : public ready_node {
  public:
   // Copyable until awaited (ensure_future(sleep(d)) moves it into a task);
   // once suspended it must stay where it is, as every awaiter does.
-  explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) {
-    fn = &resume_awaiter<sleep_awaiter>;
-  }
+  explicit sleep_awaiter(Clock::duration delay) noexcept : delay_(delay) { fn = &resume; }
 
   bool await_ready() const noexcept { return false; }
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
-    task.bind(h);
+    waiter_ = h;
+    root_ = root_of(h);
+    EventLoop& loop = root_ != nullptr ? get_running_loop_of_task() : get_running_loop();
     if (delay_ <= Clock::duration::zero()) {
-      task.loop->schedule(this);
+      loop.schedule(this);
+      timer_loop_ = nullptr;
     } else {
-      timer_ = task.loop->call_later(delay_, [this] { task.waiter.resume(); });
+      timer_ = loop.call_later(delay_, [this] { waiter_.resume(); });
+      timer_loop_ = &loop;  // from here on in place of delay_
     }
-    task.cancellable_by({&on_cancel, this});
+    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
   }
-  void await_resume() const { task.resume_point(); }
-
-  suspended_task task;
+  void await_resume() const {
+    if (root_ != nullptr) root_->resume_point();
+  }
 
  private:
+  // A running polyloop task runs on the running loop.
+  static EventLoop& get_running_loop_of_task() { return *running_loop(); }
+  static void resume(ready_node* n, ready_node::action what) {
+    if (what == ready_node::action::run) static_cast<sleep_awaiter*>(n)->waiter_.resume();
+  }
   static bool on_cancel(void* p) {
     auto* self = static_cast<sleep_awaiter*>(p);
     // sleep(0) is already queued and will resume the task; a timer is
     // replaced by an immediate resume.
-    if (self->delay_ > Clock::duration::zero()) {
+    if (self->timer_loop_ != nullptr) {
       self->timer_.cancel();
-      self->task.loop->schedule(self);
+      self->timer_loop_->schedule(self);
     }
     return false;
   }
 
-  Clock::duration delay_;
-  TimerHandle timer_;
+  // What suspended_task keeps, less the loop: only a timer needs it, and
+  // it takes the place of the delay once the timer is set.
+  std::coroutine_handle<> waiter_;
+  task_root* root_ = nullptr;
+  union {
+    Clock::duration delay_;    // until suspended
+    EventLoop* timer_loop_;    // once suspended: the timer's loop, or null for sleep(0)
+  };
+  Handle timer_;  // a TimerHandle's when() is not needed
 };
 
 }  // namespace detail

@@ -15,6 +15,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -45,15 +46,6 @@ class task_promise_common : public future_state<T>, public promise_base, public 
   static void* operator new(std::size_t size) { return allocate_frame(size); }
   static void operator delete(void* p, std::size_t size) noexcept { free_frame(p, size); }
 
-  struct initial_awaiter {
-    task_promise_common& promise;
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<>) const noexcept {}
-    // A task cancelled before its first step ends as cancelled, unstarted.
-    void await_resume() const {
-      if (promise.scheduled_) promise.resume_point();
-    }
-  };
   struct final_awaiter {
     bool await_ready() const noexcept { return false; }
     template <class P>
@@ -63,12 +55,11 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     void await_resume() const noexcept {}
   };
 
-  initial_awaiter initial_suspend() noexcept { return {*this}; }
+  // Empty, so that it takes no room in the frame: a scheduled task that
+  // is cancelled before its first step is ended by step(), unstarted.
+  std::suspend_always initial_suspend() noexcept { return {}; }
   final_awaiter final_suspend() noexcept { return {}; }
   void unhandled_exception() noexcept { this->exception_ = std::current_exception(); }
-
-  // Inline use: the coroutine that awaits this one.
-  std::coroutine_handle<> continuation;
 
   // Scheduling (EventLoop::create_task): bind to `loop` and queue the first
   // step. The caller then holds one reference, the running task another.
@@ -76,10 +67,10 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     loop.check_open();
     this->loop_ = &loop;
     loop.link_state(this);
-    task_root::loop = &loop;
     root = this;
     scheduled_ = true;
     this->add_ref();
+    std::construct_at(&step_);  // continuation is never used by a scheduled task
     step_.fn = &step;
     step_.promise = this;
     loop.schedule(&step_);
@@ -100,8 +91,11 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     if (this->exception_) std::rethrow_exception(this->exception_);
   }
 
+  // Inline use: the coroutine that awaits this one.
+  void set_continuation(std::coroutine_handle<> c) noexcept { continuation_ = c; }
+
   std::coroutine_handle<> on_final() noexcept {
-    if (!scheduled_) return continuation ? continuation : std::noop_coroutine();
+    if (!scheduled_) return continuation_ ? continuation_ : std::noop_coroutine();
     publish();
     this->release();  // the running task's own reference; may free the frame
     return std::noop_coroutine();
@@ -119,7 +113,17 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     task_promise_common* promise = nullptr;
   };
   static void step(ready_node* n, ready_node::action what) {
-    if (what == ready_node::action::run) static_cast<step_node*>(n)->promise->handle().resume();
+    if (what != ready_node::action::run) return;
+    task_promise_common* p = static_cast<step_node*>(n)->promise;
+    if (p->must_cancel) {
+      // Cancelled before its first step: it ends cancelled, its body never
+      // runs (the frame goes with the last reference).
+      p->must_cancel = false;
+      p->finish(status::cancelled);
+      p->release();  // the running task's own reference
+      return;
+    }
+    p->handle().resume();
   }
 
   void publish() noexcept {
@@ -151,8 +155,14 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     this->release();  // the running task's reference: its frame goes now or with the last Future
   }
 
-  step_node step_;
+  // First, so that it fills the tail padding of task_root.
   bool scheduled_ = false;
+  // A task is either scheduled (its first step is queued through step_) or
+  // awaited inline (it resumes continuation_ when it ends), never both.
+  union {
+    std::coroutine_handle<> continuation_{};
+    step_node step_;
+  };
 
   friend class Task<T>;
 };
@@ -194,7 +204,7 @@ struct inline_task_awaiter {
   bool await_ready() const noexcept { return !h || h.done(); }
   template <class P>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
-    h.promise().continuation = parent;
+    h.promise().set_continuation(parent);
     h.promise().root = root_of(parent);
     return h;
   }

@@ -20,7 +20,7 @@ struct suspended_task {
   template <class Promise>
   void bind(std::coroutine_handle<Promise> h) {
     root = root_of(h);
-    loop = root != nullptr ? root->loop : &get_running_loop();
+    loop = &get_running_loop();  // a task suspends only while its loop runs it
     waiter = h;
   }
   // Registers where a cancel of the task reaches this wait.

@@ -28,8 +28,9 @@ struct cancel_hook {
   void* self = nullptr;
 };
 
+// (A suspended task's loop is the one that was running it: the awaiter
+// keeps it, see suspended_task, so the root need not.)
 struct task_root {
-  EventLoop* loop = nullptr;
   cancel_hook waiting;
   bool must_cancel = false;  // deliver CancelledError at the next resume_point
 
