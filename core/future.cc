@@ -1,5 +1,7 @@
 #include "core/future.h"
 
+#include <atomic>
+
 namespace polyloop::detail {
 
 void schedule_link(done_link* self, future_state_base& state) {
@@ -70,22 +72,33 @@ std::exception_ptr future_state_base::exception() {
   return exception_;
 }
 
+std::uint64_t future_state_base::next_callback_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
 void future_state_base::add_link(done_link* link) noexcept {
   link->next_link = nullptr;
-  if (tail_ != nullptr) {
-    tail_->next_link = link;
+  if (head_ != nullptr) {
+    head_->list_tail->next_link = link;
+    head_->list_tail = link;
   } else {
     head_ = link;
+    link->list_tail = link;
   }
-  tail_ = link;
 }
 
 bool future_state_base::remove_link(done_link* link) noexcept {
   done_link* prev = nullptr;
   for (done_link* l = head_; l != nullptr; prev = l, l = l->next_link) {
     if (l != link) continue;
-    (prev != nullptr ? prev->next_link : head_) = l->next_link;
-    if (tail_ == l) tail_ = prev;
+    if (prev == nullptr) {
+      head_ = l->next_link;
+      if (head_ != nullptr) head_->list_tail = l->list_tail;
+    } else {
+      prev->next_link = l->next_link;
+      if (head_->list_tail == l) head_->list_tail = prev;
+    }
     l->next_link = nullptr;
     return true;
   }
@@ -106,7 +119,6 @@ void future_state_base::finish(status s) noexcept {
   status_ = s;
   // Detach the list first: notify() may add or remove entries elsewhere.
   done_link* l = std::exchange(head_, nullptr);
-  tail_ = nullptr;
   while (l != nullptr) {
     done_link* next = l->next_link;
     l->next_link = nullptr;
@@ -130,7 +142,6 @@ void future_state_base::report_unretrieved() noexcept {
 void future_state_base::on_loop_closed() noexcept {
   // Callbacks can never run now: release them (and the references they hold).
   done_link* l = std::exchange(head_, nullptr);
-  tail_ = nullptr;
   while (l != nullptr) {
     done_link* next = l->next_link;
     l->next_link = nullptr;

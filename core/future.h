@@ -29,6 +29,9 @@ class future_state_base;
 // must not run user code: it is called inside set_result().
 struct done_link : ready_node {
   done_link* next_link = nullptr;
+  // Kept by the first entry of a list only: the last entry (so that the
+  // future itself needs no tail pointer).
+  done_link* list_tail = nullptr;
   void (*notify)(done_link* self, future_state_base& state) = nullptr;
   std::uint64_t user_id = 0;  // non-zero for add_done_callback() entries
 };
@@ -69,7 +72,8 @@ class future_state_base : public state_link {
 
   void add_link(done_link* link) noexcept;
   bool remove_link(done_link* link) noexcept;
-  std::uint64_t next_callback_id() noexcept { return ++last_callback_id_; }
+  // Unique in the process (so the future keeps no counter of its own).
+  static std::uint64_t next_callback_id() noexcept;
   // Unlinks and releases the add_done_callback() entry with this id.
   std::size_t remove_user_link(std::uint64_t id) noexcept;
 
@@ -87,9 +91,7 @@ class future_state_base : public state_link {
 
   EventLoop* loop_;
   std::exception_ptr exception_;
-  done_link* head_ = nullptr;
-  done_link* tail_ = nullptr;
-  std::uint64_t last_callback_id_ = 0;
+  done_link* head_ = nullptr;  // the done list; head_->list_tail is its last entry
   std::uint32_t refs_ = 1;
   status status_ = status::pending;
   bool retrieved_ = false;

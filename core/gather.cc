@@ -77,7 +77,8 @@ void multi_waiter::begin() {
     if (child->done()) continue;
     if (opts_.exclusive_tasks) {
       // The shared link is the only entry of every child's done list, so
-      // its next_link stays null whichever list it is read through.
+      // its next_link stays null and its list_tail is itself, whichever
+      // list it is read through.
       child->add_link(&shared_);
     } else {
       init_link(links_[i]);

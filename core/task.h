@@ -70,9 +70,8 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     root = this;
     scheduled_ = true;
     this->add_ref();
-    std::construct_at(&step_);  // continuation is never used by a scheduled task
+    std::construct_at(&step_);  // continuation_ is never used by a scheduled task
     step_.fn = &step;
-    step_.promise = this;
     loop.schedule(&step_);
   }
 
@@ -108,13 +107,20 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     return std::coroutine_handle<task_promise<T>>::from_promise(
         static_cast<task_promise<T>&>(*this));
   }
-  // The first step of a scheduled task, queued by schedule_on().
-  struct step_node : ready_node {
-    task_promise_common* promise = nullptr;
-  };
+  // The first step of a scheduled task, queued by schedule_on(). The node
+  // is step_, so the promise is found from where step_ sits in it (GCC and
+  // Clang give offsetof for a class without virtual bases; it saves the
+  // node a pointer back).
+  static task_promise_common* from_step(ready_node* n) noexcept {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+    constexpr std::size_t offset = offsetof(task_promise_common, step_);
+#pragma GCC diagnostic pop
+    return reinterpret_cast<task_promise_common*>(reinterpret_cast<char*>(n) - offset);
+  }
   static void step(ready_node* n, ready_node::action what) {
     if (what != ready_node::action::run) return;
-    task_promise_common* p = static_cast<step_node*>(n)->promise;
+    task_promise_common* p = from_step(n);
     if (p->must_cancel) {
       // Cancelled before its first step: it ends cancelled, its body never
       // runs (the frame goes with the last reference).
@@ -161,7 +167,7 @@ class task_promise_common : public future_state<T>, public promise_base, public 
   // awaited inline (it resumes continuation_ when it ends), never both.
   union {
     std::coroutine_handle<> continuation_{};
-    step_node step_;
+    ready_node step_;
   };
 
   friend class Task<T>;
