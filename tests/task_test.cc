@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -740,4 +741,30 @@ BOOST_AUTO_TEST_CASE(ten_thousand_gathered_tasks_complete_with_results_in_order)
   bool in_order = true;
   for (int i = 0; i < n; ++i) in_order = in_order && results[i] == i * i;
   BOOST_TEST(in_order);
+}
+
+// Frames come from per-thread pools: frames of a thread that has exited are
+// adopted by others, and a frame may be freed on another thread than the one
+// that made it (a Task made on one thread, destroyed on another).
+BOOST_AUTO_TEST_CASE(task_frames_outlive_and_move_between_threads) {
+  constexpr int n = 3000;
+  std::vector<pl::Task<int>> made_elsewhere;
+  std::thread worker([&] {
+    auto loop = make_loop();
+    std::vector<pl::Task<int>> tasks;
+    for (int i = 0; i < n; ++i) tasks.push_back(square_after_yield(i));
+    std::vector<int> r = loop->run_until_complete(pl::gather(std::move(tasks)));
+    BOOST_TEST(r.back() == (n - 1) * (n - 1));
+    for (int i = 0; i < 10; ++i) made_elsewhere.push_back(square_after_yield(i));
+  });
+  worker.join();
+  made_elsewhere.clear();  // frames of the exited thread, freed here
+  auto loop = make_loop();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<pl::Task<int>> tasks;
+    for (int i = 0; i < n; ++i) tasks.push_back(square_after_yield(i));
+    std::vector<int> r = loop->run_until_complete(pl::gather(std::move(tasks)));
+    BOOST_TEST_REQUIRE(r.size() == static_cast<std::size_t>(n));
+    BOOST_TEST(r[n / 2] == (n / 2) * (n / 2));
+  }
 }
