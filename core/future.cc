@@ -47,7 +47,7 @@ void future_state_base::set_exception(std::exception_ptr e) {
   finish(status::exception);
 }
 
-void future_state_base::check_result() {
+void future_state_base::check_result_slow() {
   switch (status_) {
     case status::pending:
       throw InvalidStateError(
@@ -127,8 +127,7 @@ void future_state_base::finish(status s) noexcept {
   }
 }
 
-void future_state_base::report_unretrieved() noexcept {
-  if (status_ != status::exception || retrieved_) return;
+void future_state_base::report_unretrieved_slow() noexcept {
   ExceptionContext context{
       is_task() ? "Task exception was never retrieved" : "Future exception was never retrieved",
       exception_};

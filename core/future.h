@@ -67,7 +67,9 @@ class future_state_base : public state_link {
   // Throws InvalidStateError while pending, CancelledError if cancelled.
   std::exception_ptr exception();
   // Throws what result() would, short of returning the value.
-  void check_result();
+  void check_result() {
+    if (status_ != status::result) check_result_slow();
+  }
   void mark_retrieved() noexcept { retrieved_ = true; }
 
   void add_link(done_link* link) noexcept;
@@ -82,13 +84,21 @@ class future_state_base : public state_link {
   void check_can_complete(const char* what);
   // Sets the final status and notifies the done list.
   void finish(status s) noexcept;
-  void report_unretrieved() noexcept;
+  // Reports an exception nobody retrieved (from the state's destructor).
+  void report_unretrieved() noexcept {
+    if (status_ == status::exception && !retrieved_) report_unretrieved_slow();
+  }
   void on_loop_closed() noexcept override;
   void on_loop_destroyed() noexcept override { loop_ = nullptr; }
   bool cancel_if_pending_task() override { return false; }
   bool is_pending_task() const noexcept override { return false; }
   virtual void destroy_self() noexcept = 0;
 
+ private:
+  void check_result_slow();
+  void report_unretrieved_slow() noexcept;
+
+ protected:
   EventLoop* loop_;
   std::exception_ptr exception_;
   done_link* head_ = nullptr;  // the done list; head_->list_tail is its last entry

@@ -53,23 +53,24 @@ struct free_frame_entry {
   free_frame_entry* next;
 };
 
-// The process-wide reservation frames are carved from.
+// The process-wide reservation frames are carved from, made by the first
+// thread that needs a chunk. Never unmapped: a frame may be freed by any
+// thread, at any time until the process exits.
 class frame_region {
  public:
-  static frame_region& get() {
-    static frame_region region;
-    return region;
-  }
   bool contains(const void* p) const noexcept {
     auto a = reinterpret_cast<std::uintptr_t>(p);
-    return a - base_ < size_;  // false for everything when nothing was reserved
+    // Before the reservation (or if it failed) base_ is 0 and size_ 0.
+    return a - base_.load(std::memory_order_acquire) < size_.load(std::memory_order_relaxed);
   }
   // A fresh chunk, or nullptr once the region is used up.
   char* take_chunk() noexcept {
-    if (size_ == 0) return nullptr;
+    std::call_once(reserved_, [this] { reserve(); });
+    std::size_t size = size_.load(std::memory_order_relaxed);
+    if (size == 0) return nullptr;
     std::size_t at = used_.fetch_add(chunk_bytes, std::memory_order_relaxed);
-    if (at + chunk_bytes > size_) return nullptr;
-    return reinterpret_cast<char*>(base_ + at);
+    if (at + chunk_bytes > size) return nullptr;
+    return reinterpret_cast<char*>(base_.load(std::memory_order_relaxed) + at);
   }
 
   // Free frames of threads that have exited, by class.
@@ -77,20 +78,25 @@ class frame_region {
   free_frame_entry* orphans[classes] = {};
 
  private:
-  frame_region() {
+  void reserve() noexcept {
     void* p = ::mmap(nullptr, region_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p != MAP_FAILED) {
-      base_ = reinterpret_cast<std::uintptr_t>(p);
-      size_ = region_bytes;
-    }
+    if (p == MAP_FAILED) return;
+    // size_ first: contains() reads base_ with acquire, so it sees the size
+    // that goes with it (with base_ 0 every address is above any size).
+    size_.store(region_bytes, std::memory_order_relaxed);
+    base_.store(reinterpret_cast<std::uintptr_t>(p), std::memory_order_release);
   }
-  // Never unmapped: a frame may be freed by any thread, at any time until
-  // the process exits.
-  std::uintptr_t base_ = 0;
-  std::size_t size_ = 0;
+
+  std::once_flag reserved_;
+  std::atomic<std::uintptr_t> base_{0};
+  std::atomic<std::size_t> size_{0};
   std::atomic<std::size_t> used_{0};
 };
+
+// Constant-initialised and never destroyed: threads may free frames while
+// the process exits.
+constinit frame_region region;
 
 void push_list(free_frame_entry*& head, free_frame_entry* list) noexcept {
   if (list == nullptr) return;
@@ -100,44 +106,54 @@ void push_list(free_frame_entry*& head, free_frame_entry* list) noexcept {
   head = list;
 }
 
+// A thread's own lists. Trivially destructible, so that reaching them is a
+// plain thread-local access; the exit hook below hands them to the process.
 struct frame_cache {
-  free_frame_entry* heads[classes] = {};
-  char* bump = nullptr;
-  char* bump_end = nullptr;
-  bool exited = false;
+  free_frame_entry* heads[classes];
+  char* bump;
+  char* bump_end;
+  bool hooked;  // the exit hook is armed
+  bool exited;  // the thread is exiting: frees go to the orphans
+};
+constinit thread_local frame_cache cache{};
 
-  ~frame_cache() {
-    frame_region& region = frame_region::get();
+struct exit_hook {
+  ~exit_hook() {
     std::lock_guard<std::mutex> lock(region.orphans_mutex);
     for (std::size_t c = 0; c < classes; ++c) {
-      push_list(region.orphans[c], heads[c]);
-      heads[c] = nullptr;
+      push_list(region.orphans[c], cache.heads[c]);
+      cache.heads[c] = nullptr;
     }
-    exited = true;  // frames freed later by this thread go to the orphans
-  }
-
-  // The slow path: the class's list is empty and the chunk cannot hold one.
-  void* refill(std::size_t cls) noexcept {
-    frame_region& region = frame_region::get();
-    {
-      std::lock_guard<std::mutex> lock(region.orphans_mutex);
-      if (free_frame_entry* list = std::exchange(region.orphans[cls - 1], nullptr)) {
-        heads[cls - 1] = list->next;
-        return list;
-      }
-    }
-    if (exited) return nullptr;
-    char* chunk = region.take_chunk();
-    if (chunk == nullptr) return nullptr;
-    // The rest of the old chunk is left unused (less than one frame's worth
-    // of this class).
-    bump = chunk + cls * granule;
-    bump_end = chunk + chunk_bytes;
-    return chunk;
+    cache.exited = true;  // frames freed later by this thread go to the orphans
   }
 };
+thread_local exit_hook hook;
 
-thread_local frame_cache cache;
+// Called the first time a thread keeps a free frame.
+void arm_exit_hook() noexcept {
+  cache.hooked = true;
+  [[maybe_unused]] exit_hook& h = hook;  // constructs it, which registers its destructor
+}
+
+// The slow path: the class's list is empty and the chunk cannot hold one.
+void* refill(std::size_t cls) noexcept {
+  if (!cache.hooked) arm_exit_hook();
+  {
+    std::lock_guard<std::mutex> lock(region.orphans_mutex);
+    if (free_frame_entry* list = std::exchange(region.orphans[cls - 1], nullptr)) {
+      cache.heads[cls - 1] = list->next;
+      return list;
+    }
+  }
+  if (cache.exited) return nullptr;
+  char* chunk = region.take_chunk();
+  if (chunk == nullptr) return nullptr;
+  // The rest of the old chunk is left unused (less than one frame's worth
+  // of this class).
+  cache.bump = chunk + cls * granule;
+  cache.bump_end = chunk + chunk_bytes;
+  return chunk;
+}
 
 }  // namespace
 
@@ -157,28 +173,26 @@ void* allocate_frame(std::size_t size) {
       c.bump += bytes;
       return p;
     }
-    if (void* p = c.refill(cls)) return p;
+    if (void* p = refill(cls)) return p;
   }
   return ::operator new(size);
 }
 
 void free_frame(void* p, std::size_t size) noexcept {
-  if (POLYLOOP_FRAME_POOL) {
-    frame_region& region = frame_region::get();
-    if (region.contains(p)) {
-      std::size_t cls = (size + granule - 1) / granule;
-      auto* e = static_cast<free_frame_entry*>(p);
-      frame_cache& c = cache;
-      if (!c.exited) {
-        e->next = c.heads[cls - 1];
-        c.heads[cls - 1] = e;
-      } else {
-        std::lock_guard<std::mutex> lock(region.orphans_mutex);
-        e->next = region.orphans[cls - 1];
-        region.orphans[cls - 1] = e;
-      }
-      return;
+  if (POLYLOOP_FRAME_POOL && region.contains(p)) {
+    std::size_t cls = (size + granule - 1) / granule;
+    auto* e = static_cast<free_frame_entry*>(p);
+    frame_cache& c = cache;
+    if (!c.hooked) arm_exit_hook();
+    if (!c.exited) {
+      e->next = c.heads[cls - 1];
+      c.heads[cls - 1] = e;
+    } else {
+      std::lock_guard<std::mutex> lock(region.orphans_mutex);
+      e->next = region.orphans[cls - 1];
+      region.orphans[cls - 1] = e;
     }
+    return;
   }
   ::operator delete(p);
 }
