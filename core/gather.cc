@@ -7,6 +7,12 @@ namespace polyloop::detail {
 multi_waiter::multi_waiter(child_list children, options opts)
     : children_(children), opts_(opts) {
   fn = &resume_awaiter<multi_waiter>;
+  if (opts_.exclusive_tasks) {
+    // Tasks scheduled just now, before any of them could take a step: all
+    // pending. Not reading them here spares a pass over every child's frame.
+    remaining_ = children_.size;
+    return;
+  }
   for (std::size_t i = 0; i < children_.size; ++i) {
     future_state_base* s = children_[i];
     if (!s->done()) {
