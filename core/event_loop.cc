@@ -174,23 +174,6 @@ void EventLoop::close() {
   for_each_live_state(states_, [](detail::state_link* s) { s->on_loop_closed(); });
 }
 
-void EventLoop::link_state(detail::state_link* s) noexcept {
-  s->prev = nullptr;
-  s->next = states_;
-  if (states_ != nullptr) states_->prev = s;
-  states_ = s;
-}
-
-void EventLoop::unlink_state(detail::state_link* s) noexcept {
-  if (s->prev != nullptr) {
-    s->prev->next = s->next;
-  } else if (states_ == s) {
-    states_ = s->next;
-  }
-  if (s->next != nullptr) s->next->prev = s->prev;
-  s->prev = s->next = nullptr;
-}
-
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
   if (!handler_) {
     print_exception(context);

@@ -285,8 +285,21 @@ class EventLoop {
   Clock& clock() const noexcept { return *clock_; }
 
   // For core/future.h: the list of live future states.
-  void link_state(detail::state_link* s) noexcept;
-  void unlink_state(detail::state_link* s) noexcept;
+  void link_state(detail::state_link* s) noexcept {
+    s->prev = nullptr;
+    s->next = states_;
+    if (states_ != nullptr) states_->prev = s;
+    states_ = s;
+  }
+  void unlink_state(detail::state_link* s) noexcept {
+    if (s->prev != nullptr) {
+      s->prev->next = s->next;
+    } else if (states_ == s) {
+      states_ = s->next;
+    }
+    if (s->next != nullptr) s->next->prev = s->prev;
+    s->prev = s->next = nullptr;
+  }
 
   // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
   // most of it is dead (asyncio does the same).

@@ -53,7 +53,8 @@ class ready_queue {
  private:
   [[gnu::noinline]] void grow() {
     std::size_t new_capacity = capacity_ == 0 ? 256 : capacity_ * 2;
-    auto slots = std::make_unique<ready_node*[]>(new_capacity);
+    // Not zero-filled: every slot is written before it is read.
+    auto slots = std::make_unique_for_overwrite<ready_node*[]>(new_capacity);
     for (std::size_t i = 0; i < size_; ++i) slots[i] = slots_[(head_ + i) & (capacity_ - 1)];
     slots_ = std::move(slots);
     capacity_ = new_capacity;
