@@ -77,16 +77,18 @@ double peak_rss_kib(pid_t pid) {
   return 0;
 }
 
-// A server of examples/ on the backend under test, pinned to the first CPU.
+// A server of examples/ on the backend under test, pinned to the first CPU
+// when there are two or more.
 struct server {
   child proc;
   int port = 0;
   std::string error;
 };
 
-server start_server(const std::string& program, const net_run_options& o, int cpu) {
+server start_server(const std::string& program, const net_run_options& o,
+                    const std::vector<int>& cpus) {
   server s;
-  s.proc = spawn({program, "--backend=" + o.backend, "--port=0"}, cpu);
+  s.proc = spawn({program, "--backend=" + o.backend, "--port=0"}, cpus.size() >= 2 ? cpus[0] : -1);
   if (s.proc.pid < 0) {
     s.error = "cannot start " + program;
     return s;
@@ -105,35 +107,57 @@ server start_server(const std::string& program, const net_run_options& o, int cp
   return s;
 }
 
+// What one load against a server gave: the load generator's output and exit
+// status, and the server's CPU time and peak memory over the load.
+struct load_result {
+  std::string out;
+  int status = -1;
+  double server_cpu_s = 0;
+  double server_rss_kib = 0;
+  bool server_ok = false;  // it then exited cleanly on SIGTERM
+  std::string server_error;
+};
+
+// Runs the load generator `args` pinned to the second CPU (the server has the
+// first), then stops the server.
+load_result run_load(server& s, const std::vector<std::string>& args,
+                     const std::vector<int>& cpus) {
+  load_result r;
+  double cpu0 = cpu_seconds(s.proc.pid);
+  child load = spawn(args, cpus.size() >= 2 ? cpus[1] : -1);
+  if (load.pid > 0) {
+    r.out = read_all(load.out);
+    r.status = wait_exit(load.pid);
+    close(load.out);
+  }
+  r.server_cpu_s = cpu_seconds(s.proc.pid) - cpu0;
+  r.server_rss_kib = peak_rss_kib(s.proc.pid);
+  r.server_ok = stop_server(s.proc, r.server_error);
+  return r;
+}
+
 // --- echo --------------------------------------------------------------------
 
 void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>& cpus,
               run_record& r) {
-  int server_cpu = cpus.size() >= 2 ? cpus[0] : -1;
-  int client_cpu = cpus.size() >= 2 ? cpus[1] : -1;
   r.set("size", static_cast<double>(size));
-  server s = start_server(o.programs_dir + "/examples/echo_server", o, server_cpu);
+  server s = start_server(o.programs_dir + "/examples/echo_server", o, cpus);
   if (s.proc.pid < 0) {
     r.error = s.error;
     return;
   }
-  double cpu0 = cpu_seconds(s.proc.pid);
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
-  child client = spawn({o.programs_dir + "/bench/echo_client", "--port=" + std::to_string(s.port),
-                        "--size=" + std::to_string(size), std::string("--seconds=") + seconds},
-                       client_cpu);
-  std::string out = client.pid > 0 ? read_all(client.out) : "";
-  int status = client.pid > 0 ? wait_exit(client.pid) : -1;
-  if (client.out >= 0) close(client.out);
-  double cpu1 = cpu_seconds(s.proc.pid);
-  double rss = peak_rss_kib(s.proc.pid);
-  std::string stop_error;
-  bool server_ok = stop_server(s.proc, stop_error);
-
-  std::optional<run_record> c = parse_json(out.substr(out.rfind('{') == std::string::npos ? 0 : out.rfind('{')));
+  load_result l = run_load(s,
+                           {o.programs_dir + "/bench/echo_client",
+                            "--port=" + std::to_string(s.port), "--size=" + std::to_string(size),
+                            std::string("--seconds=") + seconds},
+                           cpus);
+  std::size_t brace = l.out.rfind('{');
+  std::optional<run_record> c;
+  if (brace != std::string::npos) c = parse_json(std::string_view(l.out).substr(brace));
   if (!c) {
-    r.error = "echo_client printed no result (exit status " + std::to_string(status) + ")";
+    r.error = "echo_client printed no result (wait status " + std::to_string(l.status) + ")";
     return;
   }
   double msgs = c->get("msgs").value_or(0);
@@ -144,13 +168,13 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
   r.set("msgs_per_s", c->get("msgs_per_s").value_or(0));
   r.set("rtt_p50_us", c->get("rtt_p50_us").value_or(0));
   r.set("rtt_p99_us", c->get("rtt_p99_us").value_or(0));
-  r.set("server_cpu_us_per_msg", msgs > 0 ? (cpu1 - cpu0) * 1e6 / msgs : 0);
-  r.set("peak_rss_kib", rss);
-  r.ok = c->ok && status == 0 && msgs > 0 && server_ok;
-  if (!c->ok || status != 0) {
+  r.set("server_cpu_us_per_msg", msgs > 0 ? l.server_cpu_s * 1e6 / msgs : 0);
+  r.set("peak_rss_kib", l.server_rss_kib);
+  r.ok = c->ok && l.status == 0 && msgs > 0 && l.server_ok;
+  if (!c->ok || l.status != 0) {
     r.error = "echo_client reported a failure (see its message above)";
-  } else if (!server_ok) {
-    r.error = stop_error;
+  } else if (!l.server_ok) {
+    r.error = l.server_error;
   }
 }
 
@@ -196,9 +220,7 @@ double wrk_duration_us(const std::string& text) {
 }
 
 void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record& r) {
-  int server_cpu = cpus.size() >= 2 ? cpus[0] : -1;
-  int client_cpu = cpus.size() >= 2 ? cpus[1] : -1;
-  server s = start_server(o.programs_dir + "/examples/http_hello", o, server_cpu);
+  server s = start_server(o.programs_dir + "/examples/http_hello", o, cpus);
   if (s.proc.pid < 0) {
     r.error = s.error;
     return;
@@ -207,21 +229,14 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
   bool reply_ok = check_http_reply(s.port, error);
   // wrk takes whole seconds.
   int seconds = std::max(1, static_cast<int>(std::lround(o.seconds)));
-  double cpu0 = cpu_seconds(s.proc.pid);
-  child wrk = spawn({"wrk", "-t1", "-c64", "-d" + std::to_string(seconds) + "s", "--latency",
-                     "http://127.0.0.1:" + std::to_string(s.port) + "/"},
-                    client_cpu);
-  std::string out = wrk.pid > 0 ? read_all(wrk.out) : "";
-  int status = wrk.pid > 0 ? wait_exit(wrk.pid) : -1;
-  if (wrk.out >= 0) close(wrk.out);
-  double cpu1 = cpu_seconds(s.proc.pid);
-  double rss = peak_rss_kib(s.proc.pid);
-  std::string stop_error;
-  bool server_ok = stop_server(s.proc, stop_error);
+  load_result l = run_load(s,
+                           {"wrk", "-t1", "-c64", "-d" + std::to_string(seconds) + "s",
+                            "--latency", "http://127.0.0.1:" + std::to_string(s.port) + "/"},
+                           cpus);
 
   double requests = 0, secs = 0, rps = 0, p99 = 0;
   bool errors = false;
-  std::istringstream lines(out);
+  std::istringstream lines(l.out);
   std::string line;
   while (std::getline(lines, line)) {
     std::istringstream words(line);
@@ -244,11 +259,14 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
   r.set("ns_per_op", requests > 0 ? secs * 1e9 / requests : 0);
   r.set("requests_per_s", rps);
   r.set("latency_p99_us", p99);
-  r.set("server_cpu_us_per_req", requests > 0 ? (cpu1 - cpu0) * 1e6 / requests : 0);
-  r.set("peak_rss_kib", rss);
-  r.ok = reply_ok && status == 0 && requests > 0 && !errors && server_ok;
-  if (status != 0 && error.empty()) error = "wrk failed (exit status " + std::to_string(status) + "): is it installed? tools/install_deps.sh installs it";
-  if (!server_ok && error.empty()) error = stop_error;
+  r.set("server_cpu_us_per_req", requests > 0 ? l.server_cpu_s * 1e6 / requests : 0);
+  r.set("peak_rss_kib", l.server_rss_kib);
+  r.ok = reply_ok && l.status == 0 && requests > 0 && !errors && l.server_ok;
+  if (l.status != 0 && error.empty()) {
+    error = "wrk failed (wait status " + std::to_string(l.status) +
+            "): is it installed? tools/install_deps.sh installs it";
+  }
+  if (!l.server_ok && error.empty()) error = l.server_error;
   if (!r.ok) r.error = error.empty() ? "no requests were answered" : error;
 }
 
