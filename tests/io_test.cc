@@ -356,6 +356,38 @@ BOOST_FIXTURE_TEST_CASE(a_short_stream_read_then_data_sent_later_arrives, loop_f
   loop->run_until_complete(close_all(g, {s.r, s.w}));
 }
 
+// TCP urgent data splits what one read returns: "hell", then "world" after
+// the out-of-band byte, with no new edge in between. The second read must
+// still get it without the peer sending more.
+BOOST_FIXTURE_TEST_CASE(urgent_data_does_not_stall_the_reads_around_it, loop_fixture) {
+  fd_set_guard g;
+  int listener = g.add(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  BOOST_TEST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  BOOST_TEST_REQUIRE(::listen(listener, 1) == 0);
+  BOOST_TEST_REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  int client = g.add(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  BOOST_TEST_REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  int server = g.add(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  auto read_normal_data = [](int fd) -> pl::Task<std::string> {
+    std::string got;
+    while (got.size() < 9) got += co_await recv_string(fd);
+    co_return got;
+  };
+  // The read waits first, so all three sends come as one edge.
+  auto reader = loop->create_task(pl::wait_for(read_normal_data(server), 5s));
+  loop->run_until_complete(loop->ensure_future(pl::sleep(10ms)));  // the reader now waits
+  BOOST_TEST(::send(client, "hell", 4, 0) == 4);
+  BOOST_TEST(::send(client, "o", 1, MSG_OOB) == 1);
+  BOOST_TEST(::send(client, "world", 5, 0) == 5);
+  std::this_thread::sleep_for(50ms);  // all of it queued before the loop looks
+  BOOST_TEST(loop->run_until_complete(reader) == "hellworld");
+  loop->run_until_complete(close_all(g, {server, client, listener}));
+}
+
 // Datagrams queued together are each received, although every receive is
 // "short": a datagram socket is not emptied by one.
 BOOST_FIXTURE_TEST_CASE(queued_datagrams_each_arrive_without_more_being_sent, loop_fixture) {

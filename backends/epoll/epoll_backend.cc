@@ -4,7 +4,6 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,10 +65,6 @@ bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST) {
     st.registered = true;
     st.readable = st.writable = true;
-    int type = 0;
-    socklen_t len = sizeof type;
-    st.stream_socket = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
-                       type == SOCK_STREAM;
     return true;
   }
   if (errno == EPERM) {  // a regular file or directory: always "ready"
@@ -78,20 +73,6 @@ bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
     return true;
   }
   return false;
-}
-
-// A read of a stream socket that returned less than asked took everything
-// the socket had: data arriving later raises a new edge. So the next read
-// waits for that edge instead of trying a recv that fails with EAGAIN (one
-// syscall saved per message; libuv does the same). Not for datagrams, a
-// MSG_PEEK, or anything but a stream socket (a tty returns one line at a time).
-// Nor once the peer's FIN or an error has been seen: its edge is spent, and
-// the read that reports it (0 or the error) must still be tried.
-bool EpollBackend::emptied_by(const operation& op, const fd_state& st) noexcept {
-  return st.stream_socket && !st.peer_done &&
-         (op.kind == op_kind::read || op.kind == op_kind::recv) &&
-         (op.kind == op_kind::read || (op.flags & MSG_PEEK) == 0) && op.result > 0 &&
-         static_cast<std::size_t>(op.result) < op.len;
 }
 
 void EpollBackend::complete(operation& op) noexcept {
@@ -135,7 +116,6 @@ void EpollBackend::start(operation& op) noexcept {
     bool reader = reactive::is_reader(op);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
     if (believed_ready && reactive::try_op(op)) {
-      if (emptied_by(op, *st)) st->readable = false;
       complete(op);
       return;
     }
@@ -181,7 +161,7 @@ void EpollBackend::close_fd(operation& op) noexcept {
   complete(op);
 }
 
-void EpollBackend::drain(fd_state& st, op_queue& q, bool& ready_flag) noexcept {
+void EpollBackend::drain(op_queue& q, bool& ready_flag) noexcept {
   ready_flag = true;
   while (operation* op = q.head) {
     if (!reactive::try_op(*op)) {
@@ -191,10 +171,6 @@ void EpollBackend::drain(fd_state& st, op_queue& q, bool& ready_flag) noexcept {
     q.remove(op);
     --queued_;
     complete(*op);
-    if (emptied_by(*op, st)) {
-      ready_flag = false;
-      return;
-    }
   }
 }
 
@@ -202,9 +178,8 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
   fd_state& st = fds_[static_cast<std::size_t>(fd)];
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
-  if (err || (events & EPOLLRDHUP) != 0) st.peer_done = true;
-  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st, st.readers, st.readable);
-  if (err || (events & EPOLLOUT) != 0) drain(st, st.writers, st.writable);
+  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable);
+  if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable);
   // Poll operations: each is a level check, so try every one on any edge.
   for (operation* op = st.pollers.head; op != nullptr;) {
     operation* next = op->next;

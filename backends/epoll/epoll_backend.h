@@ -41,10 +41,8 @@ class EpollBackend final : public Backend {
     op_queue pollers;  // poll: each level-checked on any edge
     bool registered = false;
     bool pollable = true;
-    bool readable = true;  // no EAGAIN (or short stream read) since the last edge
+    bool readable = true;  // no EAGAIN seen since the last edge
     bool writable = true;
-    bool stream_socket = false;  // SOCK_STREAM: a short read empties it
-    bool peer_done = false;      // an RDHUP, HUP or ERR edge was seen
   };
 
   // epoll_pwait2 (or epoll_wait) for at most `timeout`; what is ready lands
@@ -53,9 +51,8 @@ class EpollBackend final : public Backend {
   fd_state* state_for(int fd) noexcept;
   bool register_fd(int fd, fd_state& st) noexcept;
   void close_fd(operation& op) noexcept;
-  void drain(fd_state& st, op_queue& q, bool& ready_flag) noexcept;
+  void drain(op_queue& q, bool& ready_flag) noexcept;
   void complete(operation& op) noexcept;
-  static bool emptied_by(const operation& op, const fd_state& st) noexcept;
   void dispatch(std::uint32_t events, int fd) noexcept;
 
   int epfd_ = -1;
