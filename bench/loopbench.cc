@@ -15,6 +15,7 @@
 // run (--seconds=S; --full: the specification's 5 s). Exit status 1 if any
 // run's check failed, 2 for a bad command line.
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -204,7 +205,9 @@ run_record run_worker(const std::string& workload, const std::string& backend, b
   std::vector<std::string> args = {"/proc/self/exe", "--run=" + workload, "--backend=" + backend};
   if (is_static) args.push_back("--dispatch=static");
   child c = spawn(args);
-  std::string out = c.pid > 0 ? read_all(c.out) : "";
+  bool timed_out = false;
+  std::string out = c.pid > 0 ? read_all(c.out, std::chrono::seconds(120), &timed_out) : "";
+  if (timed_out) kill(c.pid, SIGKILL);
   int status = c.pid > 0 ? wait_exit(c.pid) : -1;
   if (c.out >= 0) close(c.out);
   std::size_t brace = out.rfind('{');
@@ -217,7 +220,10 @@ run_record run_worker(const std::string& workload, const std::string& backend, b
     r->dispatch = is_static ? "static" : "dynamic";
     r->error = "the worker printed no result (wait status " + std::to_string(status) + ")";
   }
-  if (status != 0 && r->ok) {
+  if (timed_out) {
+    r->ok = false;
+    r->error = "the worker did not finish within 120 s and was killed";
+  } else if (status != 0 && r->ok) {
     r->ok = false;
     r->error = "the worker exited with wait status " + std::to_string(status);
   }
@@ -277,6 +283,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // Children must be waitable (SIG_IGN for SIGCHLD would survive our exec),
+  // and a closed stdout (`| head`) must not kill us before the servers stop.
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN);
   options o;
   try {
     o = parse(argc, argv);

@@ -32,7 +32,8 @@ bool stop_server(child& c, std::string& error) {
   kill(c.pid, SIGTERM);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   int status = 0;
-  while (waitpid(c.pid, &status, WNOHANG) == 0) {
+  pid_t waited;
+  while ((waited = waitpid(c.pid, &status, WNOHANG)) == 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       kill(c.pid, SIGKILL);
       wait_exit(c.pid);
@@ -43,6 +44,10 @@ bool stop_server(child& c, std::string& error) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   close(c.out);
+  if (waited < 0) {
+    error = std::string("waiting for the server: ") + std::strerror(errno);
+    return false;
+  }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
   error = WIFSIGNALED(status) ? "the server died of signal " + std::to_string(WTERMSIG(status))
                               : "the server exited with status " +
@@ -126,13 +131,20 @@ load_result run_load(server& s, const std::vector<std::string>& args,
   double cpu0 = cpu_seconds(s.proc.pid);
   child load = spawn(args, cpus.size() >= 2 ? cpus[1] : -1);
   if (load.pid > 0) {
-    r.out = read_all(load.out);
+    bool timed_out = false;
+    r.out = read_all(load.out, std::chrono::seconds(60), &timed_out);
+    if (timed_out) kill(load.pid, SIGKILL);  // then its status says so
     r.status = wait_exit(load.pid);
     close(load.out);
   }
-  r.server_cpu_s = cpu_seconds(s.proc.pid) - cpu0;
+  double cpu1 = cpu_seconds(s.proc.pid);
+  r.server_cpu_s = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
   r.server_rss_kib = peak_rss_kib(s.proc.pid);
   r.server_ok = stop_server(s.proc, r.server_error);
+  if (r.server_cpu_s < 0 && r.server_ok) {
+    r.server_ok = false;
+    r.server_error = "could not read the server's CPU time from /proc";
+  }
   return r;
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@ child spawn(const std::vector<std::string>& args, int cpu) {
     return {};
   }
   if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);  // loopbench ignores it; its children need not
     dup2(fds[1], STDOUT_FILENO);
     if (cpu >= 0) {
       cpu_set_t set;
@@ -69,19 +71,33 @@ bool read_line(int fd, std::string& line, std::chrono::milliseconds timeout) {
   }
 }
 
-std::string read_all(int fd) {
+std::string read_all(int fd, std::chrono::seconds timeout, bool* timed_out) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string out;
   char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) out.append(buf, static_cast<std::size_t>(n));
+  if (timed_out != nullptr) *timed_out = false;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      if (timed_out != nullptr) *timed_out = true;
+      return out;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;  // EINTR or time
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      return out;
+    }
   }
-  return out;
 }
 
 int wait_exit(pid_t pid) {
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
   }
   return status;
 }

@@ -24,9 +24,10 @@ struct child {
 child spawn(const std::vector<std::string>& args, int cpu = -1);
 // One line of `fd`, waiting at most `timeout`; false on timeout or end.
 bool read_line(int fd, std::string& line, std::chrono::milliseconds timeout);
-// Everything until end of file.
-std::string read_all(int fd);
-// waitpid()'s status.
+// Everything until end of file, or what came within `timeout` (then
+// *timed_out is set).
+std::string read_all(int fd, std::chrono::seconds timeout, bool* timed_out);
+// waitpid()'s status, or -1 if there is no such child to wait for.
 int wait_exit(pid_t pid);
 
 }  // namespace loopbench

@@ -167,8 +167,8 @@ void EventLoop::close() {
     threadsafe_queue_.clear();
   }
   ready_.discard_all();
-  for (timer_entry& t : timers_) pool_->release(t.node);
-  timers_.clear();
+  // Out of the heap first: releasing runs user destructors.
+  for (timer_entry& t : timers_.take()) pool_->release(t.node);
   cancelled_timers_ = 0;
   // Tasks still pending can never run again.
   for_each_live_state(states_, [](detail::state_link* s) { s->on_loop_closed(); });
@@ -227,10 +227,10 @@ std::size_t EventLoop::cancel_all_tasks() {
 }
 
 void EventLoop::note_cancelled_timer() noexcept {
+  // Only counted here: a cancel can come from a callable's destructor while
+  // its own node is being released, and compacting then would release that
+  // node again. The next iteration compacts, with no user code on the stack.
   ++cancelled_timers_;
-  // Compact once most of a large heap is cancelled timers, so that code
-  // which schedules and cancels many timeouts does not grow the heap.
-  if (timers_.size() > 100 && cancelled_timers_ * 2 > timers_.size()) compact_timers();
 }
 
 void EventLoop::compact_timers() {
@@ -250,6 +250,9 @@ void EventLoop::take_threadsafe() {
 }
 
 std::chrono::nanoseconds EventLoop::compute_timeout() {
+  // Compact once most of a large heap is cancelled timers, so that code
+  // which schedules and cancels many timeouts does not grow the heap.
+  if (timers_.size() > 100 && cancelled_timers_ * 2 > timers_.size()) compact_timers();
   if (!ready_.empty() || stopping_) return std::chrono::nanoseconds(0);
   // Cancelled timers on top of the heap must not decide the timeout.
   while (!timers_.empty() && timers_.top().node->cancelled) {

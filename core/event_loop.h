@@ -98,10 +98,12 @@ struct callback_node : ready_node {
     }
   }
   // Releases the callable (and what it captured) once it ran or was cancelled.
+  // Safe to re-enter: the callable's destructor may cancel handles, even
+  // this node's own.
   void release() noexcept {
-    if (destroy) destroy(storage);
-    destroy = nullptr;
+    void (*d)(void*) noexcept = std::exchange(destroy, nullptr);
     invoke = nullptr;
+    if (d) d(storage);
   }
 };
 static_assert(sizeof(callback_node) <= 96, "callback_node grew: see the comment on its layout");

@@ -59,9 +59,9 @@ struct free_frame_entry {
 class frame_region {
  public:
   bool contains(const void* p) const noexcept {
-    auto a = reinterpret_cast<std::uintptr_t>(p);
-    // Before the reservation (or if it failed) base_ is 0 and size_ 0.
-    return a - base_.load(std::memory_order_acquire) < size_.load(std::memory_order_relaxed);
+    // base_ is 0 until the region exists (or if it could not be made).
+    std::uintptr_t base = base_.load(std::memory_order_acquire);
+    return base != 0 && reinterpret_cast<std::uintptr_t>(p) - base < region_bytes;
   }
   // A fresh chunk, or nullptr once the region is used up.
   char* take_chunk() noexcept {
@@ -82,8 +82,6 @@ class frame_region {
     void* p = ::mmap(nullptr, region_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return;
-    // size_ first: contains() reads base_ with acquire, so it sees the size
-    // that goes with it (with base_ 0 every address is above any size).
     size_.store(region_bytes, std::memory_order_relaxed);
     base_.store(reinterpret_cast<std::uintptr_t>(p), std::memory_order_release);
   }
@@ -140,8 +138,14 @@ void* refill(std::size_t cls) noexcept {
   if (!cache.hooked) arm_exit_hook();
   {
     std::lock_guard<std::mutex> lock(region.orphans_mutex);
-    if (free_frame_entry* list = std::exchange(region.orphans[cls - 1], nullptr)) {
-      cache.heads[cls - 1] = list->next;
+    if (free_frame_entry* list = region.orphans[cls - 1]) {
+      if (cache.exited) {
+        // An exiting thread's lists are not handed over again: take one.
+        region.orphans[cls - 1] = list->next;
+      } else {
+        region.orphans[cls - 1] = nullptr;
+        cache.heads[cls - 1] = list->next;
+      }
       return list;
     }
   }

@@ -341,6 +341,47 @@ BOOST_AUTO_TEST_CASE(cancelling_most_of_many_timers_fires_exactly_the_rest_in_or
   loop->close();
 }
 
+// A callable whose destructor cancels other timers, cancelled itself when
+// one more cancel tips the heap into compaction: each callable is destroyed
+// exactly once, and exactly the live timers fire.
+BOOST_AUTO_TEST_CASE(a_destructor_that_cancels_timers_during_a_cancel_is_safe) {
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  struct cancels_on_destroy {
+    std::vector<pl::TimerHandle>* to_cancel;
+    int* destroyed;
+    bool owner = true;
+    cancels_on_destroy(std::vector<pl::TimerHandle>* t, int* d) : to_cancel(t), destroyed(d) {}
+    cancels_on_destroy(cancels_on_destroy&& o) noexcept
+        : to_cancel(o.to_cancel), destroyed(o.destroyed), owner(std::exchange(o.owner, false)) {}
+    ~cancels_on_destroy() {
+      if (!owner) return;
+      ++*destroyed;
+      for (pl::TimerHandle& h : *to_cancel) h.cancel();
+    }
+  };
+  std::vector<pl::TimerHandle> handles;
+  std::vector<int> fired;
+  for (int i = 0; i < 200; ++i) {
+    handles.push_back(loop->call_later(std::chrono::milliseconds(1 + i), [&fired, i] { fired.push_back(i); }));
+  }
+  for (int i = 0; i < 99; ++i) handles[i].cancel();  // 99 of 200: not yet half
+  std::vector<pl::TimerHandle> victims = {handles[150], handles[151], handles[152]};
+  int destroyed = 0;
+  pl::TimerHandle guard = loop->call_later(5ms, [g = cancels_on_destroy(&victims, &destroyed)] {});
+  guard.cancel();  // its destructor cancels three more: 103 of 201
+  BOOST_TEST(destroyed == 1);
+  loop->call_later(1s, [&] { loop->stop(); });
+  loop->run_forever();
+  BOOST_TEST(destroyed == 1);
+  std::vector<int> expected;
+  for (int i = 99; i < 200; ++i) {
+    if (i < 150 || i > 152) expected.push_back(i);
+  }
+  BOOST_TEST(fired == expected, boost::test_tools::per_element());
+  loop->close();
+}
+
 BOOST_AUTO_TEST_CASE(virtual_clock_fires_a_ten_hour_timer_without_real_waiting) {
   pl::VirtualClock clock;
   auto loop = make_loop(clock);

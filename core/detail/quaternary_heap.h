@@ -55,7 +55,8 @@ class quaternary_heap {
     }
   }
 
-  void clear() noexcept { entries_.clear(); }
+  // Empties the heap and returns what it held, in no particular order.
+  std::vector<Entry> take() noexcept { return std::exchange(entries_, {}); }
 
  private:
   // Puts `e` at hole `i` or below, moving earlier children up.
