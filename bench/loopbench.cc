@@ -210,9 +210,7 @@ run_record run_worker(const std::string& workload, const std::string& backend, b
   if (timed_out) kill(c.pid, SIGKILL);
   int status = c.pid > 0 ? wait_exit(c.pid) : -1;
   if (c.out >= 0) close(c.out);
-  std::size_t brace = out.rfind('{');
-  std::optional<run_record> r;
-  if (brace != std::string::npos) r = parse_json(std::string_view(out).substr(brace));
+  std::optional<run_record> r = parse_last_json(out);
   if (!r) {
     r.emplace();
     r->workload = workload;
@@ -301,16 +299,16 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < o.repeat; ++rep) {
     for (const std::string& w : o.workloads) {
       for (const std::string& b : o.backends) {
+        auto record = [&runs](run_record r) {
+          std::cout << to_json(r) << std::endl;
+          runs.push_back(std::move(r));
+        };
         if (is_net_workload(w)) {
-          runs.push_back(run_net_workload(w, {b, o.seconds, dir}));
+          record(run_net_workload(w, {b, o.seconds, dir}));
         } else {
-          runs.push_back(run_worker(w, b, false));
-          if (has_static_dispatch(w)) {
-            std::cout << to_json(runs.back()) << std::endl;
-            runs.push_back(run_worker(w, b, true));
-          }
+          record(run_worker(w, b, false));
+          if (has_static_dispatch(w)) record(run_worker(w, b, true));
         }
-        std::cout << to_json(runs.back()) << std::endl;
       }
     }
   }

@@ -165,9 +165,7 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
                             "--port=" + std::to_string(s.port), "--size=" + std::to_string(size),
                             std::string("--seconds=") + seconds},
                            cpus);
-  std::size_t brace = l.out.rfind('{');
-  std::optional<run_record> c;
-  if (brace != std::string::npos) c = parse_json(std::string_view(l.out).substr(brace));
+  std::optional<run_record> c = parse_last_json(l.out);
   if (!c) {
     r.error = "echo_client printed no result (wait status " + std::to_string(l.status) + ")";
     return;

@@ -111,4 +111,10 @@ std::optional<run_record> parse_json(std::string_view line) {
   return r;
 }
 
+std::optional<run_record> parse_last_json(std::string_view output) {
+  std::size_t brace = output.rfind('{');
+  if (brace == std::string_view::npos) return std::nullopt;
+  return parse_json(output.substr(brace));
+}
+
 }  // namespace loopbench

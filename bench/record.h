@@ -29,5 +29,7 @@ std::string to_json(const run_record& r);
 // Parses a line printed by to_json() (or by echo_client: the same flat
 // shape). Returns nothing if the line is not such an object.
 std::optional<run_record> parse_json(std::string_view line);
+// The last such line in a program's output, if any.
+std::optional<run_record> parse_last_json(std::string_view output);
 
 }  // namespace loopbench

@@ -229,7 +229,7 @@ std::size_t EventLoop::cancel_all_tasks() {
 void EventLoop::note_cancelled_timer() noexcept {
   // Only counted here: a cancel can come from a callable's destructor while
   // its own node is being released, and compacting then would release that
-  // node again. The next iteration compacts, with no user code on the stack.
+  // node again. fire_expired_timers() compacts, with no user code on the stack.
   ++cancelled_timers_;
 }
 
@@ -250,9 +250,6 @@ void EventLoop::take_threadsafe() {
 }
 
 std::chrono::nanoseconds EventLoop::compute_timeout() {
-  // Compact once most of a large heap is cancelled timers, so that code
-  // which schedules and cancels many timeouts does not grow the heap.
-  if (timers_.size() > 100 && cancelled_timers_ * 2 > timers_.size()) compact_timers();
   if (!ready_.empty() || stopping_) return std::chrono::nanoseconds(0);
   // Cancelled timers on top of the heap must not decide the timeout.
   while (!timers_.empty() && timers_.top().node->cancelled) {
@@ -269,6 +266,11 @@ std::chrono::nanoseconds EventLoop::compute_timeout() {
 
 void EventLoop::fire_expired_timers() {
   if (timers_.empty()) return;
+  // Compact once most of a large heap is cancelled timers, so that code
+  // which schedules and cancels many timeouts does not grow the heap.
+  if (cancelled_timers_ > 50 && cancelled_timers_ * 2 > timers_.size()) [[unlikely]] {
+    compact_timers();
+  }
   time_point now = clock_->now();
   while (!timers_.empty() && timers_.top().when <= now) {
     detail::callback_node* n = timers_.top().node;
