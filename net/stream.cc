@@ -16,6 +16,10 @@
 #include <utility>
 #include <vector>
 
+#include "core/backend/backend.h"
+#include "core/io/io.h"
+#include "core/task/sleep.h"
+
 namespace polyloop::net {
 
 using namespace std::chrono_literals;
@@ -186,7 +190,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   bool send_at_once = true;
 
   stream_state(EventLoop& l, int socket_fd)
-      : loop(&l), fd(socket_fd), send_at_once(l.backend().name() != "io_uring") {}
+      : loop(&l), fd(socket_fd), send_at_once(polyloop::detail::loop_access::backend(l).name() != "io_uring") {}
   ~stream_state() {
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
@@ -201,7 +205,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       op->fn = &closing::done;
       op->kind = op_kind::close;
       op->fd = fd;
-      loop->backend().start(*op);
+      polyloop::detail::loop_access::backend(*loop).start(*op);
     } else {
       ::close(fd);
     }
@@ -679,7 +683,7 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->address = std::move(address);
   Future<> task = loop.create_task(
       detail::server_state::accept_all(s, detail::server_state::task_slot(s.get())));
-  s->accept_task = task.state();
+  s->accept_task = polyloop::detail::future_access::state(task);
   return s;
 }
 

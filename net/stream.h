@@ -14,7 +14,7 @@
 // A Stream is a counted handle (copies share one connection, as asyncio's
 // reader and writer share a transport); its socket closes when close() has
 // flushed what was written, or when the last handle goes. Everything runs on
-// the loop that made it, over core/io.h operations, so on every backend.
+// the loop that made it, over core/io/io.h operations, so on every backend.
 // Errors are std::system_error naming the call and the peer ("connect
 // 127.0.0.1:1: Connection refused"), or the types below.
 #pragma once
@@ -30,7 +30,10 @@
 #include <string>
 #include <string_view>
 
-#include "polyloop/polyloop.h"
+#include "core/errors/errors.h"
+#include "core/future/future.h"
+#include "core/loop/event_loop.h"
+#include "core/task/task.h"
 
 namespace polyloop::net {
 

@@ -14,9 +14,9 @@
 #include <string_view>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/event_loop.h"
-#include "core/task.h"
+#include "core/backend/backend.h"
+#include "core/loop/event_loop.h"
+#include "core/task/task.h"
 
 namespace polyloop {
 
@@ -69,7 +69,7 @@ T run(Task<T> main, std::string_view backend) {
   std::unique_ptr<EventLoop> loop = new_event_loop(backend);
   Future<T> result = loop->create_task(std::move(main));
   try {
-    loop->run_until_done(*result.state());
+    detail::run_until_done(*loop, *detail::future_access::state(result));
   } catch (...) {
     detail::finish_run(*loop);
     throw;

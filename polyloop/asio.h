@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "core/loop/loop_access.h"
 #include "polyloop/polyloop.h"
 
 namespace polyloop {
@@ -63,7 +64,7 @@ struct asio_result : ready_node {
   void schedule_resume() {
     if (resumed) return;
     resumed = true;
-    task.loop->schedule(this);
+    detail::loop_access::schedule(*task.loop, this);
   }
 };
 

@@ -6,13 +6,13 @@
 // See docs/api.md for a tour, docs/design.md for how it is built.
 #pragma once
 
-#include "core/backend.h"       // IWYU pragma: export
-#include "core/clock.h"         // IWYU pragma: export
-#include "core/errors.h"        // IWYU pragma: export
-#include "core/event_loop.h"    // IWYU pragma: export
-#include "core/future.h"        // IWYU pragma: export
-#include "core/gather.h"        // IWYU pragma: export
-#include "core/io.h"            // IWYU pragma: export
-#include "core/sleep.h"         // IWYU pragma: export
-#include "core/task.h"          // IWYU pragma: export
+#include "core/backend/backend.h"       // IWYU pragma: export
+#include "core/loop/clock.h"         // IWYU pragma: export
+#include "core/errors/errors.h"        // IWYU pragma: export
+#include "core/loop/event_loop.h"    // IWYU pragma: export
+#include "core/future/future.h"        // IWYU pragma: export
+#include "core/combinators/gather.h"        // IWYU pragma: export
+#include "core/io/io.h"            // IWYU pragma: export
+#include "core/task/sleep.h"         // IWYU pragma: export
+#include "core/task/task.h"          // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export

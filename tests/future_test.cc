@@ -171,7 +171,7 @@ BOOST_FIXTURE_TEST_CASE(done_callbacks_run_in_the_order_added_and_receive_the_fu
     f.add_done_callback([&, i](pl::Future<int>& got) {
       order.push_back(i);
       values.push_back(got.result());
-      same_future.push_back(got.state() == f.state());
+      same_future.push_back(pl::detail::future_access::state(got) == pl::detail::future_access::state(f));
     });
   }
   f.set_result(42);

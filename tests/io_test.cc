@@ -1,4 +1,4 @@
-// Behaviour of the low-level I/O awaitables (core/io.h) on the backend under
+// Behaviour of the low-level I/O awaitables (core/io/io.h) on the backend under
 // test: pipes, socket pairs, TCP over loopback, regular files, errors,
 // cancellation, timeouts, many operations at once, and the cross-thread
 // wake-up of a loop blocked in its backend.

@@ -145,7 +145,7 @@ BOOST_AUTO_TEST_CASE(a_thousand_reads_in_flight_all_complete_with_their_own_data
 
 BOOST_AUTO_TEST_CASE(a_tiny_ring_overflows_its_sq_and_cq_without_losing_a_completion) {
   auto loop = ring_loop(4);
-  auto* backend = static_cast<IoUringBackend*>(&loop->backend());
+  auto* backend = static_cast<IoUringBackend*>(&pl::detail::loop_access::backend(*loop));
   BOOST_TEST(backend->sq_entries() == 4u);
   many_reads(*loop, 300);
 }

@@ -1516,7 +1516,7 @@ namespace {
 pl::Task<> write_now_then_buffer(int a_fd, int b_fd) {
   net::Stream a(a_fd);
   net::Stream b(b_fd);
-  const bool at_once = pl::get_running_loop().backend().name() != "io_uring";
+  const bool at_once = pl::detail::loop_access::backend(pl::get_running_loop()).name() != "io_uring";
   b.write("at once");
   char got[16] = {};
   ssize_t n = ::recv(a_fd, got, sizeof got, MSG_DONTWAIT);  // no loop turn in between
@@ -1552,7 +1552,7 @@ pl::Task<> write_to_a_closed_peer(int a_fd, int b_fd) {
   ::close(a_fd);
   b.write("nobody reads this");
   // On io_uring the send goes through the ring: give it a loop turn or two.
-  if (pl::get_running_loop().backend().name() == "io_uring") co_await pl::sleep(20ms);
+  if (pl::detail::loop_access::backend(pl::get_running_loop()).name() == "io_uring") co_await pl::sleep(20ms);
   BOOST_TEST(b.write_buffer_size() == 0u);
   co_await expect_system_error(b.drain(), "drain after a failed write", EPIPE, ECONNRESET);
   try {

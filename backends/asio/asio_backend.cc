@@ -7,7 +7,6 @@
 #include <cerrno>
 
 #include "backends/reactive/nonblocking.h"
-#include "core/event_loop.h"
 
 namespace polyloop::backends {
 
@@ -229,9 +228,7 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
     asio_busy_ = true;  // the rest of Asio's ready handlers run next iteration
     // polyloop's own handlers never throw; a handler of the user's Asio code
     // did. Report it as a throwing callback is reported, and go on.
-    if (EventLoop* loop = running_loop()) {
-      loop->call_exception_handler({"exception in an Asio handler", std::current_exception()});
-    }
+    report_exception("exception in an Asio handler", std::current_exception());
   }
   ready_ = nullptr;
   return {};

@@ -19,8 +19,8 @@
 #include <optional>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/detail/op_list.h"
+#include "core/backend/backend.h"
+#include "backends/support/op_list.h"
 
 namespace polyloop::backends {
 

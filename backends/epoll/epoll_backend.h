@@ -13,8 +13,8 @@
 #include <atomic>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/detail/op_list.h"
+#include "core/backend/backend.h"
+#include "backends/support/op_list.h"
 
 namespace polyloop::backends {
 

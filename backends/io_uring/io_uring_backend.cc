@@ -12,7 +12,7 @@
 #include <fstream>
 #include <system_error>
 
-#include "core/errors.h"
+#include "core/errors/errors.h"
 
 namespace polyloop::backends {
 

@@ -20,8 +20,8 @@
 #include <atomic>
 #include <string>
 
-#include "core/backend.h"
-#include "core/detail/op_list.h"
+#include "core/backend/backend.h"
+#include "backends/support/op_list.h"
 
 namespace polyloop::backends {
 

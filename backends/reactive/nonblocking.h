@@ -2,7 +2,7 @@
 // operation with a non-blocking syscall.
 #pragma once
 
-#include "core/backend.h"
+#include "core/backend/backend.h"
 
 namespace polyloop::backends::reactive {
 

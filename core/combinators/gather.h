@@ -27,10 +27,10 @@
 #include <variant>
 #include <vector>
 
-#include "core/detail/suspended_task.h"
-#include "core/detail/task_root.h"
-#include "core/future.h"
-#include "core/task.h"
+#include "core/future/suspended_task.h"
+#include "core/future/task_root.h"
+#include "core/future/future.h"
+#include "core/task/task.h"
 
 namespace polyloop {
 
@@ -246,7 +246,7 @@ class scheduled_tasks {
     for (const Task<T>& t : tasks_) {
       if (!t.valid()) throw InvalidStateError("gather: a Task in the list is empty (moved-from)");
     }
-    loop.check_open();
+    loop_access::check_open(loop);
     for (; scheduled_ < tasks_.size(); ++scheduled_) {
       task_promise<T>& p = tasks_[scheduled_].h_.promise();
       p.schedule_on(loop);
@@ -287,7 +287,7 @@ Task<std::tuple<Future<detail::awaitable_value_t<A>>...>> wait_all(A... children
   std::tuple<Future<detail::awaitable_value_t<A>>...> fs{
       detail::to_future(loop, std::move(children))...};
   std::array<detail::future_state_base*, sizeof...(A)> states = std::apply(
-      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{f.state()...}; },
+      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{detail::future_access::state(f)...}; },
       fs);
   for (auto* s : states) s->mark_retrieved();
   co_await detail::multi_waiter(states, detail::multi_waiter::options::children(ALL_COMPLETED));
@@ -299,8 +299,8 @@ Task<std::vector<Future<T>>> wait_all(std::vector<Future<T>> fs) {
   std::vector<detail::future_state_base*> states;
   states.reserve(fs.size());
   for (auto& f : fs) {
-    f.state()->mark_retrieved();
-    states.push_back(f.state());
+    detail::future_access::state(f)->mark_retrieved();
+    states.push_back(detail::future_access::state(f));
   }
   co_await detail::multi_waiter(states, detail::multi_waiter::options::children(ALL_COMPLETED));
   co_return fs;
@@ -316,8 +316,8 @@ Task<std::vector<Future<T>>> wait_all(std::vector<Task<T>> tasks) {
   std::vector<detail::future_state_base*> states;
   states.reserve(fs.size());
   for (auto& f : fs) {
-    f.state()->mark_retrieved();
-    states.push_back(f.state());
+    detail::future_access::state(f)->mark_retrieved();
+    states.push_back(detail::future_access::state(f));
   }
   // Nothing else can see these tasks yet: one link serves them all.
   co_await detail::multi_waiter(states, detail::multi_waiter::options::own_tasks(ALL_COMPLETED));
@@ -334,7 +334,7 @@ auto gather(A... children)
   std::tuple<Future<detail::awaitable_value_t<A>>...> fs{
       detail::to_future(loop, std::move(children))...};
   std::array<detail::future_state_base*, sizeof...(A)> states = std::apply(
-      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{f.state()...}; },
+      [](auto&... f) { return std::array<detail::future_state_base*, sizeof...(A)>{detail::future_access::state(f)...}; },
       fs);
   // Failures after the first are not "never retrieved": gather saw them.
   for (auto* s : states) s->mark_retrieved();
@@ -358,8 +358,8 @@ Task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> gather_vector(
   std::vector<future_state_base*> states;
   states.reserve(fs.size());
   for (auto& f : fs) {
-    f.state()->mark_retrieved();
-    states.push_back(f.state());
+    detail::future_access::state(f)->mark_retrieved();
+    states.push_back(detail::future_access::state(f));
   }
   multi_waiter waiter(states, multi_waiter::options::children(FIRST_EXCEPTION));
   co_await waiter;
@@ -406,7 +406,7 @@ Task<WaitResult<T>> wait(std::vector<Future<T>> fs, return_when when = ALL_COMPL
   if (fs.empty()) throw std::invalid_argument("wait: the list of futures is empty");
   std::vector<detail::future_state_base*> states;
   states.reserve(fs.size());
-  for (auto& f : fs) states.push_back(f.state());
+  for (auto& f : fs) states.push_back(detail::future_access::state(f));
   co_await detail::multi_waiter(states, detail::multi_waiter::options::waiting(when, timeout));
   WaitResult<T> out;
   for (auto& f : fs) (f.done() ? out.done : out.pending).push_back(std::move(f));
@@ -425,7 +425,7 @@ template <class A, class Rep, class Period>
 Task<detail::awaitable_value_t<A>> wait_for(A aw, std::chrono::duration<Rep, Period> timeout) {
   EventLoop& loop = get_running_loop();
   auto f = detail::to_future(loop, std::move(aw));
-  std::array<detail::future_state_base*, 1> states{f.state()};
+  std::array<detail::future_state_base*, 1> states{detail::future_access::state(f)};
   detail::multi_waiter::options until_ended;
   until_ended.shielded = true;
   auto first = detail::multi_waiter::options::children(FIRST_COMPLETED);

@@ -1,4 +1,4 @@
-#include "core/task.h"
+#include "core/task/frame_pool.h"
 
 #include <sys/mman.h>
 

@@ -1,4 +1,4 @@
-#include "core/event_loop.h"
+#include "core/loop/event_loop.h"
 
 #include <cstdio>
 #include <system_error>
@@ -96,7 +96,13 @@ EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock, iteration_d
       drive_(drive),
       backend_name_(backend_->name()),
       clock_(&clock),
-      pool_(std::make_unique<detail::callback_pool>(*this)) {}
+      pool_(std::make_unique<detail::callback_pool>(*this)) {
+  backend_->set_exception_reporter(
+      [](void* loop, const char* what, std::exception_ptr e) noexcept {
+        static_cast<EventLoop*>(loop)->call_exception_handler({what, std::move(e)});
+      },
+      this);
+}
 
 EventLoop::~EventLoop() {
   if (running_) {

@@ -2,7 +2,7 @@
 // backend queues the operations it holds, without allocating.
 #pragma once
 
-#include "core/backend.h"
+#include "core/backend/backend.h"
 
 namespace polyloop::detail {
 

@@ -14,9 +14,10 @@
 #include <type_traits>
 #include <utility>
 
-#include "core/detail/suspended_task.h"
-#include "core/detail/task_root.h"
-#include "core/event_loop.h"
+#include "core/future/suspended_task.h"
+#include "core/future/task_root.h"
+#include "core/loop/event_loop.h"
+#include "core/loop/loop_access.h"
 
 namespace polyloop {
 
@@ -39,12 +40,17 @@ struct done_link : ready_node {
 // notify() for entries that run from the ready queue.
 void schedule_link(done_link* self, future_state_base& state);
 
+class future_state_base;
+// Runs `loop` until `state` is done (run_until_complete without the result);
+// throws EventLoopError if the loop stopped first.
+void run_until_done(EventLoop& loop, future_state_base& state);
+
 class future_state_base : public state_link {
  public:
   enum class status : std::uint8_t { pending, result, exception, cancelled };
 
   explicit future_state_base(EventLoop* loop) : loop_(loop) {
-    if (loop_ != nullptr) loop_->link_state(this);
+    if (loop_ != nullptr) loop_access::link_state(*loop_, this);
   }
   future_state_base(const future_state_base&) = delete;
   future_state_base& operator=(const future_state_base&) = delete;
@@ -181,6 +187,24 @@ struct user_done_node final : done_link {
 }  // namespace detail
 
 template <class T = void>
+class Future;
+
+namespace detail {
+// For polyloop's own layers: a Future's state, and a Future made from a
+// state whose reference the caller hands over. Users never need either.
+struct future_access {
+  template <class T>
+  static future_state<T>* state(const Future<T>& f) noexcept {
+    return f.state_;
+  }
+  template <class T>
+  static Future<T> adopt(future_state<T>* s) noexcept {
+    return Future<T>(s);
+  }
+};
+}  // namespace detail
+
+template <class T>
 class Future {
  public:
   using value_type = T;
@@ -243,11 +267,10 @@ class Future {
   // task cancels the future.
   auto operator co_await() const;
 
-  // For the library: adopt a state whose reference the caller hands over.
-  explicit Future(detail::future_state<T>* adopted) noexcept : state_(adopted) {}
-  detail::future_state<T>* state() const noexcept { return state_; }
-
  private:
+  friend struct detail::future_access;
+  // Adopts a state whose reference the caller hands over.
+  explicit Future(detail::future_state<T>* adopted) noexcept : state_(adopted) {}
   detail::future_state<T>* st() const {
     if (state_ == nullptr) {
       throw InvalidStateError("this Future is empty (default-constructed or moved-from)");
@@ -260,12 +283,12 @@ class Future {
 template <class T>
 Future<T> EventLoop::create_future() {
   check_open();
-  return Future<T>(new detail::plain_future_state<T>(this));
+  return detail::future_access::adopt<T>(new detail::plain_future_state<T>(this));
 }
 
 template <class T>
 Future<T> EventLoop::ensure_future(Future<T> future) {
-  if (future.state()->loop() != this) {
+  if (detail::future_access::state(future)->loop() != this) {
     throw EventLoopError("ensure_future: the future belongs to another event loop");
   }
   return future;
@@ -275,13 +298,13 @@ template <class T, class F>
 void detail::user_done_node<T, F>::run(ready_node* n, ready_node::action what) {
   auto* self = static_cast<user_done_node*>(n);
   // Adopts the reference taken at add_done_callback().
-  Future<T> future(static_cast<future_state<T>*>(self->state));
+  Future<T> future = future_access::adopt<T>(static_cast<future_state<T>*>(self->state));
   std::unique_ptr<user_done_node> owner(self);
   if (what == ready_node::action::discard) return;
   try {
     self->fn(future);
   } catch (...) {
-    if (EventLoop* loop = future.state()->loop()) {
+    if (EventLoop* loop = future_access::state(future)->loop()) {
       loop->call_exception_handler({"exception in a done callback", std::current_exception()});
     }
   }
@@ -293,11 +316,11 @@ requires std::is_invocable_v < std::decay_t<F>
 &, Future<T>& > typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
   using Node = detail::user_done_node<T, std::decay_t<F>>;
   EventLoop& loop = st()->checked_loop();
-  loop.check_open();
+  detail::loop_access::check_open(loop);
   auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), st()->next_callback_id());
   std::uint64_t id = node->user_id;
   if (st()->done()) {
-    loop.schedule(node);
+    detail::loop_access::schedule(loop, node);
   } else {
     st()->add_link(node);
   }
@@ -327,21 +350,21 @@ class future_awaiter : public done_link {
   future_awaiter(const future_awaiter&) = delete;
   future_awaiter& operator=(const future_awaiter&) = delete;
   ~future_awaiter() {
-    if (linked_) future_.state()->remove_link(this);
+    if (linked_) future_access::state(future_)->remove_link(this);
   }
 
   bool await_ready() const { return future_.done(); }  // throws for an empty Future
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
     task.root = root_of(h);
-    task.loop = future_.state()->loop();
+    task.loop = future_access::state(future_)->loop();
     task.waiter = h;
     if (task.root != nullptr && running_loop() != task.loop) {
       throw EventLoopError(
           "a task cannot await a future of another event loop; create the future with this "
           "task's loop (get_running_loop())");
     }
-    future_.state()->add_link(this);
+    future_access::state(future_)->add_link(this);
     linked_ = true;
     task.cancellable_by({&on_cancel, this});
   }

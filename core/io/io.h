@@ -20,9 +20,10 @@
 #include <cstdint>
 #include <system_error>
 
-#include "core/backend.h"
-#include "core/detail/suspended_task.h"
-#include "core/event_loop.h"
+#include "core/backend/backend.h"
+#include "core/future/suspended_task.h"
+#include "core/loop/event_loop.h"
+#include "core/loop/loop_access.h"
 
 namespace polyloop {
 
@@ -50,7 +51,7 @@ class io_awaiter : public operation {
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
     task.bind(h);
-    task.loop->backend().start(*this);
+    loop_access::backend(*task.loop).start(*this);
     task.cancellable_by({&on_cancel, this});
   }
   std::int64_t await_resume();
@@ -60,7 +61,7 @@ class io_awaiter : public operation {
  private:
   static bool on_cancel(void* self) {
     auto* me = static_cast<io_awaiter*>(self);
-    me->task.loop->backend().cancel(*me);
+    loop_access::backend(*me->task.loop).cancel(*me);
     return false;
   }
 

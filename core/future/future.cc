@@ -1,15 +1,15 @@
-#include "core/future.h"
+#include "core/future/future.h"
 
 #include <atomic>
 
 namespace polyloop::detail {
 
 void schedule_link(done_link* self, future_state_base& state) {
-  state.checked_loop().schedule(self);
+  loop_access::schedule(state.checked_loop(), self);
 }
 
 future_state_base::~future_state_base() {
-  if (loop_ != nullptr) loop_->unlink_state(this);
+  if (loop_ != nullptr) loop_access::unlink_state(*loop_, this);
 }
 
 EventLoop& future_state_base::checked_loop() const {
@@ -30,12 +30,12 @@ void future_state_base::check_can_complete(const char* what) {
     throw InvalidStateError(std::string(what) +
                             ": the future is already done; a future completes only once");
   }
-  checked_loop().check_open();
+  loop_access::check_open(checked_loop());
 }
 
 bool future_state_base::cancel() {
   if (done()) return false;
-  checked_loop().check_open();
+  loop_access::check_open(checked_loop());
   finish(status::cancelled);
   return true;
 }
@@ -151,33 +151,33 @@ void future_state_base::on_loop_closed() noexcept {
 
 }  // namespace polyloop::detail
 
-namespace polyloop {
+namespace polyloop::detail {
 
-void EventLoop::run_until_done(detail::future_state_base& state) {
-  check_open();
-  if (state.loop() != this) {
+void run_until_done(EventLoop& loop, future_state_base& state) {
+  loop_access::check_open(loop);
+  if (state.loop() != &loop) {
     throw EventLoopError("run_until_complete: the future belongs to another event loop");
   }
   // Stops the loop once the future's done callbacks have run, as asyncio's
   // _run_until_complete_cb does: a callback queued behind theirs. The link
   // lives on this stack; notify() only queues a pooled callback, so nothing
   // points here once this function returns.
-  struct stop_link : detail::done_link {
+  struct stop_link : done_link {
     EventLoop* loop = nullptr;
   } link;
-  link.loop = this;
-  link.fn = [](detail::ready_node*, detail::ready_node::action) {};
-  link.notify = [](detail::done_link* self, detail::future_state_base&) {
+  link.loop = &loop;
+  link.fn = [](ready_node*, ready_node::action) {};
+  link.notify = [](done_link* self, future_state_base&) {
     EventLoop* loop = static_cast<stop_link*>(self)->loop;
     loop->call_soon([loop] { loop->stop(); });
   };
   if (state.done()) {
-    call_soon([this] { stop(); });
+    loop.call_soon([&loop] { loop.stop(); });
   } else {
     state.add_link(&link);
   }
   try {
-    run_forever();
+    loop.run_forever();
   } catch (...) {
     state.remove_link(&link);
     throw;
@@ -190,4 +190,4 @@ void EventLoop::run_until_done(detail::future_state_base& state) {
   }
 }
 
-}  // namespace polyloop
+}  // namespace polyloop::detail

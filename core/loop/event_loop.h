@@ -15,7 +15,7 @@
 // outlive the loop they were made by.
 //
 // Task-related members (create_task, ensure_future, run_until_complete) are
-// defined in core/task.h; include "polyloop/polyloop.h" to use them.
+// defined in core/task/task.h; include "polyloop/polyloop.h" to use them.
 #pragma once
 
 #include <algorithm>
@@ -35,11 +35,11 @@
 #include <utility>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/clock.h"
-#include "core/detail/quaternary_heap.h"
-#include "core/detail/ready_queue.h"
-#include "core/errors.h"
+#include "core/backend/backend.h"
+#include "core/loop/clock.h"
+#include "core/loop/quaternary_heap.h"
+#include "core/backend/ready_queue.h"
+#include "core/errors/errors.h"
 
 namespace polyloop {
 
@@ -52,7 +52,7 @@ class Task;
 namespace detail {
 
 class callback_pool;
-class future_state_base;
+struct loop_access;
 
 // A scheduled callback, from a pool owned by the loop. Small callables are
 // stored inline, so call_soon allocates nothing in steady state.
@@ -221,7 +221,7 @@ class EventLoop {
   // or a loop is already running on this thread.
   void run_forever();
   // Runs until `task` (scheduled first) or `future` is done; returns its
-  // result or rethrows its exception. Defined in core/task.h.
+  // result or rethrows its exception. Defined in core/task/task.h.
   template <class T>
   T run_until_complete(Task<T> task);
   template <class T>
@@ -239,7 +239,7 @@ class EventLoop {
   bool is_closed() const noexcept { return closed_; }
 
   // Schedules a coroutine to run on this loop; the returned future completes
-  // with its result. Defined in core/task.h.
+  // with its result. Defined in core/task/task.h.
   template <class T>
   Future<T> create_task(Task<T> task);
   template <class T>
@@ -269,44 +269,6 @@ class EventLoop {
   // tasks were cancelled.
   std::size_t cancel_all_tasks();
 
-  // Throws EventLoopError if the loop is closed. Inline: every call_soon
-  // checks it.
-  void check_open() const {
-    if (closed_.load(std::memory_order_relaxed)) [[unlikely]] throw_closed();
-  }
-  // Throws EventLoopError if the loop cannot run now: closed, already
-  // running, or another loop runs on this thread.
-  void check_can_run() const;
-  // Runs until `state` is done (run_until_complete without the result).
-  void run_until_done(detail::future_state_base& state);
-
-  // For backend-facing layers (core/io.h, net/): the backend, and a way to
-  // put an intrusive node on the ready queue.
-  Backend& backend();
-  void schedule(detail::ready_node* node);
-  Clock& clock() const noexcept { return *clock_; }
-
-  // For core/future.h: the list of live future states.
-  void link_state(detail::state_link* s) noexcept {
-    s->prev = nullptr;
-    s->next = states_;
-    if (states_ != nullptr) states_->prev = s;
-    states_ = s;
-  }
-  void unlink_state(detail::state_link* s) noexcept {
-    if (s->prev != nullptr) {
-      s->prev->next = s->next;
-    } else if (states_ == s) {
-      states_ = s->next;
-    }
-    if (s->next != nullptr) s->next->prev = s->prev;
-    s->prev = s->next = nullptr;
-  }
-
-  // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
-  // most of it is dead (asyncio does the same).
-  void note_cancelled_timer() noexcept;
-
  protected:
   // What run_forever() calls to run iterations until stop(): run_iterations<B>
   // with B the backend's static type. EventLoop passes Backend (a virtual
@@ -323,7 +285,40 @@ class EventLoop {
 
  private:
   friend class detail::callback_pool;
-  // 16 bytes: four fit a cache line (core/detail/quaternary_heap.h). Equal
+  friend class Handle;
+  friend struct detail::loop_access;  // the plumbing below, for polyloop's own layers
+
+  // Throws EventLoopError if the loop is closed. Inline: every call_soon
+  // checks it.
+  void check_open() const {
+    if (closed_.load(std::memory_order_relaxed)) [[unlikely]] throw_closed();
+  }
+  // Throws EventLoopError if the loop cannot run now: closed, already
+  // running, or another loop runs on this thread.
+  void check_can_run() const;
+  Backend& backend();
+  // Puts an intrusive node on the ready queue (throws if closed).
+  void schedule(detail::ready_node* node);
+  // The list of live future states, so close() can reach them.
+  void link_state(detail::state_link* s) noexcept {
+    s->prev = nullptr;
+    s->next = states_;
+    if (states_ != nullptr) states_->prev = s;
+    states_ = s;
+  }
+  void unlink_state(detail::state_link* s) noexcept {
+    if (s->prev != nullptr) {
+      s->prev->next = s->next;
+    } else if (states_ == s) {
+      states_ = s->next;
+    }
+    if (s->next != nullptr) s->next->prev = s->prev;
+    s->prev = s->next = nullptr;
+  }
+  // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
+  // most of it is dead (asyncio does the same).
+  void note_cancelled_timer() noexcept;
+  // 16 bytes: four fit a cache line (core/loop/quaternary_heap.h). Equal
   // deadlines are rare, so their tie-break, the scheduling order, lives in
   // the node.
   struct timer_entry {
@@ -382,7 +377,7 @@ class EventLoop {
 // A loop whose backend type B (a final class: EpollBackend, IoUringBackend,
 // AsioBackend) is fixed at compile time, so each iteration calls B::poll()
 // directly instead of through the Backend vtable. Everything else is
-// EventLoop's; operations that core/io.h starts still go through Backend&.
+// EventLoop's; operations that core/io/io.h starts still go through Backend&.
 // bench/loopbench measures what the difference is worth.
 template <class B>
   requires std::derived_from<B, Backend>

@@ -19,8 +19,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "core/detail/task_root.h"
-#include "core/future.h"
+#include "core/future/task_root.h"
+#include "core/future/future.h"
+#include "core/task/frame_pool.h"
 
 namespace polyloop {
 
@@ -28,9 +29,6 @@ template <class T>
 class Task;
 
 namespace detail {
-
-void* allocate_frame(std::size_t size);
-void free_frame(void* p, std::size_t size) noexcept;
 
 template <class T>
 class task_promise;
@@ -64,21 +62,21 @@ class task_promise_common : public future_state<T>, public promise_base, public 
   // Scheduling (EventLoop::create_task): bind to `loop` and queue the first
   // step. The caller then holds one reference, the running task another.
   void schedule_on(EventLoop& loop) {
-    loop.check_open();
+    loop_access::check_open(loop);
     this->loop_ = &loop;
-    loop.link_state(this);
+    loop_access::link_state(loop, this);
     root = this;
     scheduled_ = true;
     this->add_ref();
     std::construct_at(&step_);  // continuation_ is never used by a scheduled task
     step_.fn = &step;
-    loop.schedule(&step_);
+    loop_access::schedule(loop, &step_);
   }
 
   bool is_task() const noexcept override { return scheduled_; }
   bool cancel() override {
     if (this->done()) return false;
-    this->checked_loop().check_open();
+    loop_access::check_open(this->checked_loop());
     request_cancel();
     return true;
   }
@@ -246,11 +244,11 @@ class [[nodiscard]] Task {
   auto operator co_await() && noexcept { return detail::inline_task_awaiter<T>{h_}; }
   auto operator co_await() & noexcept { return std::move(*this).operator co_await(); }
 
-  // For EventLoop::create_task: hands the frame over.
-  handle_type release() noexcept { return std::exchange(h_, nullptr); }
-
  private:
   friend promise_type;
+  friend class EventLoop;  // create_task takes the frame over
+  // Hands the frame over.
+  handle_type release() noexcept { return std::exchange(h_, nullptr); }
   friend class detail::scheduled_tasks<T>;  // gather: schedules the Tasks in place
   explicit Task(handle_type h) noexcept : h_(h) {}
   handle_type h_;
@@ -277,7 +275,7 @@ Task<await_result_t<Awaitable>> as_task(Awaitable awaitable) {
 }
 }  // namespace detail
 
-// --- EventLoop's task members (declared in core/event_loop.h) ---------------
+// --- EventLoop's task members (declared in core/loop/event_loop.h) ---------------
 
 template <class Awaitable>
   requires requires(Awaitable& a) { a.await_resume(); }
@@ -291,13 +289,13 @@ Future<T> EventLoop::create_task(Task<T> task) {
   check_open();
   auto h = task.release();
   h.promise().schedule_on(*this);
-  return Future<T>(&h.promise());  // adopts the reference schedule_on added
+  return detail::future_access::adopt<T>(&h.promise());  // the reference schedule_on added
 }
 
 template <class T>
 T EventLoop::run_until_complete(Future<T> future) {
   if (!future.valid()) throw InvalidStateError("run_until_complete: the Future is empty");
-  run_until_done(*future.state());
+  detail::run_until_done(*this, *detail::future_access::state(future));
   if constexpr (std::is_void_v<T> || std::is_copy_constructible_v<T>) {
     return future.result();
   } else {
@@ -309,7 +307,7 @@ template <class T>
 T EventLoop::run_until_complete(Task<T> task) {
   check_can_run();  // before scheduling: a refused run must not start the task
   Future<T> future = create_task(std::move(task));
-  run_until_done(*future.state());
+  detail::run_until_done(*this, *detail::future_access::state(future));
   // Nobody else can see this future: hand the result over without a copy.
   if constexpr (std::is_void_v<T>) {
     future.result();

@@ -13,10 +13,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <utility>
 #include <string_view>
 #include <system_error>
 
-#include "core/detail/ready_queue.h"
+#include "core/backend/ready_queue.h"
 
 namespace polyloop {
 
@@ -73,6 +75,25 @@ class Backend {
   // Makes a poll() that is blocked, or the next one, return soon. The only
   // method any thread may call.
   virtual void wakeup() noexcept = 0;
+
+  // Where an exception thrown by user code that poll() ran is reported (the
+  // asio backend runs the user's Asio handlers there). The loop that owns
+  // the backend sets it to its exception handler; unset, it is dropped.
+  using exception_reporter = void (*)(void* context, const char* what,
+                                      std::exception_ptr e) noexcept;
+  void set_exception_reporter(exception_reporter fn, void* context) noexcept {
+    reporter_ = fn;
+    reporter_context_ = context;
+  }
+
+ protected:
+  void report_exception(const char* what, std::exception_ptr e) noexcept {
+    if (reporter_ != nullptr) reporter_(reporter_context_, what, std::move(e));
+  }
+
+ private:
+  exception_reporter reporter_ = nullptr;
+  void* reporter_context_ = nullptr;
 };
 
 }  // namespace polyloop

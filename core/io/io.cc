@@ -1,4 +1,4 @@
-#include "core/io.h"
+#include "core/io/io.h"
 
 #include <string>
 

@@ -10,7 +10,7 @@
 #include <coroutine>
 #include <type_traits>
 
-#include "core/errors.h"
+#include "core/errors/errors.h"
 
 namespace polyloop {
 class EventLoop;

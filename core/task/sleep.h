@@ -9,8 +9,9 @@
 #include <chrono>
 #include <coroutine>
 
-#include "core/detail/suspended_task.h"
-#include "core/event_loop.h"
+#include "core/future/suspended_task.h"
+#include "core/loop/event_loop.h"
+#include "core/loop/loop_access.h"
 
 namespace polyloop {
 
@@ -29,7 +30,7 @@ class sleep_awaiter : public ready_node {
     root_ = root_of(h);
     EventLoop& loop = root_ != nullptr ? get_running_loop_of_task() : get_running_loop();
     if (delay_ <= Clock::duration::zero()) {
-      loop.schedule(this);
+      loop_access::schedule(loop, this);
       timer_loop_ = nullptr;
     } else {
       timer_ = loop.call_later(delay_, [this] { waiter_.resume(); });
@@ -53,7 +54,7 @@ class sleep_awaiter : public ready_node {
     // replaced by an immediate resume.
     if (self->timer_loop_ != nullptr) {
       self->timer_.cancel();
-      self->timer_loop_->schedule(self);
+      loop_access::schedule(*self->timer_loop_, self);
     }
     return false;
   }

@@ -1,4 +1,4 @@
-#include "core/gather.h"
+#include "core/combinators/gather.h"
 
 #include <cstdio>
 
@@ -115,7 +115,7 @@ void multi_waiter::end_wait() noexcept {
   }
   ended_ = true;
   timer_.cancel();
-  task.loop->schedule(this);
+  loop_access::schedule(*task.loop, this);
 }
 
 bool multi_waiter::on_cancel(void* p) {

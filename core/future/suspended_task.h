@@ -5,9 +5,9 @@
 
 #include <coroutine>
 
-#include "core/detail/ready_queue.h"
-#include "core/detail/task_root.h"
-#include "core/event_loop.h"
+#include "core/backend/ready_queue.h"
+#include "core/future/task_root.h"
+#include "core/loop/event_loop.h"
 
 namespace polyloop::detail {
 
