@@ -33,7 +33,7 @@ namespace detail {
 template <class T>
 class task_promise;
 template <class T>
-class scheduled_tasks;
+class own_tasks;
 
 // The parts of the promise that do not depend on T.
 template <class T>
@@ -249,7 +249,7 @@ class [[nodiscard]] Task {
   friend class EventLoop;  // create_task takes the frame over
   // Hands the frame over.
   handle_type release() noexcept { return std::exchange(h_, nullptr); }
-  friend class detail::scheduled_tasks<T>;  // gather: schedules the Tasks in place
+  friend class detail::own_tasks<T>;  // gather: schedules the Tasks in place
   explicit Task(handle_type h) noexcept : h_(h) {}
   handle_type h_;
 };

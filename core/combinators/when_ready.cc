@@ -1,13 +1,17 @@
-#include "core/combinators/gather.h"
+#include "core/combinators/when_ready.h"
 
 #include <cstdio>
 
+#include "core/errors/invariant.h"
+#include "core/loop/loop_access.h"
+
 namespace polyloop::detail {
 
-multi_waiter::multi_waiter(child_list children, options opts)
-    : children_(children), opts_(opts) {
-  fn = &resume_awaiter<multi_waiter>;
-  if (opts_.exclusive_tasks) {
+when_ready::when_ready(child_list children, until condition, on_cancel cancel,
+                       std::optional<Clock::duration> timeout)
+    : children_(children), until_(condition), on_cancel_(cancel), timeout_(timeout) {
+  fn = &resume_awaiter<when_ready>;
+  if (children_.one_link) {
     // Tasks scheduled just now, before any of them could take a step: all
     // pending. Not reading them here spares a pass over every child's frame.
     remaining_ = children_.size;
@@ -24,7 +28,7 @@ multi_waiter::multi_waiter(child_list children, options opts)
   }
 }
 
-multi_waiter::~multi_waiter() {
+when_ready::~when_ready() {
   // Normally end_wait() unlinked everything; not if the frame is destroyed
   // while suspended (its loop was closed).
   if (ended_) return;
@@ -32,31 +36,37 @@ multi_waiter::~multi_waiter() {
   if (!loop_closed_) timer_.cancel();
 }
 
-bool multi_waiter::satisfied() const noexcept {
+bool when_ready::satisfied() const noexcept {
   if (remaining_ == 0) return true;
   if (cancelling_) return false;  // a cancelled gather waits for every child
-  switch (opts_.when) {
-    case return_when::FIRST_COMPLETED:
+  switch (until_) {
+    case until::first_done:
       return any_done_;
-    case return_when::FIRST_EXCEPTION:
+    case until::first_failure:
+    case until::first_exception:
       return first_failure_ != nullptr;
-    case return_when::ALL_COMPLETED:
+    case until::all_done:
       return false;
   }
   return false;
 }
 
-void multi_waiter::unlink(std::size_t i) noexcept {
+void when_ready::rethrow_first_failure() const {
+  if (first_failure_ == nullptr) return;
+  first_failure_->check_result();  // rethrows the exception, or CancelledError
+  throw CancelledError();
+}
+
+void when_ready::unlink(std::size_t i) noexcept {
   if (!is_linked(i)) return;
   link& l = link_of(i);
   children_[i]->remove_link(&l);
   l.linked = false;
 }
 
-void multi_waiter::init_link(link& l) noexcept {
+void when_ready::init_link(link& l) noexcept {
   l.owner = this;
   l.linked = true;
-  // Called inside the child's completion: only bookkeeping, no user code.
   // The loop closed: this wait never ends, and the frame holding it may be
   // destroyed after the loop, so it must not touch the loop's timers.
   l.fn = [](ready_node* self, action) {
@@ -64,6 +74,7 @@ void multi_waiter::init_link(link& l) noexcept {
     me->linked = false;
     me->owner->loop_closed_ = true;
   };
+  // Called inside the child's completion: only bookkeeping, no user code.
   l.notify = [](done_link* self, future_state_base& child) {
     auto* me = static_cast<link*>(self);
     me->linked = false;
@@ -71,8 +82,9 @@ void multi_waiter::init_link(link& l) noexcept {
   };
 }
 
-void multi_waiter::begin() {
-  if (opts_.exclusive_tasks) {
+void when_ready::begin() {
+  POLYLOOP_INVARIANT(!begun_, "a when_ready is awaited once");
+  if (children_.one_link) {
     init_link(shared_);
   } else {
     links_.resize(children_.size);
@@ -81,7 +93,7 @@ void multi_waiter::begin() {
   for (std::size_t i = 0; i < children_.size; ++i) {
     future_state_base* child = children_[i];
     if (child->done()) continue;
-    if (opts_.exclusive_tasks) {
+    if (children_.one_link) {
       // The shared link is the only entry of every child's done list, so
       // its next_link stays null and its list_tail is itself, whichever
       // list it is read through.
@@ -91,23 +103,24 @@ void multi_waiter::begin() {
       child->add_link(&links_[i]);
     }
   }
-  if (opts_.timeout) {
-    timer_ = task.loop->call_later(*opts_.timeout, [this] {
+  if (timeout_) {
+    timer_ = task.loop->call_later(*timeout_, [this] {
       timed_out_ = true;
       end_wait();
     });
   }
-  task.cancellable_by({&on_cancel, this});
+  task.cancellable_by({&on_cancel_hook, this});
 }
 
-void multi_waiter::on_child_done(future_state_base& child) noexcept {
+void when_ready::on_child_done(future_state_base& child) noexcept {
+  POLYLOOP_INVARIANT(remaining_ != 0, "a child of a when_ready completed twice");
   --remaining_;
   any_done_ = true;
   if (first_failure_ == nullptr && is_failure(child)) first_failure_ = &child;
   if (satisfied()) end_wait();
 }
 
-void multi_waiter::end_wait() noexcept {
+void when_ready::end_wait() noexcept {
   if (ended_) return;
   // Once every child has completed, none is linked any more.
   if (remaining_ != 0) {
@@ -118,9 +131,9 @@ void multi_waiter::end_wait() noexcept {
   loop_access::schedule(*task.loop, this);
 }
 
-bool multi_waiter::on_cancel(void* p) {
-  auto* self = static_cast<multi_waiter*>(p);
-  if (!self->opts_.cancel_children) {
+bool when_ready::on_cancel_hook(void* p) {
+  auto* self = static_cast<when_ready*>(p);
+  if (self->on_cancel_ == on_cancel::end_wait) {
     self->end_wait();
     return false;
   }
@@ -133,11 +146,6 @@ bool multi_waiter::on_cancel(void* p) {
   }
   if (self->remaining_ == 0) self->end_wait();
   return false;  // the gather itself ends cancelled, whatever the children do
-}
-
-void rethrow_failure(future_state_base& failed) {
-  failed.check_result();  // rethrows the exception, or CancelledError
-  throw CancelledError();
 }
 
 std::string timeout_message(Clock::duration timeout) {
