@@ -63,8 +63,8 @@ pl::Task<> wait_alls_two_sleepers() { co_await pl::wait_all(sleeper(1h), sleeper
 }  // namespace
 
 // EventLoop::close() documents: drops callbacks and ends every pending task.
-// The children's done lists still hold the multi_waiter's links, whose
-// ready_node::fn is never set; future_state_base::on_loop_closed() calls
+// The children's done lists still hold the when_ready's links, whose
+// ready_node::fn was never set; future_state_base::drop_callbacks() calls
 // l->fn(l, discard) on them: a call through a null function pointer.
 BOOST_AUTO_TEST_CASE(close_while_a_task_awaits_gather_of_pending_children) {
   auto loop = make_loop();
@@ -101,7 +101,7 @@ pl::Task<std::size_t> wait_first_exception(std::vector<pl::Future<int>> fs) {
 
 // asyncio.wait(FIRST_EXCEPTION) returns early only for a future that has an
 // exception and is *not* cancelled (`not f.cancelled() and f.exception() is
-// not None`); else it waits for all. multi_waiter counts a cancelled child as
+// not None`); else it waits for all. when_ready counts a cancelled child as
 // a failure, so wait() returns at once with `b` still pending.
 BOOST_AUTO_TEST_CASE(wait_first_exception_does_not_return_for_a_cancelled_future) {
   pl::VirtualClock clock;
@@ -127,7 +127,7 @@ pl::Task<int> wait_for_future(pl::Future<int> inner, pl::Clock::duration t) {
 // gather.h: "Cancelling the wait_for cancels `aw` as well" (asyncio: wait_for
 // never returns or raises with the inner work still running). If the cancel
 // lands after the timeout ended the first wait but before the task resumed,
-// multi_waiter::on_cancel finds no linked child, and wait_for raises
+// when_ready::on_cancel_hook finds no linked child, and wait_for raises
 // CancelledError with the inner future still pending and uncancelled.
 BOOST_AUTO_TEST_CASE(wait_for_cancelled_in_the_iteration_its_timeout_fired_still_cancels_inner) {
   pl::VirtualClock clock;

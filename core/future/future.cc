@@ -138,7 +138,7 @@ void future_state_base::report_unretrieved_slow() noexcept {
   }
 }
 
-void future_state_base::on_loop_closed() noexcept {
+void future_state_base::drop_callbacks() noexcept {
   // Callbacks can never run now: release them (and the references they hold).
   done_link* l = std::exchange(head_, nullptr);
   while (l != nullptr) {

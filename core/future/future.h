@@ -94,10 +94,15 @@ class future_state_base : public state_link {
   void report_unretrieved() noexcept {
     if (status_ == status::exception && !retrieved_) report_unretrieved_slow();
   }
-  void on_loop_closed() noexcept override;
-  void on_loop_destroyed() noexcept override { loop_ = nullptr; }
-  bool cancel_if_pending_task() override { return false; }
-  bool is_pending_task() const noexcept override { return false; }
+  // A plain future drops its done callbacks when the loop closes and
+  // forgets the loop when it is destroyed; a task does more (task.h).
+  bool on_loop_event(loop_event e) override {
+    if (e == loop_event::closed) drop_callbacks();
+    if (e == loop_event::destroyed) loop_ = nullptr;
+    return false;
+  }
+  // Releases the done list without running it: the loop closed.
+  void drop_callbacks() noexcept;
   virtual void destroy_self() noexcept = 0;
 
  private:

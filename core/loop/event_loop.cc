@@ -114,7 +114,7 @@ EventLoop::~EventLoop() {
   while (states_ != nullptr) {
     detail::state_link* s = states_;
     unlink_state(s);
-    s->on_loop_destroyed();
+    s->on_loop_event(detail::state_link::loop_event::destroyed);
   }
   // The backend goes last, not in close(): the frames that close() destroyed
   // and the user's objects made on it (Asio timers and sockets on the asio
@@ -177,7 +177,9 @@ void EventLoop::close() {
   for (timer_entry& t : timers_.take()) pool_->release(t.node);
   cancelled_timers_ = 0;
   // Tasks still pending can never run again.
-  for_each_live_state(states_, [](detail::state_link* s) { s->on_loop_closed(); });
+  for_each_live_state(states_, [](detail::state_link* s) {
+    s->on_loop_event(detail::state_link::loop_event::closed);
+  });
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
@@ -215,13 +217,13 @@ std::size_t EventLoop::cancel_all_tasks() {
   check_open();
   std::size_t cancelled = 0;
   for_each_live_state(states_, [&cancelled](detail::state_link* s) {
-    cancelled += s->cancel_if_pending_task() ? 1 : 0;
+    cancelled += s->on_loop_event(detail::state_link::loop_event::cancel_task) ? 1 : 0;
   });
   if (cancelled == 0) return 0;
   // Run until no task is pending; each iteration lets cancelled tasks unwind.
   auto any_pending = [this] {
     for (detail::state_link* s = states_; s != nullptr; s = s->next) {
-      if (s->is_pending_task()) return true;
+      if (s->on_loop_event(detail::state_link::loop_event::is_pending_task)) return true;
     }
     return false;
   };

@@ -111,15 +111,18 @@ static_assert(sizeof(callback_node) <= 96, "callback_node grew: see the comment 
 // Links every live future state into its loop, so that closing the loop can
 // drop their pending callbacks and end tasks that can never run again.
 struct state_link {
+  // What the loop tells, or asks, every live future state.
+  enum class loop_event : std::uint8_t {
+    closed,           // close(): drop the done callbacks; a pending task ends
+    destroyed,        // ~EventLoop: forget the loop
+    cancel_task,      // cancel_all_tasks(): a pending task cancels itself; true if it did
+    is_pending_task,  // true for a scheduled task that has not ended
+  };
   state_link* prev = nullptr;
   state_link* next = nullptr;
   virtual void add_ref() noexcept = 0;
   virtual void release() noexcept = 0;
-  virtual void on_loop_closed() noexcept = 0;  // see EventLoop::close()
-  // If this is a pending task: cancel it and return true.
-  virtual bool cancel_if_pending_task() = 0;
-  virtual bool is_pending_task() const noexcept = 0;
-  virtual void on_loop_destroyed() noexcept = 0;
+  virtual bool on_loop_event(loop_event e) = 0;
 
  protected:
   ~state_link() = default;

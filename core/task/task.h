@@ -80,8 +80,6 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     request_cancel();
     return true;
   }
-  bool cancel_if_pending_task() override { return scheduled_ && cancel(); }
-  bool is_pending_task() const noexcept override { return scheduled_ && !this->done(); }
 
   // Rethrows what the coroutine threw, for the task that awaited it inline.
   void rethrow_if_failed() {
@@ -149,8 +147,24 @@ class task_promise_common : public future_state<T>, public promise_base, public 
 
   void destroy_self() noexcept override { handle().destroy(); }
 
-  void on_loop_closed() noexcept override {
-    future_state_base::on_loop_closed();
+  bool on_loop_event(state_link::loop_event e) override {
+    switch (e) {
+      case state_link::loop_event::cancel_task:
+        return scheduled_ && cancel();
+      case state_link::loop_event::is_pending_task:
+        return scheduled_ && !this->done();
+      case state_link::loop_event::closed:
+        this->drop_callbacks();
+        end_unfinished();
+        return false;
+      case state_link::loop_event::destroyed:
+        break;
+    }
+    return future_state_base::on_loop_event(e);
+  }
+
+  // The loop closed under a scheduled task that had not ended: it never can.
+  void end_unfinished() noexcept {
     if (!scheduled_ || this->done()) return;
     this->loop_->call_exception_handler(
         {"Task was destroyed but it is pending! (the loop was closed while it was suspended)",
