@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <system_error>
 
+#include "core/loop/loop_access.h"
+
 namespace polyloop {
 
 namespace {
@@ -54,6 +56,12 @@ bool Handle::cancelled() const noexcept {
 }
 
 // --- callback_pool ----------------------------------------------------------
+
+void detail::report_threadsafe_exception() noexcept {
+  // A threadsafe callable runs only from the loop's ready queue.
+  get_running_loop().call_exception_handler(
+      {"exception in a call_soon_threadsafe callback", std::current_exception()});
+}
 
 void detail::callback_pool::grow() {
   constexpr std::size_t chunk = 256;
@@ -113,7 +121,7 @@ EventLoop::~EventLoop() {
   // Whatever still refers to this loop (futures users kept) must stop doing so.
   while (states_ != nullptr) {
     detail::state_link* s = states_;
-    unlink_state(s);
+    detail::loop_access::unlink_state(*this, s);
     s->on_loop_event(detail::state_link::loop_event::destroyed);
   }
   // The backend goes last, not in close(): the frames that close() destroyed

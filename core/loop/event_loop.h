@@ -14,8 +14,12 @@
 // its timers and queued callbacks. Handles, futures and tasks must not
 // outlive the loop they were made by.
 //
-// Task-related members (create_task, ensure_future, run_until_complete) are
-// defined in core/task/task.h; include "polyloop/polyloop.h" to use them.
+// The members that take or give a Future or Task (create_future,
+// ensure_future, create_task, run_until_complete) are declared here, with
+// the rest of asyncio's loop API, and defined with the types they use:
+// core/future/future.h and core/task/task.h. Include "polyloop/polyloop.h".
+// Plumbing polyloop's own layers need (the backend, the ready queue, the
+// list of live futures) is private, reached through detail::loop_access.
 #pragma once
 
 #include <algorithm>
@@ -36,10 +40,11 @@
 #include <vector>
 
 #include "core/backend/backend.h"
-#include "core/loop/clock.h"
-#include "core/loop/quaternary_heap.h"
 #include "core/backend/ready_queue.h"
 #include "core/errors/errors.h"
+#include "core/loop/callback_pool.h"
+#include "core/loop/clock.h"
+#include "core/loop/quaternary_heap.h"
 
 namespace polyloop {
 
@@ -50,93 +55,8 @@ template <class T>
 class Task;
 
 namespace detail {
-
-class callback_pool;
 struct loop_access;
-
-// A scheduled callback, from a pool owned by the loop. Small callables are
-// stored inline, so call_soon allocates nothing in steady state.
-struct callback_node : ready_node {
-  static constexpr std::size_t inline_size = 48;
-
-  // 96 bytes, laid out without padding: a loop with 200,000 timers touches
-  // 19 MB of nodes, and every byte is a page fault when it is new.
-  void (*invoke)(void* storage) = nullptr;
-  // The callable; while the node is free, the pool's link to the next one.
-  alignas(std::max_align_t) unsigned char storage[inline_size];
-  void (*destroy)(void* storage) noexcept = nullptr;
-  callback_pool* pool = nullptr;
-  std::uint32_t generation = 0;
-  std::uint32_t timer_seq = 0;  // orders timers with equal deadlines (wraps)
-  bool cancelled = false;
-  bool in_timer_heap = false;
-
-  callback_node* next_free() const noexcept {
-    callback_node* next;
-    std::memcpy(&next, storage, sizeof next);
-    return next;
-  }
-  void set_next_free(callback_node* next) noexcept { std::memcpy(storage, &next, sizeof next); }
-
-  template <class F>
-  void emplace(F&& f) {
-    using Fn = std::decay_t<F>;
-    if constexpr (sizeof(Fn) <= inline_size && alignof(Fn) <= alignof(std::max_align_t) &&
-                  std::is_nothrow_move_constructible_v<Fn>) {
-      ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
-      invoke = [](void* s) { (*std::launder(static_cast<Fn*>(s)))(); };
-      if constexpr (std::is_trivially_destructible_v<Fn>) {
-        destroy = nullptr;  // nothing to do: spare release() an indirect call
-      } else {
-        destroy = [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); };
-      }
-    } else {
-      // Too big to store inline: one allocation, as std::function would.
-      *reinterpret_cast<Fn**>(storage) = new Fn(std::forward<F>(f));
-      invoke = [](void* s) { (**reinterpret_cast<Fn**>(s))(); };
-      destroy = [](void* s) noexcept { delete *reinterpret_cast<Fn**>(s); };
-    }
-  }
-  // Releases the callable (and what it captured) once it ran or was cancelled.
-  // Safe to re-enter: the callable's destructor may cancel handles, even
-  // this node's own.
-  void release() noexcept {
-    void (*d)(void*) noexcept = std::exchange(destroy, nullptr);
-    invoke = nullptr;
-    if (d) d(storage);
-  }
-};
-static_assert(sizeof(callback_node) <= 96, "callback_node grew: see the comment on its layout");
-
-// Links every live future state into its loop, so that closing the loop can
-// drop their pending callbacks and end tasks that can never run again.
-struct state_link {
-  // What the loop tells, or asks, every live future state.
-  enum class loop_event : std::uint8_t {
-    closed,           // close(): drop the done callbacks; a pending task ends
-    destroyed,        // ~EventLoop: forget the loop
-    cancel_task,      // cancel_all_tasks(): a pending task cancels itself; true if it did
-    is_pending_task,  // true for a scheduled task that has not ended
-  };
-  state_link* prev = nullptr;
-  state_link* next = nullptr;
-  virtual void add_ref() noexcept = 0;
-  virtual void release() noexcept = 0;
-  virtual bool on_loop_event(loop_event e) = 0;
-
- protected:
-  ~state_link() = default;
-};
-
-// A callable queued by another thread: heap-allocated, since the loop's pool
-// is not thread-safe, and itself a ready_node.
-template <class F>
-struct threadsafe_box : ready_node {
-  F fn;
-  explicit threadsafe_box(F&& f) : ready_node{&run}, fn(std::move(f)) {}
-  static void run(ready_node* n, ready_node::action what);
-};
-
+struct state_link;
 }  // namespace detail
 
 // What call_soon() returns: lets the caller cancel the callback before it
@@ -302,22 +222,6 @@ class EventLoop {
   Backend& backend();
   // Puts an intrusive node on the ready queue (throws if closed).
   void schedule(detail::ready_node* node);
-  // The list of live future states, so close() can reach them.
-  void link_state(detail::state_link* s) noexcept {
-    s->prev = nullptr;
-    s->next = states_;
-    if (states_ != nullptr) states_->prev = s;
-    states_ = s;
-  }
-  void unlink_state(detail::state_link* s) noexcept {
-    if (s->prev != nullptr) {
-      s->prev->next = s->next;
-    } else if (states_ == s) {
-      states_ = s->next;
-    }
-    if (s->next != nullptr) s->next->prev = s->prev;
-    s->prev = s->next = nullptr;
-  }
   // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
   // most of it is dead (asyncio does the same).
   void note_cancelled_timer() noexcept;
@@ -371,7 +275,7 @@ class EventLoop {
   std::atomic<bool> threadsafe_pending_{false};
   std::atomic<bool> closed_{false};
 
-  detail::state_link* states_ = nullptr;
+  detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
   ExceptionHandler handler_;
   bool running_ = false;
   bool stopping_ = false;
@@ -397,56 +301,6 @@ class StaticEventLoop : public EventLoop {
 EventLoop& get_running_loop();
 // Same, or nullptr.
 EventLoop* running_loop() noexcept;
-
-namespace detail {
-
-// Hands out callback nodes in chunks and takes them back; owned by one loop.
-class callback_pool {
- public:
-  explicit callback_pool(EventLoop& loop) : loop_(loop) {}
-  callback_pool(const callback_pool&) = delete;
-  callback_pool& operator=(const callback_pool&) = delete;
-
-  callback_node* acquire() {
-    if (free_ == nullptr) grow();
-    callback_node* n = free_;
-    free_ = n->next_free();
-    n->cancelled = false;
-    return n;
-  }
-  void release(callback_node* n) noexcept {
-    n->release();
-    ++n->generation;  // outstanding handles no longer match
-    n->set_next_free(free_);
-    free_ = n;
-  }
-  EventLoop& loop() noexcept { return loop_; }
-  static void run(ready_node* node, ready_node::action what);
-
- private:
-  [[gnu::noinline, gnu::cold]] static void report_exception(EventLoop& loop) noexcept;
-  void grow();
-  EventLoop& loop_;
-  callback_node* free_ = nullptr;
-  std::vector<std::unique_ptr<callback_node[]>> chunks_;
-};
-
-template <class F>
-void threadsafe_box<F>::run(ready_node* n, ready_node::action what) {
-  auto* self = static_cast<threadsafe_box*>(n);
-  std::unique_ptr<threadsafe_box> owner(self);
-  if (what == ready_node::action::discard) return;
-  if (EventLoop* loop = running_loop()) {
-    try {
-      self->fn();
-    } catch (...) {
-      loop->call_exception_handler(
-          {"exception in a call_soon_threadsafe callback", std::current_exception()});
-    }
-  }
-}
-
-}  // namespace detail
 
 inline detail::callback_node* EventLoop::acquire_node() {
   check_open();

@@ -4,11 +4,33 @@
 // one door to them, so the public class reads as asyncio's loop API.
 #pragma once
 
+#include <cstdint>
+
 #include "core/backend/backend.h"
 #include "core/backend/ready_queue.h"
 #include "core/loop/event_loop.h"
 
 namespace polyloop::detail {
+
+// Links every live future state into its loop, so that closing the loop can
+// drop their pending callbacks and end tasks that can never run again.
+struct state_link {
+  // What the loop tells, or asks, every live future state.
+  enum class loop_event : std::uint8_t {
+    closed,           // close(): drop the done callbacks; a pending task ends
+    destroyed,        // ~EventLoop: forget the loop
+    cancel_task,      // cancel_all_tasks(): a pending task cancels itself; true if it did
+    is_pending_task,  // true for a scheduled task that has not ended
+  };
+  state_link* prev = nullptr;
+  state_link* next = nullptr;
+  virtual void add_ref() noexcept = 0;
+  virtual void release() noexcept = 0;
+  virtual bool on_loop_event(loop_event e) = 0;
+
+ protected:
+  ~state_link() = default;
+};
 
 struct loop_access {
   // Throws EventLoopError if the loop is closed.
@@ -21,8 +43,22 @@ struct loop_access {
   // Puts `node` on the ready queue: it runs in the next iteration.
   static void schedule(EventLoop& loop, ready_node* node) { loop.schedule(node); }
   // Every live future state is linked into its loop (see EventLoop::close).
-  static void link_state(EventLoop& loop, state_link* s) noexcept { loop.link_state(s); }
-  static void unlink_state(EventLoop& loop, state_link* s) noexcept { loop.unlink_state(s); }
+  // Inline: every task a loop schedules is linked and unlinked once.
+  static void link_state(EventLoop& loop, state_link* s) noexcept {
+    s->prev = nullptr;
+    s->next = loop.states_;
+    if (loop.states_ != nullptr) loop.states_->prev = s;
+    loop.states_ = s;
+  }
+  static void unlink_state(EventLoop& loop, state_link* s) noexcept {
+    if (s->prev != nullptr) {
+      s->prev->next = s->next;
+    } else if (loop.states_ == s) {
+      loop.states_ = s->next;
+    }
+    if (s->next != nullptr) s->next->prev = s->prev;
+    s->prev = s->next = nullptr;
+  }
 };
 
 }  // namespace polyloop::detail
