@@ -2,7 +2,8 @@
 """Checks Markdown files for what renders wrong without a word of warning:
 
   - a table right after a paragraph (GitHub needs a blank line before it, or
-    the rows show as text), or a table without its |---| row;
+    the rows show as text), a table without its |---| row, or a | inside a
+    code span of a table row (it splits the cell; write \\| there);
   - a code block that is never closed;
   - a relative link to a file that does not exist, or to an #anchor that no
     heading of the target makes (GitHub's rule: the heading's text in lower
@@ -98,6 +99,11 @@ def check(path, data_only):
             if not DELIMITER_ROW.match(following):
                 problems.append(
                     "%s:%d: a table's second line must be its |---| row" % (path, number))
+        if is_row:
+            for span in CODE_SPAN.finditer(text):
+                if re.search(r"(?<!\\)\|", span.group(2)):
+                    problems.append("%s:%d: a | inside `...` splits this table's cell: write \\|"
+                                    % (path, number))
         previous = text
 
         for m in LINK.finditer(CODE_SPAN.sub("", text)):
