@@ -1,6 +1,8 @@
 // Future<T> behaviour, as asyncio's Future defines it: outcomes, done
 // callbacks, awaiting from tasks, cancellation, "never retrieved" reports,
 // and who owns the stored result.
+#include "core/future/future.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE future
 #include <boost/test/unit_test.hpp>
 

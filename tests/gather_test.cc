@@ -1,5 +1,7 @@
 // gather, wait_all, wait and wait_for: asyncio's semantics for waiting on
 // several tasks and futures at once.
+#include "core/combinators/gather.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE gather
 #include <boost/test/unit_test.hpp>
 

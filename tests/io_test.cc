@@ -2,6 +2,8 @@
 // test: pipes, socket pairs, TCP over loopback, regular files, errors,
 // cancellation, timeouts, many operations at once, and the cross-thread
 // wake-up of a loop blocked in its backend.
+#include "core/io/io.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE io
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,5 +1,7 @@
 // EventLoop behaviour, as asyncio's event loop defines it: the ready queue,
 // stop(), timers, run/close states, the exception handler, threads.
+#include "core/loop/event_loop.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE loop
 #include <boost/test/unit_test.hpp>
 

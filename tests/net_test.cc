@@ -8,6 +8,8 @@
 //
 // Every test runs its coroutine under wait_for, so a bug shows as a failure,
 // not a hang. Only 127.0.0.1, ::1, port 0 and a temporary directory are used.
+#include "net/stream.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE net
 #include <arpa/inet.h>
 #include <dirent.h>

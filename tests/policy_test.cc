@@ -1,6 +1,8 @@
 // Choosing a backend by name (policies/backends.h): explicit names, "auto",
 // the POLYLOOP_BACKEND variable, the build default, unknown names, and the
 // --backend command-line flag.
+#include "policies/backends.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE policy
 #include <boost/test/unit_test.hpp>
 #include <cstdlib>

@@ -1,3 +1,5 @@
+#include "polyloop/polyloop.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE smoke
 #include <boost/test/unit_test.hpp>
 

@@ -1,5 +1,7 @@
 // Task<T> behaviour, asyncio's semantics: laziness, results and exceptions,
 // inline awaits, scheduling order, cancellation, close() and run().
+#include "core/task/task.h"  // first: the header under test compiles on its own
+
 #define BOOST_TEST_MODULE task
 #include <boost/test/unit_test.hpp>
 
