@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "core/errors/invariant.h"
 #include "core/future/suspended_task.h"
 #include "core/future/task_root.h"
 #include "core/loop/event_loop.h"
@@ -57,6 +58,7 @@ class future_state_base : public state_link {
 
   void add_ref() noexcept final { ++refs_; }
   void release() noexcept final {
+    POLYLOOP_INVARIANT(refs_ != 0, "a future state released more often than referenced");
     if (--refs_ == 0) destroy_self();
   }
 

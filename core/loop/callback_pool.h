@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/backend/ready_queue.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop {
 class EventLoop;
@@ -38,6 +39,7 @@ struct callback_node : ready_node {
   std::uint32_t timer_seq = 0;  // orders timers with equal deadlines (wraps)
   bool cancelled = false;
   bool in_timer_heap = false;
+  bool free = false;  // on the pool's free list
 
   callback_node* next_free() const noexcept {
     callback_node* next;
@@ -100,10 +102,14 @@ class callback_pool {
     if (free_ == nullptr) grow();
     callback_node* n = free_;
     free_ = n->next_free();
+    POLYLOOP_INVARIANT(n->free, "a callback node on the free list is in use");
+    n->free = false;
     n->cancelled = false;
     return n;
   }
   void release(callback_node* n) noexcept {
+    POLYLOOP_INVARIANT(!n->free, "a callback node released twice");
+    n->free = true;
     n->release();
     ++n->generation;  // outstanding handles no longer match
     n->set_next_free(free_);

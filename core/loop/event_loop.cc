@@ -69,6 +69,7 @@ void detail::callback_pool::grow() {
   for (std::size_t i = 0; i < chunk; ++i) {
     nodes[i].fn = &callback_pool::run;
     nodes[i].pool = this;
+    nodes[i].free = true;
     nodes[i].set_next_free((i + 1 < chunk) ? &nodes[i + 1] : free_);
   }
   free_ = &nodes[0];

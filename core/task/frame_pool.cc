@@ -1,5 +1,7 @@
 #include "core/task/frame_pool.h"
 
+#include "core/errors/invariant.h"
+
 #include <sys/mman.h>
 
 #include <atomic>
@@ -185,6 +187,7 @@ void* allocate_frame(std::size_t size) {
 void free_frame(void* p, std::size_t size) noexcept {
   if (POLYLOOP_FRAME_POOL && region.contains(p)) {
     std::size_t cls = (size + granule - 1) / granule;
+    POLYLOOP_INVARIANT(cls - 1 < classes, "a pool frame freed with a size no pool class has");
     auto* e = static_cast<free_frame_entry*>(p);
     frame_cache& c = cache;
     if (!c.hooked) arm_exit_hook();
