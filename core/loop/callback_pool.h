@@ -102,7 +102,6 @@ class callback_pool {
     if (free_ == nullptr) grow();
     callback_node* n = free_;
     free_ = n->next_free();
-    POLYLOOP_INVARIANT(n->free, "a callback node on the free list is in use");
     n->free = false;
     n->cancelled = false;
     return n;

@@ -66,7 +66,6 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     this->loop_ = &loop;
     loop_access::link_state(loop, this);
     root = this;
-    POLYLOOP_INVARIANT(!scheduled_, "a task scheduled twice");
     scheduled_ = true;
     this->add_ref();
     std::construct_at(&step_);  // continuation_ is never used by a scheduled task
