@@ -1,9 +1,9 @@
 #include "backends/epoll/epoll_backend.h"
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/timeout.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,29 +27,18 @@ constexpr std::uint32_t connecting_bit = 2;
 EpollBackend::EpollBackend() {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno("epoll_create1");
-  wakefd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wakefd_ < 0) {
-    int saved = errno;
-    ::close(epfd_);
-    errno = saved;
-    throw_errno("eventfd");
-  }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = wakefd_;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) {
+  ev.data.fd = waker_.fd();
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, waker_.fd(), &ev) < 0) {
     int saved = errno;
-    ::close(wakefd_);
     ::close(epfd_);
     errno = saved;
     throw_errno("epoll_ctl(ADD, eventfd)");
   }
 }
 
-EpollBackend::~EpollBackend() {
-  ::close(wakefd_);
-  ::close(epfd_);
-}
+EpollBackend::~EpollBackend() { ::close(epfd_); }
 
 EpollBackend::fd_state* EpollBackend::state_for(int fd) noexcept {
   if (fd < 0) return nullptr;
@@ -212,36 +201,20 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
     epoll_event events[128];
     int n;
     if (have_pwait2_) {
-      timespec ts{};
-      timespec* tsp = nullptr;
-      if (timeout.count() >= 0) {
-        ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
-        ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
-        tsp = &ts;
-      }
-      n = ::epoll_pwait2(epfd_, events, 128, tsp, nullptr);
+      timespec ts;
+      n = ::epoll_pwait2(epfd_, events, 128, detail::timespec_or_null(timeout, ts), nullptr);
       if (n < 0 && errno == ENOSYS) {
         have_pwait2_ = false;
         return wait(timeout);
       }
     } else {
-      // Millisecond resolution: round up so a timer never fires early.
-      long long ms = timeout.count() < 0 ? -1 : (timeout.count() + 999'999) / 1'000'000;
-      n = ::epoll_wait(epfd_, events, 128, static_cast<int>(ms > INT32_MAX ? INT32_MAX : ms));
+      n = ::epoll_wait(epfd_, events, 128, detail::to_milliseconds_rounded_up(timeout));
     }
     if (n < 0 && errno != EINTR) return {errno, std::generic_category()};
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wakefd_) {
-        // Drain first, then clear the flag. The other order loses wake-ups:
-        // a wakeup() between them would see the flag clear, write, and have
-        // its write drained here, leaving the flag set with the eventfd
-        // empty, so every later wakeup() would skip its write. In this order
-        // a wakeup() in between skips its write, but its callback is already
-        // queued and the loop looks at its queue after poll() returns.
-        std::uint64_t count;
-        while (::read(wakefd_, &count, sizeof count) < 0 && errno == EINTR) {
-        }
-        wake_pending_.store(false, std::memory_order_seq_cst);
+      if (events[i].data.fd == waker_.fd()) {
+        waker_.drain();
+        waker_.clear_after_drain();
         continue;
       }
       dispatch(events[i].events, events[i].data.fd);
@@ -250,11 +223,6 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
   return {};
 }
 
-void EpollBackend::wakeup() noexcept {
-  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
-  std::uint64_t one = 1;
-  while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void EpollBackend::wakeup() noexcept { waker_.wake(); }
 
 }  // namespace polyloop::backends

@@ -10,10 +10,10 @@
 // before the number is reused. Cross-thread wake-up is an eventfd.
 #pragma once
 
-#include <atomic>
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "backends/support/eventfd_waker.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -55,9 +55,8 @@ class EpollBackend final : public Backend {
   void complete(operation& op) noexcept;
   void dispatch(std::uint32_t events, int fd) noexcept;
 
+  detail::eventfd_waker waker_{detail::eventfd_waker::mode::nonblocking};
   int epfd_ = -1;
-  int wakefd_ = -1;
-  std::atomic<bool> wake_pending_{false};
   bool have_pwait2_ = true;
   std::size_t queued_ = 0;  // operations waiting for readiness
   std::vector<fd_state> fds_;

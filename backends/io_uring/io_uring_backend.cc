@@ -1,7 +1,6 @@
 #include "backends/io_uring/io_uring_backend.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <fstream>
 #include <system_error>
 
+#include "backends/support/timeout.h"
 #include "core/errors/errors.h"
 
 namespace polyloop::backends {
@@ -159,14 +159,6 @@ IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.reg
     io_uring_queue_exit(&ring_);
     throw BackendError(with_advice(missing));
   }
-  // Blocking on purpose: io_uring would answer a read of a non-blocking
-  // eventfd with -EAGAIN instead of waiting for a write.
-  wakefd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (wakefd_ < 0) {
-    int saved = errno;
-    io_uring_queue_exit(&ring_);
-    throw std::system_error(saved, std::generic_category(), "eventfd");
-  }
   arm_wake();
 }
 
@@ -175,7 +167,6 @@ IoUringBackend::~IoUringBackend() {
   // longer touches any operation's memory once io_uring_queue_exit returns
   // for sockets and pipes, whose requests hold no user pages.
   io_uring_queue_exit(&ring_);
-  ::close(wakefd_);
 }
 
 void IoUringBackend::enable_once() noexcept {
@@ -302,17 +293,12 @@ bool IoUringBackend::submit_cancel(operation& op) noexcept {
 void IoUringBackend::arm_wake() noexcept {
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) return;  // re-armed at the next poll()
-  io_uring_prep_read(sqe, wakefd_, &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_prep_read(sqe, waker_.fd(), &wake_buf_, sizeof wake_buf_, 0);
   io_uring_sqe_set_data64(sqe, wake_tag);
   wake_armed_ = true;
 }
 
-void IoUringBackend::wakeup() noexcept {
-  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
-  std::uint64_t one = 1;
-  while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void IoUringBackend::wakeup() noexcept { waker_.wake(); }
 
 // --- completion ---------------------------------------------------------------
 
@@ -321,8 +307,8 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
   if (tag == cancel_tag) return;
   if (tag == wake_tag) {
     wake_armed_ = false;
-    wake_pending_.store(false, std::memory_order_seq_cst);
-    return;  // re-armed after the reap
+    waker_.clear_after_drain();  // the armed read drained the eventfd
+    return;                      // re-armed after the reap
   }
   auto* op = reinterpret_cast<operation*>(tag);
   --in_flight_;
@@ -408,15 +394,10 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   if (timeout.count() == 0) {
     r = io_uring_submit_and_get_events(&ring_);
   } else {
-    __kernel_timespec ts{};
-    __kernel_timespec* tsp = nullptr;
-    if (timeout.count() > 0) {
-      ts.tv_sec = timeout.count() / 1'000'000'000;
-      ts.tv_nsec = timeout.count() % 1'000'000'000;
-      tsp = &ts;
-    }
+    __kernel_timespec ts;
     io_uring_cqe* cqe = nullptr;
-    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, detail::timespec_or_null(timeout, ts),
+                                         nullptr);
   }
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
     return {-r, std::generic_category()};
