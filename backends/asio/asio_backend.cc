@@ -45,14 +45,13 @@ AsioBackend::~AsioBackend() {
 }
 
 AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
-  if (fd < 0) return nullptr;
-  auto i = static_cast<std::size_t>(fd);
-  if (i >= fds_.size()) fds_.resize(i + 1);
-  if (!fds_[i]) {
+  std::unique_ptr<fd_entry>* slot = fds_.slot(fd);
+  if (slot == nullptr) return nullptr;
+  if (!*slot) {
     reactive::set_nonblocking(fd);
-    fds_[i] = std::make_unique<fd_entry>(context_, fd);
+    *slot = std::make_unique<fd_entry>(context_, fd);
   }
-  return fds_[i].get();
+  return slot->get();
 }
 
 void AsioBackend::complete(operation& op) noexcept {
@@ -120,7 +119,7 @@ void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
 
 void AsioBackend::unlink_waiting(operation& op) noexcept {
   if ((op.backend_state & fd_closed_bit) != 0) return;  // its entry is gone
-  fd_entry* entry = fds_[static_cast<std::size_t>(op.fd)].get();
+  fd_entry* entry = fds_[op.fd].get();
   for (operation** p = &entry->waiting; *p != nullptr; p = &(*p)->next) {
     if (*p == &op) {
       *p = op.next;
@@ -149,12 +148,12 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
     } else if (last) {
       // Not ready after all (or aborted for another operation's sake).
       unlink_waiting(op);
-      wait_for_readiness(op, *fds_[static_cast<std::size_t>(op.fd)]);
+      wait_for_readiness(op, *fds_[op.fd]);
       return;
     }
     if (!last && (op.backend_state & fd_closed_bit) == 0) {
       boost::system::error_code ignored;  // end the operation's other wait
-      fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ignored);
+      fds_[op.fd]->descriptor.cancel(ignored);
     }
   }
   if (last) {
@@ -169,12 +168,13 @@ void AsioBackend::cancel(operation& op) noexcept {
   if (waits(op) == 0 || (op.backend_state & (done_bit | fd_closed_bit)) != 0) return;
   op.backend_state |= cancel_bit;
   boost::system::error_code ec;
-  fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ec);
+  fds_[op.fd]->descriptor.cancel(ec);
 }
 
 void AsioBackend::close_fd(operation& op) noexcept {
-  if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size() && fds_[op.fd]) {
-    std::unique_ptr<fd_entry> entry = std::move(fds_[op.fd]);
+  std::unique_ptr<fd_entry>* slot = fds_.find(op.fd);
+  if (slot != nullptr && *slot) {
+    std::unique_ptr<fd_entry> entry = std::move(*slot);
     for (operation* w = entry->waiting; w != nullptr; w = w->next) w->backend_state |= fd_closed_bit;
     entry->waiting = nullptr;
     boost::system::error_code ec;

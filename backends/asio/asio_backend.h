@@ -17,9 +17,9 @@
 #include <atomic>
 #include <memory>
 #include <optional>
-#include <vector>
 
 #include "core/backend/backend.h"
+#include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -69,7 +69,7 @@ class AsioBackend final : public Backend {
 
   boost::asio::io_context context_{1};  // one thread: the loop's
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
-  std::vector<std::unique_ptr<fd_entry>> fds_;
+  detail::fd_table<std::unique_ptr<fd_entry>> fds_;
   std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   detail::op_list completed_;             // finished outside poll()

@@ -40,12 +40,6 @@ EpollBackend::EpollBackend() {
 
 EpollBackend::~EpollBackend() { ::close(epfd_); }
 
-EpollBackend::fd_state* EpollBackend::state_for(int fd) noexcept {
-  if (fd < 0) return nullptr;
-  if (static_cast<std::size_t>(fd) >= fds_.size()) fds_.resize(static_cast<std::size_t>(fd) + 1);
-  return &fds_[static_cast<std::size_t>(fd)];
-}
-
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
   reactive::set_nonblocking(fd);
   epoll_event ev{};
@@ -74,7 +68,7 @@ void EpollBackend::start(operation& op) noexcept {
     close_fd(op);
     return;
   }
-  fd_state* st = state_for(op.fd);
+  fd_state* st = fds_.slot(op.fd);
   if (st == nullptr) {
     op.result = -EBADF;
     complete(op);
@@ -121,7 +115,7 @@ void EpollBackend::start(operation& op) noexcept {
 
 void EpollBackend::cancel(operation& op) noexcept {
   if ((op.backend_state & queued_bit) == 0) return;  // done, or never started
-  fd_state* st = state_for(op.fd);
+  fd_state* st = fds_.find(op.fd);
   if (st == nullptr ||
       !(st->readers.remove(&op) || st->writers.remove(&op) || st->pollers.remove(&op))) {
     return;
@@ -132,8 +126,8 @@ void EpollBackend::cancel(operation& op) noexcept {
 }
 
 void EpollBackend::close_fd(operation& op) noexcept {
-  if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size()) {
-    fd_state& st = fds_[static_cast<std::size_t>(op.fd)];
+  if (fd_state* found = fds_.find(op.fd)) {
+    fd_state& st = *found;
     for (op_queue* q : {&st.readers, &st.writers, &st.pollers}) {
       while (operation* o = q->head) {
         q->remove(o);
@@ -164,8 +158,9 @@ void EpollBackend::drain(op_queue& q, bool& ready_flag) noexcept {
 }
 
 void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
-  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
-  fd_state& st = fds_[static_cast<std::size_t>(fd)];
+  fd_state* found = fds_.find(fd);
+  if (found == nullptr) return;
+  fd_state& st = *found;
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable);
   if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable);
