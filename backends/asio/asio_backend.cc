@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/op_traits.h"
 
 namespace polyloop::backends {
 
@@ -102,8 +103,9 @@ void AsioBackend::attempt(operation& op) noexcept {
 
 void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
   using wait = boost::asio::posix::descriptor_base::wait_type;
-  bool in = reactive::is_reader(op) || (op.kind == op_kind::poll && (op.flags & POLLIN) != 0);
-  bool out = !reactive::is_reader(op) && (op.kind != op_kind::poll || (op.flags & POLLOUT) != 0);
+  unsigned events = detail::readiness_events(op);
+  bool in = (events & POLLIN) != 0;
+  bool out = (events & POLLOUT) != 0;
   op.next = entry.waiting;
   entry.waiting = &op;
   // A poll for in and out needs a wait of each type; the operation completes

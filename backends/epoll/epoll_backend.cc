@@ -1,6 +1,7 @@
 #include "backends/epoll/epoll_backend.h"
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
 
 #include <sys/epoll.h>
@@ -96,7 +97,7 @@ void EpollBackend::start(operation& op) noexcept {
     ++queued_;
     return;
   } else {
-    bool reader = reactive::is_reader(op);
+    bool reader = detail::waits_for_input(op.kind);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
     if (believed_ready && reactive::try_op(op)) {
       complete(op);
@@ -109,7 +110,7 @@ void EpollBackend::start(operation& op) noexcept {
     (reader ? st->readable : st->writable) = false;
   }
   op.backend_state |= queued_bit;
-  (reactive::is_reader(op) ? st->readers : st->writers).push(&op);
+  (detail::waits_for_input(op.kind) ? st->readers : st->writers).push(&op);
   ++queued_;
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <system_error>
 
+#include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
 #include "core/errors/errors.h"
 
@@ -203,8 +204,7 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
   void* buf = op.buf;
   auto len = static_cast<unsigned>(op.len);
   if ((op.backend_state & retry_poll_bit) != 0) {
-    bool reader = op.kind == op_kind::read || op.kind == op_kind::recv || op.kind == op_kind::accept;
-    io_uring_prep_poll_add(sqe, op.fd, reader ? POLLIN : POLLOUT);
+    io_uring_prep_poll_add(sqe, op.fd, detail::readiness_events(op));
   } else {
     switch (op.kind) {
       case op_kind::read:
@@ -324,9 +324,6 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     ready.push(op);
     return;
   }
-  bool retryable = op->kind == op_kind::read || op->kind == op_kind::write ||
-                   op->kind == op_kind::recv || op->kind == op_kind::send ||
-                   op->kind == op_kind::accept;
   if ((op->backend_state & retry_poll_bit) != 0) {
     // The readiness wait after -EAGAIN ended: retry the operation itself.
     op->backend_state &= ~retry_poll_bit;
@@ -343,7 +340,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
       }
       return;
     }
-  } else if (cqe.res == -EAGAIN && retryable) {
+  } else if (cqe.res == -EAGAIN && detail::retries_on_eagain(op->kind)) {
     // The fd is O_NONBLOCK, so the kernel did not wait for it: wait for
     // readiness, then try again.
     op->backend_state |= retry_poll_bit;

@@ -23,17 +23,6 @@ short poll_now(int fd, short events) noexcept {
 
 }  // namespace
 
-bool is_reader(const operation& op) noexcept {
-  switch (op.kind) {
-    case op_kind::read:
-    case op_kind::recv:
-    case op_kind::accept:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool try_op(operation& op) noexcept {
   if (op.kind == op_kind::poll) {
     short revents = poll_now(op.fd, static_cast<short>(op.flags));

@@ -6,9 +6,6 @@
 
 namespace polyloop::backends::reactive {
 
-// read, recv and accept wait for input readiness; the others for output.
-bool is_reader(const operation& op) noexcept;
-
 // Tries `op` once, never blocking. Returns false if it would block (EAGAIN,
 // a connect still in progress, a poll not yet ready); otherwise sets
 // op.result (>= 0, or -errno) and returns true. EINTR is retried. A connect
