@@ -196,10 +196,7 @@ void AsioBackend::run_ready(std::size_t limit) {
 
 std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
                                   detail::ready_queue& ready) noexcept {
-  while (operation* op = completed_.pop()) {
-    ready.push(op);
-    timeout = std::chrono::nanoseconds(0);
-  }
+  if (completed_.move_to(ready)) timeout = std::chrono::nanoseconds(0);
   if (timeout.count() == 0 && waits_ == 0 && !asio_busy_) {
     // The loop will not block, no operation of ours waits on Asio, and Asio
     // ran nothing last time: skip io_context's poll (its lock and a

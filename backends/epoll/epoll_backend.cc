@@ -186,7 +186,7 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
     std::error_code ec = wait(timeout);
     if (ec) return ec;
   }
-  while (operation* op = completed_.pop()) ready.push(op);
+  completed_.move_to(ready);
   return {};
 }
 

@@ -382,8 +382,7 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
     op->backend_state &= ~cancel_unsent_bit;
   }
   if (!wake_armed_) arm_wake();
-  if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
-  while (operation* op = completed_.pop()) ready.push(op);
+  if (completed_.move_to(ready)) timeout = std::chrono::nanoseconds(0);
   // Nothing can complete and the caller will not wait: no syscall. (The
   // eventfd read stays armed; a wake-up is seen by the next wait.)
   if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
