@@ -57,8 +57,7 @@ class IoUringBackend final : public Backend {
                        detail::ready_queue& ready) noexcept override;
   void wakeup() noexcept override;
 
-  // What the ring was set up with (for tests and benchmarks).
-  unsigned setup_flags() const noexcept { return ring_.flags; }
+  // The SQ ring's size after set-up (for tests).
   unsigned sq_entries() const noexcept { return ring_.sq.ring_entries; }
 
  private:
