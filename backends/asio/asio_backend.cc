@@ -8,6 +8,7 @@
 
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/op_traits.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 
@@ -65,7 +66,9 @@ void AsioBackend::complete(operation& op) noexcept {
 }
 
 void AsioBackend::start(operation& op) noexcept {
-  op.backend_state = 0;
+  // Every completion leaves backend_state 0: non-zero means async_waits of
+  // the operation are still outstanding, and it would complete twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still waiting");
   if (op.kind == op_kind::close) {
     close_fd(op);
     return;
@@ -135,6 +138,7 @@ void AsioBackend::unlink_waiting(operation& op) noexcept {
 // aborted (by cancel(), by a close, or by a cancel of another operation on
 // the same descriptor, which aborts every wait on it).
 void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) noexcept {
+  POLYLOOP_INVARIANT(waits(op) != 0, "an Asio wait ended for an operation with none outstanding");
   op.backend_state -= one_wait;
   --waits_;
   bool last = waits(op) == 0;

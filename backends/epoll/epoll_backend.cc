@@ -3,6 +3,7 @@
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
+#include "core/errors/invariant.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -65,6 +66,9 @@ void EpollBackend::complete(operation& op) noexcept {
 }
 
 void EpollBackend::start(operation& op) noexcept {
+  // Non-zero only while the operation sits in one of an fd's queues: a second
+  // start would link it twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still queued");
   if (op.kind == op_kind::close) {
     close_fd(op);
     return;

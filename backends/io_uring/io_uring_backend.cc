@@ -14,6 +14,7 @@
 #include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
 #include "core/errors/errors.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 
@@ -247,7 +248,10 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
 }
 
 void IoUringBackend::start(operation& op) noexcept {
-  op.backend_state = 0;
+  // Every completion leaves backend_state 0, and a retry re-submits through
+  // submit_op(), not here: non-zero means the operation is still in the
+  // backlog or the ring, and a second SQE for it would complete it twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
   if (backlog_.head != nullptr || !submit_op(op)) {
     op.backend_state |= backlog_bit;
     backlog_.push(&op);  // keeps start order: no SQE until those before it have one
@@ -311,6 +315,8 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     return;                      // re-armed after the reap
   }
   auto* op = reinterpret_cast<operation*>(tag);
+  POLYLOOP_INVARIANT((op->backend_state & in_flight_bit) != 0,
+                     "a completion for an operation not in flight (completed twice?)");
   --in_flight_;
   op->backend_state &= ~in_flight_bit;
   if ((op->backend_state & cancel_unsent_bit) != 0) {
