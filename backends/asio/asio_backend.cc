@@ -30,7 +30,11 @@ AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descript
   descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
 }
 
-AsioBackend::AsioBackend() {
+// start() always makes one attempt first (attempt()); the waits that follow
+// end in whatever order Asio runs their handlers, and a cancel() aborts and
+// re-arms every wait on the fd, so no order per fd is kept.
+AsioBackend::AsioBackend()
+    : Backend({.tries_in_start = true, .fifo_per_fd = false, .kernel_performs_ops = false}) {
   work_.emplace(context_.get_executor());
   // Make Asio open its reactor's fds (epoll, eventfd, timerfd) now, not at
   // the first operation, where they could take the number of an fd the

@@ -26,7 +26,10 @@ constexpr std::uint32_t connecting_bit = 2;
 
 }  // namespace
 
-EpollBackend::EpollBackend() {
+// Each operation is tried in start() unless its direction saw EAGAIN since
+// the last edge; an edge retries each queue in order.
+EpollBackend::EpollBackend()
+    : Backend({.tries_in_start = true, .fifo_per_fd = true, .kernel_performs_ops = false}) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno("epoll_create1");
   epoll_event ev{};

@@ -149,7 +149,12 @@ std::string IoUringBackend::unavailable_reason() {
 
 // --- set-up -----------------------------------------------------------------
 
-IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.register_ring_fd) {
+// start() only fills an SQE; the kernel performs the operation (an -EAGAIN
+// from a non-blocking fd is re-submitted after a POLL_ADD), in no order the
+// kernel promises between requests on one fd.
+IoUringBackend::IoUringBackend(const options& opts)
+    : Backend({.tries_in_start = false, .fifo_per_fd = false, .kernel_performs_ops = true}),
+      register_ring_fd_(opts.register_ring_fd) {
   int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
