@@ -79,8 +79,7 @@ void AsioBackend::start(operation& op) noexcept {
   }
   fd_entry* entry = entry_for(op.fd);
   if (entry == nullptr) {
-    op.result = -EBADF;
-    complete(op);
+    complete(op, -EBADF);
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -101,8 +100,7 @@ void AsioBackend::attempt(operation& op) noexcept {
   }
   fd_entry* entry = entry_for(op.fd);
   if (!entry->descriptor.is_open()) {  // cannot be waited on: report, never spin
-    op.result = -EBADF;
-    complete(op);
+    complete(op, -EBADF);
     return;
   }
   wait_for_readiness(op, *entry);
@@ -191,7 +189,7 @@ void AsioBackend::close_fd(operation& op) noexcept {
     entry->descriptor.cancel(ec);  // aborted waits complete with -ECANCELED
     entry->descriptor.release();   // the fd is closed below, not by Asio
   }
-  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+  reactive::close_now(op);
   complete(op);
 }
 

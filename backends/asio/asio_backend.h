@@ -55,6 +55,10 @@ class AsioBackend final : public Backend {
   void on_ready(operation& op, const boost::system::error_code& ec) noexcept;
   void close_fd(operation& op) noexcept;
   void complete(operation& op) noexcept;
+  void complete(operation& op, std::int64_t result) noexcept {
+    op.result = result;
+    complete(op);
+  }
   void unlink_waiting(operation& op) noexcept;
   void run_ready(std::size_t limit);
 

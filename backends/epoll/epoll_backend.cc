@@ -77,14 +77,8 @@ void EpollBackend::start(operation& op) noexcept {
     return;
   }
   fd_state* st = fds_.slot(op.fd);
-  if (st == nullptr) {
-    op.result = -EBADF;
-    complete(op);
-    return;
-  }
-  if (!st->registered && !register_fd(op.fd, *st)) {
-    op.result = -errno;
-    complete(op);
+  if (st == nullptr || (!st->registered && !register_fd(op.fd, *st))) {
+    complete(op, st == nullptr ? -EBADF : -errno);
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -129,8 +123,7 @@ void EpollBackend::cancel(operation& op) noexcept {
     return;
   }
   --queued_;
-  op.result = -ECANCELED;
-  complete(op);
+  complete(op, -ECANCELED);
 }
 
 void EpollBackend::close_fd(operation& op) noexcept {
@@ -140,15 +133,13 @@ void EpollBackend::close_fd(operation& op) noexcept {
       while (operation* o = q->head) {
         q->remove(o);
         --queued_;
-        o->result = -ECANCELED;
-        complete(*o);
+        complete(*o, -ECANCELED);
       }
     }
     if (st.registered && st.pollable) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, op.fd, nullptr);
     st = fd_state{};
   }
-  // No retry on EINTR: Linux has released the descriptor anyway.
-  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+  reactive::close_now(op);
   complete(op);
 }
 

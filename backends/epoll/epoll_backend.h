@@ -51,6 +51,10 @@ class EpollBackend final : public Backend {
   void close_fd(operation& op) noexcept;
   void drain(op_queue& q, bool& ready_flag) noexcept;
   void complete(operation& op) noexcept;
+  void complete(operation& op, std::int64_t result) noexcept {
+    op.result = result;
+    complete(op);
+  }
   void dispatch(std::uint32_t events, int fd) noexcept;
 
   detail::eventfd_waker waker_{detail::eventfd_waker::mode::nonblocking};

@@ -91,4 +91,9 @@ void set_nonblocking(int fd) noexcept {
   if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+void close_now(operation& op) noexcept {
+  // No retry on EINTR: Linux has released the descriptor anyway.
+  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+}
+
 }  // namespace polyloop::backends::reactive

@@ -1,5 +1,5 @@
-// What the readiness-based backends (epoll, asio) share: one attempt at an
-// operation with a non-blocking syscall.
+// What the readiness-based backends (epoll, asio) share: the syscalls they
+// make themselves, chiefly one non-blocking attempt at an operation.
 #pragma once
 
 #include "core/backend/backend.h"
@@ -20,5 +20,9 @@ bool start_connect(operation& op) noexcept;
 
 // Makes `fd` non-blocking (the backends issue the syscalls themselves).
 void set_nonblocking(int fd) noexcept;
+
+// Closes op.fd and sets op.result (0 or -errno), for op_kind::close once the
+// backend has forgotten the fd.
+void close_now(operation& op) noexcept;
 
 }  // namespace polyloop::backends::reactive
