@@ -1,16 +1,16 @@
 #include "backends/epoll/epoll_backend.h"
 
-#include "backends/reactive/nonblocking.h"
-#include "backends/support/op_traits.h"
-#include "backends/support/timeout.h"
-#include "core/errors/invariant.h"
-
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
+
+#include "backends/reactive/nonblocking.h"
+#include "backends/support/op_traits.h"
+#include "backends/support/timeout.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 

@@ -25,7 +25,8 @@ class eventfd_waker {
   // -EAGAIN instead of waiting for a write. Throws std::system_error
   // ("eventfd").
   enum class mode { nonblocking, blocking };
-  explicit eventfd_waker(mode m) : fd_(::eventfd(0, m == mode::nonblocking ? EFD_CLOEXEC | EFD_NONBLOCK : EFD_CLOEXEC)) {
+  explicit eventfd_waker(mode m)
+      : fd_(::eventfd(0, m == mode::nonblocking ? EFD_CLOEXEC | EFD_NONBLOCK : EFD_CLOEXEC)) {
     if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   }
   ~eventfd_waker() { ::close(fd_); }
