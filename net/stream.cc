@@ -190,7 +190,9 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   bool send_at_once = true;
 
   stream_state(EventLoop& l, int socket_fd)
-      : loop(&l), fd(socket_fd), send_at_once(polyloop::detail::loop_access::backend(l).name() != "io_uring") {}
+      : loop(&l),
+        fd(socket_fd),
+        send_at_once(polyloop::detail::loop_access::backend(l).traits().tries_in_start) {}
   ~stream_state() {
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend

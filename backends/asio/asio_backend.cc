@@ -7,6 +7,8 @@
 #include <cerrno>
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/op_traits.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 
@@ -28,7 +30,11 @@ AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descript
   descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
 }
 
-AsioBackend::AsioBackend() {
+// start() always makes one attempt first (attempt()); the waits that follow
+// end in whatever order Asio runs their handlers, and a cancel() aborts and
+// re-arms every wait on the fd, so no order per fd is kept.
+AsioBackend::AsioBackend()
+    : Backend({.tries_in_start = true, .fifo_per_fd = false, .kernel_performs_ops = false}) {
   work_.emplace(context_.get_executor());
   // Make Asio open its reactor's fds (epoll, eventfd, timerfd) now, not at
   // the first operation, where they could take the number of an fd the
@@ -45,14 +51,13 @@ AsioBackend::~AsioBackend() {
 }
 
 AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
-  if (fd < 0) return nullptr;
-  auto i = static_cast<std::size_t>(fd);
-  if (i >= fds_.size()) fds_.resize(i + 1);
-  if (!fds_[i]) {
+  std::unique_ptr<fd_entry>* slot = fds_.slot(fd);
+  if (slot == nullptr) return nullptr;
+  if (!*slot) {
     reactive::set_nonblocking(fd);
-    fds_[i] = std::make_unique<fd_entry>(context_, fd);
+    *slot = std::make_unique<fd_entry>(context_, fd);
   }
-  return fds_[i].get();
+  return slot->get();
 }
 
 void AsioBackend::complete(operation& op) noexcept {
@@ -65,15 +70,16 @@ void AsioBackend::complete(operation& op) noexcept {
 }
 
 void AsioBackend::start(operation& op) noexcept {
-  op.backend_state = 0;
+  // Every completion leaves backend_state 0: non-zero means async_waits of
+  // the operation are still outstanding, and it would complete twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still waiting");
   if (op.kind == op_kind::close) {
     close_fd(op);
     return;
   }
   fd_entry* entry = entry_for(op.fd);
   if (entry == nullptr) {
-    op.result = -EBADF;
-    complete(op);
+    complete(op, -EBADF);
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -94,8 +100,7 @@ void AsioBackend::attempt(operation& op) noexcept {
   }
   fd_entry* entry = entry_for(op.fd);
   if (!entry->descriptor.is_open()) {  // cannot be waited on: report, never spin
-    op.result = -EBADF;
-    complete(op);
+    complete(op, -EBADF);
     return;
   }
   wait_for_readiness(op, *entry);
@@ -103,8 +108,9 @@ void AsioBackend::attempt(operation& op) noexcept {
 
 void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
   using wait = boost::asio::posix::descriptor_base::wait_type;
-  bool in = reactive::is_reader(op) || (op.kind == op_kind::poll && (op.flags & POLLIN) != 0);
-  bool out = !reactive::is_reader(op) && (op.kind != op_kind::poll || (op.flags & POLLOUT) != 0);
+  unsigned events = detail::readiness_events(op);
+  bool in = (events & POLLIN) != 0;
+  bool out = (events & POLLOUT) != 0;
   op.next = entry.waiting;
   entry.waiting = &op;
   // A poll for in and out needs a wait of each type; the operation completes
@@ -120,7 +126,7 @@ void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
 
 void AsioBackend::unlink_waiting(operation& op) noexcept {
   if ((op.backend_state & fd_closed_bit) != 0) return;  // its entry is gone
-  fd_entry* entry = fds_[static_cast<std::size_t>(op.fd)].get();
+  fd_entry* entry = fds_[op.fd].get();
   for (operation** p = &entry->waiting; *p != nullptr; p = &(*p)->next) {
     if (*p == &op) {
       *p = op.next;
@@ -134,6 +140,7 @@ void AsioBackend::unlink_waiting(operation& op) noexcept {
 // aborted (by cancel(), by a close, or by a cancel of another operation on
 // the same descriptor, which aborts every wait on it).
 void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) noexcept {
+  POLYLOOP_INVARIANT(waits(op) != 0, "an Asio wait ended for an operation with none outstanding");
   op.backend_state -= one_wait;
   --waits_;
   bool last = waits(op) == 0;
@@ -149,12 +156,12 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
     } else if (last) {
       // Not ready after all (or aborted for another operation's sake).
       unlink_waiting(op);
-      wait_for_readiness(op, *fds_[static_cast<std::size_t>(op.fd)]);
+      wait_for_readiness(op, *fds_[op.fd]);
       return;
     }
     if (!last && (op.backend_state & fd_closed_bit) == 0) {
       boost::system::error_code ignored;  // end the operation's other wait
-      fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ignored);
+      fds_[op.fd]->descriptor.cancel(ignored);
     }
   }
   if (last) {
@@ -169,19 +176,20 @@ void AsioBackend::cancel(operation& op) noexcept {
   if (waits(op) == 0 || (op.backend_state & (done_bit | fd_closed_bit)) != 0) return;
   op.backend_state |= cancel_bit;
   boost::system::error_code ec;
-  fds_[static_cast<std::size_t>(op.fd)]->descriptor.cancel(ec);
+  fds_[op.fd]->descriptor.cancel(ec);
 }
 
 void AsioBackend::close_fd(operation& op) noexcept {
-  if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size() && fds_[op.fd]) {
-    std::unique_ptr<fd_entry> entry = std::move(fds_[op.fd]);
+  std::unique_ptr<fd_entry>* slot = fds_.find(op.fd);
+  if (slot != nullptr && *slot) {
+    std::unique_ptr<fd_entry> entry = std::move(*slot);
     for (operation* w = entry->waiting; w != nullptr; w = w->next) w->backend_state |= fd_closed_bit;
     entry->waiting = nullptr;
     boost::system::error_code ec;
     entry->descriptor.cancel(ec);  // aborted waits complete with -ECANCELED
     entry->descriptor.release();   // the fd is closed below, not by Asio
   }
-  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+  reactive::close_now(op);
   complete(op);
 }
 
@@ -194,10 +202,7 @@ void AsioBackend::run_ready(std::size_t limit) {
 
 std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
                                   detail::ready_queue& ready) noexcept {
-  while (operation* op = completed_.pop()) {
-    ready.push(op);
-    timeout = std::chrono::nanoseconds(0);
-  }
+  if (completed_.move_to(ready)) timeout = std::chrono::nanoseconds(0);
   if (timeout.count() == 0 && waits_ == 0 && !asio_busy_) {
     // The loop will not block, no operation of ours waits on Asio, and Asio
     // ran nothing last time: skip io_context's poll (its lock and a

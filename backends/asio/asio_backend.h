@@ -17,9 +17,9 @@
 #include <atomic>
 #include <memory>
 #include <optional>
-#include <vector>
 
 #include "core/backend/backend.h"
+#include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -55,6 +55,10 @@ class AsioBackend final : public Backend {
   void on_ready(operation& op, const boost::system::error_code& ec) noexcept;
   void close_fd(operation& op) noexcept;
   void complete(operation& op) noexcept;
+  void complete(operation& op, std::int64_t result) noexcept {
+    op.result = result;
+    complete(op);
+  }
   void unlink_waiting(operation& op) noexcept;
   void run_ready(std::size_t limit);
 
@@ -69,7 +73,7 @@ class AsioBackend final : public Backend {
 
   boost::asio::io_context context_{1};  // one thread: the loop's
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
-  std::vector<std::unique_ptr<fd_entry>> fds_;
+  detail::fd_table<std::unique_ptr<fd_entry>> fds_;
   std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   detail::op_list completed_;             // finished outside poll()

@@ -1,14 +1,16 @@
 #include "backends/epoll/epoll_backend.h"
 
-#include "backends/reactive/nonblocking.h"
-
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
+
+#include "backends/reactive/nonblocking.h"
+#include "backends/support/op_traits.h"
+#include "backends/support/timeout.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 
@@ -24,38 +26,24 @@ constexpr std::uint32_t connecting_bit = 2;
 
 }  // namespace
 
-EpollBackend::EpollBackend() {
+// Each operation is tried in start() unless its direction saw EAGAIN since
+// the last edge; an edge retries each queue in order.
+EpollBackend::EpollBackend()
+    : Backend({.tries_in_start = true, .fifo_per_fd = true, .kernel_performs_ops = false}) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno("epoll_create1");
-  wakefd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wakefd_ < 0) {
-    int saved = errno;
-    ::close(epfd_);
-    errno = saved;
-    throw_errno("eventfd");
-  }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = wakefd_;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) {
+  ev.data.fd = waker_.fd();
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, waker_.fd(), &ev) < 0) {
     int saved = errno;
-    ::close(wakefd_);
     ::close(epfd_);
     errno = saved;
     throw_errno("epoll_ctl(ADD, eventfd)");
   }
 }
 
-EpollBackend::~EpollBackend() {
-  ::close(wakefd_);
-  ::close(epfd_);
-}
-
-EpollBackend::fd_state* EpollBackend::state_for(int fd) noexcept {
-  if (fd < 0) return nullptr;
-  if (static_cast<std::size_t>(fd) >= fds_.size()) fds_.resize(static_cast<std::size_t>(fd) + 1);
-  return &fds_[static_cast<std::size_t>(fd)];
-}
+EpollBackend::~EpollBackend() { ::close(epfd_); }
 
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
   reactive::set_nonblocking(fd);
@@ -81,19 +69,16 @@ void EpollBackend::complete(operation& op) noexcept {
 }
 
 void EpollBackend::start(operation& op) noexcept {
+  // Non-zero only while the operation sits in one of an fd's queues: a second
+  // start would link it twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still queued");
   if (op.kind == op_kind::close) {
     close_fd(op);
     return;
   }
-  fd_state* st = state_for(op.fd);
-  if (st == nullptr) {
-    op.result = -EBADF;
-    complete(op);
-    return;
-  }
-  if (!st->registered && !register_fd(op.fd, *st)) {
-    op.result = -errno;
-    complete(op);
+  fd_state* st = fds_.slot(op.fd);
+  if (st == nullptr || (!st->registered && !register_fd(op.fd, *st))) {
+    complete(op, st == nullptr ? -EBADF : -errno);
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -113,7 +98,7 @@ void EpollBackend::start(operation& op) noexcept {
     ++queued_;
     return;
   } else {
-    bool reader = reactive::is_reader(op);
+    bool reader = detail::waits_for_input(op.kind);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
     if (believed_ready && reactive::try_op(op)) {
       complete(op);
@@ -126,38 +111,35 @@ void EpollBackend::start(operation& op) noexcept {
     (reader ? st->readable : st->writable) = false;
   }
   op.backend_state |= queued_bit;
-  (reactive::is_reader(op) ? st->readers : st->writers).push(&op);
+  (detail::waits_for_input(op.kind) ? st->readers : st->writers).push(&op);
   ++queued_;
 }
 
 void EpollBackend::cancel(operation& op) noexcept {
   if ((op.backend_state & queued_bit) == 0) return;  // done, or never started
-  fd_state* st = state_for(op.fd);
+  fd_state* st = fds_.find(op.fd);
   if (st == nullptr ||
       !(st->readers.remove(&op) || st->writers.remove(&op) || st->pollers.remove(&op))) {
     return;
   }
   --queued_;
-  op.result = -ECANCELED;
-  complete(op);
+  complete(op, -ECANCELED);
 }
 
 void EpollBackend::close_fd(operation& op) noexcept {
-  if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < fds_.size()) {
-    fd_state& st = fds_[static_cast<std::size_t>(op.fd)];
+  if (fd_state* found = fds_.find(op.fd)) {
+    fd_state& st = *found;
     for (op_queue* q : {&st.readers, &st.writers, &st.pollers}) {
       while (operation* o = q->head) {
         q->remove(o);
         --queued_;
-        o->result = -ECANCELED;
-        complete(*o);
+        complete(*o, -ECANCELED);
       }
     }
     if (st.registered && st.pollable) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, op.fd, nullptr);
     st = fd_state{};
   }
-  // No retry on EINTR: Linux has released the descriptor anyway.
-  op.result = ::close(op.fd) == 0 ? 0 : -errno;
+  reactive::close_now(op);
   complete(op);
 }
 
@@ -175,8 +157,9 @@ void EpollBackend::drain(op_queue& q, bool& ready_flag) noexcept {
 }
 
 void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
-  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
-  fd_state& st = fds_[static_cast<std::size_t>(fd)];
+  fd_state* found = fds_.find(fd);
+  if (found == nullptr) return;
+  fd_state& st = *found;
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable);
   if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable);
@@ -201,7 +184,7 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
     std::error_code ec = wait(timeout);
     if (ec) return ec;
   }
-  while (operation* op = completed_.pop()) ready.push(op);
+  completed_.move_to(ready);
   return {};
 }
 
@@ -212,36 +195,20 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
     epoll_event events[128];
     int n;
     if (have_pwait2_) {
-      timespec ts{};
-      timespec* tsp = nullptr;
-      if (timeout.count() >= 0) {
-        ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
-        ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
-        tsp = &ts;
-      }
-      n = ::epoll_pwait2(epfd_, events, 128, tsp, nullptr);
+      timespec ts;
+      n = ::epoll_pwait2(epfd_, events, 128, detail::timespec_or_null(timeout, ts), nullptr);
       if (n < 0 && errno == ENOSYS) {
         have_pwait2_ = false;
         return wait(timeout);
       }
     } else {
-      // Millisecond resolution: round up so a timer never fires early.
-      long long ms = timeout.count() < 0 ? -1 : (timeout.count() + 999'999) / 1'000'000;
-      n = ::epoll_wait(epfd_, events, 128, static_cast<int>(ms > INT32_MAX ? INT32_MAX : ms));
+      n = ::epoll_wait(epfd_, events, 128, detail::to_milliseconds_rounded_up(timeout));
     }
     if (n < 0 && errno != EINTR) return {errno, std::generic_category()};
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wakefd_) {
-        // Drain first, then clear the flag. The other order loses wake-ups:
-        // a wakeup() between them would see the flag clear, write, and have
-        // its write drained here, leaving the flag set with the eventfd
-        // empty, so every later wakeup() would skip its write. In this order
-        // a wakeup() in between skips its write, but its callback is already
-        // queued and the loop looks at its queue after poll() returns.
-        std::uint64_t count;
-        while (::read(wakefd_, &count, sizeof count) < 0 && errno == EINTR) {
-        }
-        wake_pending_.store(false, std::memory_order_seq_cst);
+      if (events[i].data.fd == waker_.fd()) {
+        waker_.drain();
+        waker_.clear_after_drain();
         continue;
       }
       dispatch(events[i].events, events[i].data.fd);
@@ -250,11 +217,6 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
   return {};
 }
 
-void EpollBackend::wakeup() noexcept {
-  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
-  std::uint64_t one = 1;
-  while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void EpollBackend::wakeup() noexcept { waker_.wake(); }
 
 }  // namespace polyloop::backends

@@ -10,10 +10,9 @@
 // before the number is reused. Cross-thread wake-up is an eventfd.
 #pragma once
 
-#include <atomic>
-#include <vector>
-
 #include "core/backend/backend.h"
+#include "backends/support/eventfd_waker.h"
+#include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -48,19 +47,21 @@ class EpollBackend final : public Backend {
   // epoll_pwait2 (or epoll_wait) for at most `timeout`; what is ready lands
   // in completed_.
   [[gnu::noinline]] std::error_code wait(std::chrono::nanoseconds timeout) noexcept;
-  fd_state* state_for(int fd) noexcept;
   bool register_fd(int fd, fd_state& st) noexcept;
   void close_fd(operation& op) noexcept;
   void drain(op_queue& q, bool& ready_flag) noexcept;
   void complete(operation& op) noexcept;
+  void complete(operation& op, std::int64_t result) noexcept {
+    op.result = result;
+    complete(op);
+  }
   void dispatch(std::uint32_t events, int fd) noexcept;
 
+  detail::eventfd_waker waker_{detail::eventfd_waker::mode::nonblocking};
   int epfd_ = -1;
-  int wakefd_ = -1;
-  std::atomic<bool> wake_pending_{false};
   bool have_pwait2_ = true;
   std::size_t queued_ = 0;  // operations waiting for readiness
-  std::vector<fd_state> fds_;
+  detail::fd_table<fd_state> fds_;
   op_queue completed_;  // finished in start()/cancel(), handed over by poll()
 };
 

@@ -1,7 +1,6 @@
 #include "backends/io_uring/io_uring_backend.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,7 +11,10 @@
 #include <fstream>
 #include <system_error>
 
+#include "backends/support/op_traits.h"
+#include "backends/support/timeout.h"
 #include "core/errors/errors.h"
+#include "core/errors/invariant.h"
 
 namespace polyloop::backends {
 
@@ -147,7 +149,12 @@ std::string IoUringBackend::unavailable_reason() {
 
 // --- set-up -----------------------------------------------------------------
 
-IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.register_ring_fd) {
+// start() only fills an SQE; the kernel performs the operation (an -EAGAIN
+// from a non-blocking fd is re-submitted after a POLL_ADD), in no order the
+// kernel promises between requests on one fd.
+IoUringBackend::IoUringBackend(const options& opts)
+    : Backend({.tries_in_start = false, .fifo_per_fd = false, .kernel_performs_ops = true}),
+      register_ring_fd_(opts.register_ring_fd) {
   int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
@@ -159,14 +166,6 @@ IoUringBackend::IoUringBackend(const options& opts) : register_ring_fd_(opts.reg
     io_uring_queue_exit(&ring_);
     throw BackendError(with_advice(missing));
   }
-  // Blocking on purpose: io_uring would answer a read of a non-blocking
-  // eventfd with -EAGAIN instead of waiting for a write.
-  wakefd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (wakefd_ < 0) {
-    int saved = errno;
-    io_uring_queue_exit(&ring_);
-    throw std::system_error(saved, std::generic_category(), "eventfd");
-  }
   arm_wake();
 }
 
@@ -175,7 +174,6 @@ IoUringBackend::~IoUringBackend() {
   // longer touches any operation's memory once io_uring_queue_exit returns
   // for sockets and pipes, whose requests hold no user pages.
   io_uring_queue_exit(&ring_);
-  ::close(wakefd_);
 }
 
 void IoUringBackend::enable_once() noexcept {
@@ -212,8 +210,7 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
   void* buf = op.buf;
   auto len = static_cast<unsigned>(op.len);
   if ((op.backend_state & retry_poll_bit) != 0) {
-    bool reader = op.kind == op_kind::read || op.kind == op_kind::recv || op.kind == op_kind::accept;
-    io_uring_prep_poll_add(sqe, op.fd, reader ? POLLIN : POLLOUT);
+    io_uring_prep_poll_add(sqe, op.fd, detail::readiness_events(op));
   } else {
     switch (op.kind) {
       case op_kind::read:
@@ -256,7 +253,10 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
 }
 
 void IoUringBackend::start(operation& op) noexcept {
-  op.backend_state = 0;
+  // Every completion leaves backend_state 0, and a retry re-submits through
+  // submit_op(), not here: non-zero means the operation is still in the
+  // backlog or the ring, and a second SQE for it would complete it twice.
+  POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
   if (backlog_.head != nullptr || !submit_op(op)) {
     op.backend_state |= backlog_bit;
     backlog_.push(&op);  // keeps start order: no SQE until those before it have one
@@ -302,17 +302,12 @@ bool IoUringBackend::submit_cancel(operation& op) noexcept {
 void IoUringBackend::arm_wake() noexcept {
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) return;  // re-armed at the next poll()
-  io_uring_prep_read(sqe, wakefd_, &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_prep_read(sqe, waker_.fd(), &wake_buf_, sizeof wake_buf_, 0);
   io_uring_sqe_set_data64(sqe, wake_tag);
   wake_armed_ = true;
 }
 
-void IoUringBackend::wakeup() noexcept {
-  if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
-  std::uint64_t one = 1;
-  while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
+void IoUringBackend::wakeup() noexcept { waker_.wake(); }
 
 // --- completion ---------------------------------------------------------------
 
@@ -321,10 +316,12 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
   if (tag == cancel_tag) return;
   if (tag == wake_tag) {
     wake_armed_ = false;
-    wake_pending_.store(false, std::memory_order_seq_cst);
-    return;  // re-armed after the reap
+    waker_.clear_after_drain();  // the armed read drained the eventfd
+    return;                      // re-armed after the reap
   }
   auto* op = reinterpret_cast<operation*>(tag);
+  POLYLOOP_INVARIANT((op->backend_state & in_flight_bit) != 0,
+                     "a completion for an operation not in flight (completed twice?)");
   --in_flight_;
   op->backend_state &= ~in_flight_bit;
   if ((op->backend_state & cancel_unsent_bit) != 0) {
@@ -338,9 +335,6 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     ready.push(op);
     return;
   }
-  bool retryable = op->kind == op_kind::read || op->kind == op_kind::write ||
-                   op->kind == op_kind::recv || op->kind == op_kind::send ||
-                   op->kind == op_kind::accept;
   if ((op->backend_state & retry_poll_bit) != 0) {
     // The readiness wait after -EAGAIN ended: retry the operation itself.
     op->backend_state &= ~retry_poll_bit;
@@ -357,7 +351,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
       }
       return;
     }
-  } else if (cqe.res == -EAGAIN && retryable) {
+  } else if (cqe.res == -EAGAIN && detail::retries_on_eagain(op->kind)) {
     // The fd is O_NONBLOCK, so the kernel did not wait for it: wait for
     // readiness, then try again.
     op->backend_state |= retry_poll_bit;
@@ -399,8 +393,7 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
     op->backend_state &= ~cancel_unsent_bit;
   }
   if (!wake_armed_) arm_wake();
-  if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
-  while (operation* op = completed_.pop()) ready.push(op);
+  if (completed_.move_to(ready)) timeout = std::chrono::nanoseconds(0);
   // Nothing can complete and the caller will not wait: no syscall. (The
   // eventfd read stays armed; a wake-up is seen by the next wait.)
   if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
@@ -408,15 +401,10 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   if (timeout.count() == 0) {
     r = io_uring_submit_and_get_events(&ring_);
   } else {
-    __kernel_timespec ts{};
-    __kernel_timespec* tsp = nullptr;
-    if (timeout.count() > 0) {
-      ts.tv_sec = timeout.count() / 1'000'000'000;
-      ts.tv_nsec = timeout.count() % 1'000'000'000;
-      tsp = &ts;
-    }
+    __kernel_timespec ts;
     io_uring_cqe* cqe = nullptr;
-    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, detail::timespec_or_null(timeout, ts),
+                                         nullptr);
   }
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
     return {-r, std::generic_category()};

@@ -17,10 +17,10 @@
 
 #include <liburing.h>
 
-#include <atomic>
 #include <string>
 
 #include "core/backend/backend.h"
+#include "backends/support/eventfd_waker.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -57,8 +57,7 @@ class IoUringBackend final : public Backend {
                        detail::ready_queue& ready) noexcept override;
   void wakeup() noexcept override;
 
-  // What the ring was set up with (for tests and benchmarks).
-  unsigned setup_flags() const noexcept { return ring_.flags; }
+  // The SQ ring's size after set-up (for tests).
   unsigned sq_entries() const noexcept { return ring_.sq.ring_entries; }
 
  private:
@@ -73,10 +72,10 @@ class IoUringBackend final : public Backend {
   void reap(detail::ready_queue& ready) noexcept;
   void enable_once() noexcept;
 
+  // Blocking: the ring keeps a read of it armed (into wake_buf_).
+  detail::eventfd_waker waker_{detail::eventfd_waker::mode::blocking};
   io_uring ring_{};
-  int wakefd_ = -1;
   std::uint64_t wake_buf_ = 0;
-  std::atomic<bool> wake_pending_{false};
   bool wake_armed_ = false;
   bool enabled_ = false;
   bool register_ring_fd_ = true;

@@ -23,17 +23,6 @@ short poll_now(int fd, short events) noexcept {
 
 }  // namespace
 
-bool is_reader(const operation& op) noexcept {
-  switch (op.kind) {
-    case op_kind::read:
-    case op_kind::recv:
-    case op_kind::accept:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool try_op(operation& op) noexcept {
   if (op.kind == op_kind::poll) {
     short revents = poll_now(op.fd, static_cast<short>(op.flags));
@@ -100,6 +89,11 @@ bool start_connect(operation& op) noexcept {
 void set_nonblocking(int fd) noexcept {
   int fl = ::fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+void close_now(operation& op) noexcept {
+  // No retry on EINTR: Linux has released the descriptor anyway.
+  op.result = ::close(op.fd) == 0 ? 0 : -errno;
 }
 
 }  // namespace polyloop::backends::reactive

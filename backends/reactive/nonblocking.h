@@ -1,13 +1,10 @@
-// What the readiness-based backends (epoll, asio) share: one attempt at an
-// operation with a non-blocking syscall.
+// What the readiness-based backends (epoll, asio) share: the syscalls they
+// make themselves, chiefly one non-blocking attempt at an operation.
 #pragma once
 
 #include "core/backend/backend.h"
 
 namespace polyloop::backends::reactive {
-
-// read, recv and accept wait for input readiness; the others for output.
-bool is_reader(const operation& op) noexcept;
 
 // Tries `op` once, never blocking. Returns false if it would block (EAGAIN,
 // a connect still in progress, a poll not yet ready); otherwise sets
@@ -23,5 +20,9 @@ bool start_connect(operation& op) noexcept;
 
 // Makes `fd` non-blocking (the backends issue the syscalls themselves).
 void set_nonblocking(int fd) noexcept;
+
+// Closes op.fd and sets op.result (0 or -errno), for op_kind::close once the
+// backend has forgotten the fd.
+void close_now(operation& op) noexcept;
 
 }  // namespace polyloop::backends::reactive

@@ -10,7 +10,6 @@ struct op_list {
   operation* head = nullptr;
   operation* tail = nullptr;
 
-  bool empty() const noexcept { return head == nullptr; }
   void push(operation* op) noexcept {
     op->next = nullptr;
     (tail != nullptr ? tail->next : head) = op;
@@ -36,6 +35,13 @@ struct op_list {
       return true;
     }
     return false;
+  }
+  // Hands every operation, in order, to the loop's ready queue (what a
+  // backend finished outside its wait). Returns whether there was any.
+  bool move_to(ready_queue& ready) {
+    bool any = head != nullptr;
+    while (operation* op = pop()) ready.push(op);
+    return any;
   }
 };
 

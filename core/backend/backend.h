@@ -6,6 +6,22 @@
 // thread may call. Memory: an operation is owned by its starter (usually it
 // lives in the awaiting coroutine's frame) and must stay put until it has
 // completed; the backend only links it into its own queues.
+//
+// The contract every backend keeps (tests/ checks it on each):
+// - Each started operation completes exactly once, through poll(), never
+//   inside start() or cancel(); starting it again before then is a bug.
+// - start() may already make the operation's syscall (non-blocking): from
+//   start() on, the operation may have taken effect. Whether it does is
+//   backend_traits::tries_in_start.
+// - Operations pending together on one fd are independent: each completes
+//   once with its own result, and cancel() ends only its own. Their order is
+//   promised only by backend_traits::fifo_per_fd; without it, where order
+//   matters, keep one operation per direction pending on the fd (net/'s
+//   streams have one reader and one writer).
+// - A close operation ends every operation still pending on its fd (each
+//   completes with -ECANCELED, or its result if it finished first) and makes
+//   the backend forget the fd before the number can be reused. Close an fd
+//   that had operations this way, not with ::close.
 #pragma once
 
 #include <sys/socket.h>
@@ -50,11 +66,38 @@ struct operation : detail::ready_node {
   std::uint32_t backend_state = 0;
 };
 
+// Where backends really differ, each says so here, and code queries this,
+// never the backend's name. Each flag, when true, promises exactly:
+struct backend_traits {
+  // start() makes the operation's syscall at once, non-blocking, on the
+  // calling thread, unless the backend knows the fd is not ready (a try in
+  // that direction would have blocked since its last readiness event). On a
+  // ready fd the operation has taken effect (bytes read or sent) when start()
+  // returns, and a cancel() then lets it complete with its result. False:
+  // start() only queues it (io_uring: an SQE, submitted by the next poll()
+  // at the latest).
+  bool tries_in_start = false;
+  // Operations on one fd that consume input (read, recv, accept) complete in
+  // the order they were started, and so do those that wait for output
+  // (write, send, connect): the first read started gets the first bytes.
+  bool fifo_per_fd = false;
+  // The kernel performs an operation from its submission on, rather than the
+  // backend making each attempt as a syscall on the loop's thread, so it may
+  // act on the process state of when it was submitted (an accept submitted
+  // before RLIMIT_NOFILE was lowered can still succeed after). False: each
+  // attempt is a syscall made then, and sees the state of then.
+  bool kernel_performs_ops = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
 
-  // "epoll", "io_uring", "asio".
+  // Fixed for the backend's life; no virtual call.
+  const backend_traits& traits() const noexcept { return traits_; }
+
+  // "epoll", "io_uring", "asio": for messages and choosing by name. Code
+  // that depends on how a backend behaves asks traits() instead.
   virtual std::string_view name() const noexcept = 0;
 
   // Starts `op`. Never completes it inline: even an operation finished at once
@@ -87,11 +130,14 @@ class Backend {
   }
 
  protected:
+  explicit Backend(const backend_traits& traits) noexcept : traits_(traits) {}
+
   void report_exception(const char* what, std::exception_ptr e) noexcept {
     if (reporter_ != nullptr) reporter_(reporter_context_, what, std::move(e));
   }
 
  private:
+  backend_traits traits_;
   exception_reporter reporter_ = nullptr;
   void* reporter_context_ = nullptr;
 };

@@ -1,0 +1,32 @@
+// What kind of wait each operation kind needs, for the backends'
+// bookkeeping: which readiness it waits for, and whether a non-blocking fd
+// can answer it with EAGAIN. One place, so that the backends cannot disagree.
+#pragma once
+
+#include <poll.h>
+
+#include "core/backend/backend.h"
+
+namespace polyloop::detail {
+
+// read, recv and accept consume input; write, send and connect wait for
+// output. (A poll waits for what its flags ask; close waits for nothing.)
+constexpr bool waits_for_input(op_kind k) noexcept {
+  return k == op_kind::read || k == op_kind::recv || k == op_kind::accept;
+}
+
+// The kinds that are one syscall a non-blocking fd answers with EAGAIN when
+// it is not ready: they are retried once the fd is ready. (connect reports
+// EINPROGRESS and is finished differently; poll and close never wait.)
+constexpr bool retries_on_eagain(op_kind k) noexcept {
+  return waits_for_input(k) || k == op_kind::write || k == op_kind::send;
+}
+
+// The readiness `op` waits for, as poll(2) events: its flags for a poll,
+// else POLLIN or POLLOUT by its direction. Not for op_kind::close.
+constexpr unsigned readiness_events(const operation& op) noexcept {
+  if (op.kind == op_kind::poll) return static_cast<unsigned>(op.flags);
+  return waits_for_input(op.kind) ? POLLIN : POLLOUT;
+}
+
+}  // namespace polyloop::detail
