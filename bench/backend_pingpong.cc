@@ -5,6 +5,10 @@
 // round trip = 2 sends + 2 recvs). Configurations alternate within each
 // repeat, so machine noise hits them alike.
 //
+// The configurations: every backend of the build that can run here (the
+// registry's, policies/backends.h), each as make_backend(name) makes it, then
+// its other set-ups (bench/backend_setups.h: io_uring's ring options).
+//
 //   bazel run -c opt //bench:backend_pingpong -- --pairs=50 --rounds=20000 --repeat=5
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,9 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/asio/asio_backend.h"
-#include "backends/epoll/epoll_backend.h"
-#include "backends/io_uring/io_uring_backend.h"
+#include "bench/backend_setups.h"
 #include "polyloop/polyloop.h"
 
 namespace pl = polyloop;
@@ -77,22 +79,26 @@ int main(int argc, char** argv) {
   int pairs = arg(argc, argv, "pairs", 50);
   int rounds = arg(argc, argv, "rounds", 20000);
   int repeat = arg(argc, argv, "repeat", 5);
-  using opts = pl::backends::IoUringBackend::options;
-  struct config {
-    const char* name;
-    std::function<std::unique_ptr<pl::Backend>()> make;
-  };
-  auto uring = [](opts o) {
-    return [o] { return std::unique_ptr<pl::Backend>(new pl::backends::IoUringBackend(o)); };
-  };
-  std::vector<config> configs = {
-      {"epoll", [] { return std::unique_ptr<pl::Backend>(new pl::backends::EpollBackend()); }},
-      {"io_uring (defer_taskrun + registered fd)", uring(opts{})},
-      {"io_uring (defer_taskrun, fd not registered)", uring(opts{256, true, true, false})},
-      {"io_uring (coop_taskrun + registered fd)", uring(opts{256, false, true, true})},
-      {"io_uring (no taskrun flags, registered fd)", uring(opts{256, false, false, true})},
-      {"asio", [] { return std::unique_ptr<pl::Backend>(new pl::backends::AsioBackend()); }},
-  };
+  std::vector<pl::bench::backend_setup> configs;
+  for (const pl::BackendInfo& b : pl::available_backends()) {
+    if (!b.available) {
+      std::fprintf(stderr, "backend_pingpong: skipping %s: %s\n", b.name.c_str(), b.reason.c_str());
+      continue;
+    }
+    std::string setup = pl::bench::default_setup(b.name);
+    configs.push_back({setup.empty() ? b.name : b.name + " (" + setup + ")",
+                       [name = b.name] { return pl::make_backend(name); }});
+    for (auto& other : pl::bench::other_setups(b.name)) configs.push_back(std::move(other));
+  }
+  if (configs.empty()) {
+    std::fprintf(stderr, "backend_pingpong: no backend can run here\n");
+    return 1;
+  }
+  // The ratios are to epoll's time: the backend every Linux build has.
+  std::size_t base_config = 0;
+  for (std::size_t c = 0; c < configs.size(); ++c) {
+    if (configs[c].name == "epoll") base_config = c;
+  }
   std::vector<std::vector<double>> results(configs.size());
   for (int r = 0; r < repeat; ++r) {
     for (std::size_t c = 0; c < configs.size(); ++c) {
@@ -101,13 +107,16 @@ int main(int argc, char** argv) {
   }
   std::printf("pairs=%d rounds=%d repeat=%d: ns per round trip (2 sends + 2 recvs), median [min..max]\n",
               pairs, rounds, repeat);
-  double base = 0;
-  for (std::size_t c = 0; c < configs.size(); ++c) {
+  auto median_of = [&](std::size_t c) {
     auto v = results[c];
     std::sort(v.begin(), v.end());
-    double median = v[v.size() / 2];
-    if (c == 0) base = median;
-    std::printf("  %-46s %8.0f  [%.0f..%.0f]  x%.2f of epoll\n", configs[c].name, median, v.front(),
-                v.back(), median / base);
+    return v[v.size() / 2];
+  };
+  double base = median_of(base_config);
+  for (std::size_t c = 0; c < configs.size(); ++c) {
+    auto [lo, hi] = std::minmax_element(results[c].begin(), results[c].end());
+    double median = median_of(c);
+    std::printf("  %-46s %8.0f  [%.0f..%.0f]  x%.2f of %s\n", configs[c].name.c_str(), median, *lo,
+                *hi, median / base, configs[base_config].name.c_str());
   }
 }

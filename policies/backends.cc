@@ -4,86 +4,33 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "backends/epoll/epoll_backend.h"
-#ifdef POLYLOOP_WITH_IO_URING
-#include "backends/io_uring/io_uring_backend.h"
-#endif
-#ifdef POLYLOOP_WITH_ASIO
-#include "backends/asio/asio_backend.h"
-#endif
-
-#if defined(POLYLOOP_DEFAULT_IS_IO_URING) && !defined(POLYLOOP_WITH_IO_URING)
-#error "--//policies:default_backend=io_uring needs io_uring compiled in (--//policies:io_uring=true)"
-#endif
-
-#if defined(POLYLOOP_DEFAULT_IS_ASIO) && !defined(POLYLOOP_WITH_ASIO)
-#error "--//policies:default_backend=asio needs asio compiled in (--//policies:asio=true)"
-#endif
-
-#ifndef POLYLOOP_DEFAULT_BACKEND
-#define POLYLOOP_DEFAULT_BACKEND "auto"
-#endif
+#include "policies/backend_entry.h"
 
 namespace polyloop {
 
 namespace {
 
-struct backend_entry {
-  std::string_view name;
-  std::string (*unavailable_reason)();  // empty: can run here
-  std::unique_ptr<Backend> (*make)();
-  bool in_auto;  // a candidate of "auto" (asio is for Asio programs: by name only)
-  // A StaticEventLoop over a backend that make() made.
-  std::unique_ptr<EventLoop> (*make_static_loop)(std::unique_ptr<Backend> backend, Clock& clock);
-};
-
-template <class B>
-std::unique_ptr<EventLoop> static_loop(std::unique_ptr<Backend> backend, Clock& clock) {
-  return std::make_unique<StaticEventLoop<B>>(
-      std::unique_ptr<B>(static_cast<B*>(backend.release())), clock);
-}
-
-std::string always_available() { return {}; }
-
-// Compiled-in backends, in preference order for "auto".
-constexpr backend_entry compiled_in[] = {
-#ifdef POLYLOOP_WITH_IO_URING
-    {"io_uring", &backends::IoUringBackend::unavailable_reason,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::IoUringBackend>()); }, true,
-     &static_loop<backends::IoUringBackend>},
-#endif
-    {"epoll", &always_available,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::EpollBackend>()); }, true,
-     &static_loop<backends::EpollBackend>},
-#ifdef POLYLOOP_WITH_ASIO
-    {"asio", &always_available,
-     [] { return std::unique_ptr<Backend>(std::make_unique<backends::AsioBackend>()); }, false,
-     &static_loop<backends::AsioBackend>},
-#endif
-};
-
-// Every backend polyloop knows, compiled in or not.
-constexpr std::string_view known_backends[] = {"io_uring", "epoll", "asio"};
+using detail::backend_entry;
 
 std::string compiled_list() {
   std::string out;
-  for (const backend_entry& e : compiled_in) {
+  for (const backend_entry* e : detail::compiled_in_backends()) {
     if (!out.empty()) out += ", ";
-    out += e.name;
+    out += e->name;
   }
   return out;
 }
 
 const backend_entry* find(std::string_view name) {
-  for (const backend_entry& e : compiled_in) {
-    if (e.name == name) return &e;
+  for (const backend_entry* e : detail::compiled_in_backends()) {
+    if (e->name == name) return e;
   }
   return nullptr;
 }
 
 const backend_entry& find_or_throw(std::string_view name) {
   if (const backend_entry* e = find(name)) return *e;
-  for (std::string_view k : known_backends) {
+  for (std::string_view k : detail::known_backends()) {
     if (k == name) {
       throw BackendError("backend '" + std::string(name) +
                          "' is not compiled into this build (it has " + compiled_list() +
@@ -114,11 +61,11 @@ void notice_skipped(std::string_view skipped, const std::string& why, std::strin
 
 }  // namespace
 
-std::string_view default_backend_name() noexcept { return POLYLOOP_DEFAULT_BACKEND; }
+std::string_view default_backend_name() noexcept { return detail::build_default_backend(); }
 
 std::vector<BackendInfo> available_backends() {
   std::vector<BackendInfo> out;
-  for (std::string_view k : known_backends) {
+  for (std::string_view k : detail::known_backends()) {
     if (const backend_entry* e = find(k)) {
       std::string why = e->unavailable_reason();
       out.push_back({std::string(k), why.empty(), why});
@@ -133,8 +80,8 @@ std::vector<BackendInfo> available_backends() {
 std::string resolve_backend_name(std::string_view name) {
   std::string n = requested_name(name);
   if (n != "auto") return std::string(find_or_throw(n).name);
-  for (const backend_entry& e : compiled_in) {
-    if (e.in_auto && e.unavailable_reason().empty()) return std::string(e.name);
+  for (const backend_entry* e : detail::compiled_in_backends()) {
+    if (e->in_auto && e->unavailable_reason().empty()) return std::string(e->name);
   }
   throw BackendError("no compiled-in backend can run on this host (" + compiled_list() + ")");
 }
@@ -143,20 +90,20 @@ std::unique_ptr<Backend> make_backend(std::string_view name) {
   std::string n = requested_name(name);
   if (n != "auto") return find_or_throw(n).make();  // never falls back
   std::string skipped, why;
-  for (const backend_entry& e : compiled_in) {
-    if (!e.in_auto) continue;
-    std::string reason = e.unavailable_reason();
+  for (const backend_entry* e : detail::compiled_in_backends()) {
+    if (!e->in_auto) continue;
+    std::string reason = e->unavailable_reason();
     if (reason.empty()) {
       try {
-        std::unique_ptr<Backend> b = e.make();
-        if (!skipped.empty()) notice_skipped(skipped, why, e.name);
+        std::unique_ptr<Backend> b = e->make();
+        if (!skipped.empty()) notice_skipped(skipped, why, e->name);
         return b;
       } catch (const BackendError& err) {
         reason = err.what();
       }
     }
     if (skipped.empty()) {
-      skipped = e.name;
+      skipped = e->name;
       why = reason;
     }
   }

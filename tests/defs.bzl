@@ -1,53 +1,45 @@
-"""One behaviour test source, one cc_test per compiled-in backend."""
+"""One behaviour test source, one cc_test per backend of policies/backends.bzl."""
 
 load("@rules_cc//cc:defs.bzl", "cc_test")
+load("//policies:registry.bzl", "backend_names", "compatible_with_backend")
 
-# Every backend the shared behaviour suite runs on, with the condition under
-# which it is compiled in. A backend compiled out (a build flag) leaves its
-# tests SKIPPED in `bazel test //...` rather than failing.
-BACKENDS = {
-    "epoll": None,
-    "io_uring": "//policies:io_uring_enabled",
-    "asio": "//policies:asio_enabled",
-}
-
-def _compatible_with(condition):
-    if condition == None:
-        return []
-    return select({
-        condition: [],
-        "//conditions:default": ["//policies:incompatible"],
-    })
-
-def behaviour_test(name, srcs, deps = [], static_dispatch = False, **kwargs):
+def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = False, **kwargs):
     """Makes <name>_<backend> for each backend, and a test_suite <name>.
 
     The backend reaches the test as `-- --backend=NAME` (Boost.Test passes
-    what follows `--` to the test module); tests/support reads it. With
-    static_dispatch, also <name>_static_<backend>: the same tests on a
-    StaticEventLoop (`--dispatch=static`).
+    what follows `--` to the test module); tests/support reads it. A backend
+    compiled out (a build flag) leaves its tests SKIPPED in `bazel test //...`
+    rather than failing. With static_dispatch, also <name>_static_<backend>:
+    the same tests on a StaticEventLoop (`--dispatch=static`).
+
+    With threads (the tests run code on other threads), <name>_<backend> is
+    tagged "threads": .ci/run runs those under TSan. The static variants are
+    not: the cross-thread code they run is the same.
     """
     tests = []
-    variants = [("", [])]
+    variants = [("", [], ["threads"] if threads else [])]
     if static_dispatch:
-        variants.append(("static_", ["--dispatch=static"]))
-    for prefix, extra_args in variants:
-        for backend, condition in BACKENDS.items():
+        variants.append(("static_", ["--dispatch=static"], []))
+    for prefix, extra_args, extra_tags in variants:
+        for backend in backend_names():
             test_name = "%s_%s%s" % (name, prefix, backend)
-            _one_test(test_name, srcs, deps, backend, condition, extra_args, kwargs)
+            _one_test(test_name, srcs, deps, backend, extra_args, extra_tags, kwargs)
             tests.append(":" + test_name)
     native.test_suite(name = name, tests = tests)
 
-def _one_test(test_name, srcs, deps, backend, condition, extra_args, kwargs):
+def _one_test(test_name, srcs, deps, backend, extra_args, extra_tags, kwargs):
+    args = dict(kwargs)
+    tags = args.pop("tags", []) + extra_tags
     cc_test(
         name = test_name,
         srcs = srcs,
         args = ["--", "--backend=" + backend] + extra_args,
-        target_compatible_with = _compatible_with(condition),
+        tags = tags,
+        target_compatible_with = compatible_with_backend(backend),
         deps = deps + [
             "//:polyloop",
             "//tests/support",
             "//third_party:boost_test",
         ],
-        **kwargs
+        **args
     )

@@ -2,7 +2,8 @@
 # Builds and runs examples/consumer — a separate Bazel workspace depending on
 # this checkout through polyloop_dependencies() — with the default flags and
 # with polyloop's build flags set from the consumer, and checks that a typo in
-# a flag value fails with the valid values listed. Run by .ci/run.
+# a flag value fails with the valid values listed, and a default backend that
+# is compiled out fails naming both flags. Run by .ci/run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root/examples/consumer"
@@ -37,6 +38,10 @@ check "io_uring compiled out: asking for it is a clear error" "not compiled into
 
 out=$("${bazel[@]}" build --@polyloop//policies:default_backend=iouring //:hello 2>&1 || true)
 check "a typo in a flag value fails the build" "valid values are: auto, epoll, io_uring, asio" "$out"
+
+out=$("${bazel[@]}" build --@polyloop//policies:default_backend=io_uring --@polyloop//policies:io_uring=false //:hello 2>&1 || true)
+check "a default backend compiled out fails the build naming both flags" \
+  "default_backend=io_uring needs io_uring compiled in (--@polyloop//policies:io_uring=true)" "$out"
 
 if ((failures)); then
   echo "consumer: ${failures} check(s) failed"
