@@ -182,11 +182,12 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   bool closed = false;
   waiters close_waiters;
 
-  // write() sends at once when nothing is queued, on the readiness backends
-  // (epoll, asio), where the writer task's send would be the same syscall a
-  // loop turn later. On io_uring the writer's send goes into the ring with
-  // the loop's other submissions, one io_uring_enter for them all, and a
-  // syscall per write measured no cheaper there.
+  // write() sends at once when nothing is queued on a backend whose start()
+  // tries the syscall itself (backend_traits::tries_in_start: epoll, asio),
+  // where the writer task's send would be the same syscall a loop turn
+  // later. Otherwise (io_uring) the writer's send is submitted with the
+  // loop's other operations, one io_uring_enter for them all, and a syscall
+  // per write measured no cheaper there.
   bool send_at_once = true;
 
   stream_state(EventLoop& l, int socket_fd)

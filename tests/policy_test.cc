@@ -44,7 +44,10 @@ class scoped_env {
 
 std::vector<std::string> compiled_in_names() {
   std::vector<std::string> names;
-  for (const auto& b : pl::available_backends()) names.push_back(b.name);
+  // available_backends() lists every backend known, compiled in or not.
+  for (const auto& b : pl::available_backends()) {
+    if (b.reason.find("not compiled in") == std::string::npos) names.push_back(b.name);
+  }
   return names;
 }
 

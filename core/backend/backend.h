@@ -96,7 +96,7 @@ class Backend {
   // Fixed for the backend's life; no virtual call.
   const backend_traits& traits() const noexcept { return traits_; }
 
-  // "epoll", "io_uring", "asio": for messages and choosing by name. Code
+  // The name it is chosen by (e.g. "epoll"), for messages too. Code
   // that depends on how a backend behaves asks traits() instead.
   virtual std::string_view name() const noexcept = 0;
 

@@ -115,7 +115,7 @@ class EventLoop {
   // Closes the loop if it is still open. Must not be called while running.
   ~EventLoop();
 
-  // Which backend really runs: "epoll", "io_uring", "asio".
+  // Which backend really runs (its Backend::name(), e.g. "epoll").
   std::string_view backend_name() const noexcept { return backend_name_; }
 
   // Schedules f() to run in a later iteration, after the callbacks already
