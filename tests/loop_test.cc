@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -757,6 +758,95 @@ BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_after_a_burst_still_wakes_the_idle_
                                                    "a wake-up was lost");
   BOOST_TEST(!safety_timer_fired);
   BOOST_TEST(slowest_probe_ms < 500.0);
+}
+
+// call_soon_threadsafe and call_soon feed one FIFO, as in asyncio: a
+// callback queued from another thread before a call_soon (ordered by a lock
+// here, as in CPython's test_events.py test_call_soon_threadsafe) runs first.
+BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_from_another_thread_runs_before_a_later_call_soon,
+                        loop_fixture, *utf::timeout(10)) {
+  std::vector<std::string> results;  // touched on the loop's thread only
+  auto callback = [&](const char* arg) {
+    results.push_back(arg);
+    if (results.size() >= 2) loop->stop();
+  };
+  std::mutex lock;
+  lock.lock();
+  std::thread t([&] {
+    loop->call_soon_threadsafe([&] { callback("hello"); });
+    lock.unlock();
+  });
+  {
+    std::lock_guard<std::mutex> after_the_thread_queued(lock);
+    loop->call_soon([&] { callback("world"); });
+    loop->run_forever();
+  }
+  t.join();
+  BOOST_TEST(results == (std::vector<std::string>{"hello", "world"}),
+             boost::test_tools::per_element());
+}
+
+// CPython's test_call_soon_threadsafe_same_thread: on the loop's own thread,
+// before the loop runs.
+BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_on_the_loop_thread_runs_before_a_later_call_soon,
+                        loop_fixture) {
+  std::vector<std::string> results;
+  auto callback = [&](const char* arg) {
+    results.push_back(arg);
+    if (results.size() >= 2) loop->stop();
+  };
+  loop->call_soon_threadsafe([&] { callback("hello"); });
+  loop->call_soon([&] { callback("world"); });
+  loop->run_forever();
+  BOOST_TEST(results == (std::vector<std::string>{"hello", "world"}),
+             boost::test_tools::per_element());
+}
+
+// The same from inside a callback of the running loop: both run in the next
+// iteration, in the order they were queued.
+BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_inside_a_callback_keeps_its_place_in_the_fifo,
+                        loop_fixture) {
+  std::vector<std::string> results;
+  loop->call_soon([&] {
+    loop->call_soon([&] { results.push_back("first"); });
+    loop->call_soon_threadsafe([&] { results.push_back("second"); });
+    loop->call_soon([&] {
+      results.push_back("third");
+      loop->stop();
+    });
+  });
+  loop->run_forever();
+  BOOST_TEST(results == (std::vector<std::string>{"first", "second", "third"}),
+             boost::test_tools::per_element());
+}
+
+// A thread that queued callbacks and was joined: everything it queued is
+// ahead of what the loop's thread schedules afterwards, callbacks and task
+// steps alike (a task's step is a call_soon in asyncio).
+BOOST_FIXTURE_TEST_CASE(callbacks_of_a_joined_thread_run_before_what_is_scheduled_after_the_join,
+                        loop_fixture, *utf::timeout(10)) {
+  std::vector<std::string> results;
+  std::thread t([&] {
+    loop->call_soon_threadsafe([&] { results.push_back("thread 1"); });
+    loop->call_soon_threadsafe([&] { results.push_back("thread 2"); });
+  });
+  t.join();
+  loop->call_soon([&] { results.push_back("soon"); });
+  loop->run_until_complete([](std::vector<std::string>* r) -> pl::Task<> {
+    r->push_back("task");
+    co_return;
+  }(&results));
+
+  std::thread t2([&] { loop->call_soon_threadsafe([&] { results.push_back("thread 3"); }); });
+  t2.join();
+  // A task's first step goes through the loop's schedule(), not call_soon.
+  loop->run_until_complete([](std::vector<std::string>* r) -> pl::Task<> {
+    r->push_back("task 2");
+    co_return;
+  }(&results));
+  BOOST_TEST(results == (std::vector<std::string>{"thread 1", "thread 2", "soon", "task",
+                                                  "thread 3", "task 2"}),
+             boost::test_tools::per_element());
 }
 
 BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_on_a_closed_loop_throws, loop_fixture) {

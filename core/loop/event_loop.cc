@@ -139,6 +139,8 @@ void EventLoop::throw_closed() {
 
 void EventLoop::schedule(detail::ready_node* node) {
   check_open();
+  // A task's step or a future's callback is a call_soon in asyncio: the same FIFO.
+  take_threadsafe_first();
   ready_.push(node);
 }
 

@@ -1,6 +1,9 @@
 // EventLoop: asyncio's event loop over a pluggable Backend.
 //
 // One iteration (asyncio's _run_once, docs/design.md):
+//   0. callbacks other threads queued (call_soon_threadsafe) join the ready
+//      queue; call_soon and the loop's own scheduling take them first too,
+//      so the two make one FIFO;
 //   1. timeout = 0 if callbacks are ready or stop() was called, else the time
 //      to the earliest timer, else no limit;
 //   2. backend.poll(timeout): completed operations join the ready queue;
@@ -134,6 +137,10 @@ class EventLoop {
   TimerHandle call_at(time_point when, F&& f);
   // The one method any thread may call: queues f() and wakes the loop if it
   // is blocked in its backend. Throws EventLoopError if the loop is closed.
+  // One FIFO with call_soon, as in asyncio: f runs after whatever the loop's
+  // thread scheduled before this call, and before whatever it schedules
+  // after it (a call that happens after this one: a thread joined, a lock
+  // released, or simply the same thread).
   template <class F>
   void call_soon_threadsafe(F&& f);
 
@@ -222,6 +229,17 @@ class EventLoop {
   Backend& backend();
   // Puts an intrusive node on the ready queue (throws if closed).
   void schedule(detail::ready_node* node);
+  // Before the loop's thread appends to the ready queue: callbacks other
+  // threads queued earlier go first, so that call_soon_threadsafe and
+  // call_soon make one FIFO. A relaxed load suffices: when the queuing
+  // happens before this call (a join, a lock, the same thread), coherence
+  // makes the load see its `true` (or the `false` of a take that already
+  // moved the callback); take_threadsafe()'s mutex then orders the queue's
+  // contents. When the two race, there is no order to keep. The load is a
+  // plain mov on x86 either way; relaxed spares weaker CPUs a barrier.
+  void take_threadsafe_first() {
+    if (threadsafe_pending_.load(std::memory_order_relaxed)) [[unlikely]] take_threadsafe();
+  }
   // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
   // most of it is dead (asyncio does the same).
   void note_cancelled_timer() noexcept;
@@ -315,6 +333,7 @@ Handle EventLoop::call_soon(F&& f) {
   detail::callback_node* n = acquire_node();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = false;
+  take_threadsafe_first();
   ready_.push(n);
   return Handle(n);
 }
@@ -333,6 +352,14 @@ TimerHandle EventLoop::call_at(time_point when, F&& f) {
 
 template <class F>
 void EventLoop::call_soon_threadsafe(F&& f) {
+  // On the thread running this loop, call_soon is the same FIFO without the
+  // lock, the allocation of a box and a wake-up the loop does not need.
+  // (A loop that is not running has no owning thread to recognise: there,
+  // the queue below is taken by the next call_soon or iteration.)
+  if (running_loop() == this) {
+    call_soon(std::forward<F>(f));
+    return;
+  }
   using Box = detail::threadsafe_box<std::decay_t<F>>;
   auto* box = new Box(std::decay_t<F>(std::forward<F>(f)));
   {
