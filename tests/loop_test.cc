@@ -9,7 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
+#include <semaphore>
 #include <string>
 #include <thread>
 #include <vector>
@@ -761,8 +761,9 @@ BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_after_a_burst_still_wakes_the_idle_
 }
 
 // call_soon_threadsafe and call_soon feed one FIFO, as in asyncio: a
-// callback queued from another thread before a call_soon (ordered by a lock
-// here, as in CPython's test_events.py test_call_soon_threadsafe) runs first.
+// callback queued from another thread before a call_soon (ordered by a
+// semaphore here, by a lock in CPython's test_events.py,
+// test_call_soon_threadsafe) runs first.
 BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_from_another_thread_runs_before_a_later_call_soon,
                         loop_fixture, *utf::timeout(10)) {
   std::vector<std::string> results;  // touched on the loop's thread only
@@ -770,17 +771,16 @@ BOOST_FIXTURE_TEST_CASE(call_soon_threadsafe_from_another_thread_runs_before_a_l
     results.push_back(arg);
     if (results.size() >= 2) loop->stop();
   };
-  std::mutex lock;
-  lock.lock();
+  // CPython's test releases a threading.Lock from the other thread; a
+  // std::mutex may not be unlocked by another thread, a semaphore may.
+  std::binary_semaphore queued{0};
   std::thread t([&] {
     loop->call_soon_threadsafe([&] { callback("hello"); });
-    lock.unlock();
+    queued.release();
   });
-  {
-    std::lock_guard<std::mutex> after_the_thread_queued(lock);
-    loop->call_soon([&] { callback("world"); });
-    loop->run_forever();
-  }
+  queued.acquire();
+  loop->call_soon([&] { callback("world"); });
+  loop->run_forever();
   t.join();
   BOOST_TEST(results == (std::vector<std::string>{"hello", "world"}),
              boost::test_tools::per_element());

@@ -138,9 +138,9 @@ void EventLoop::throw_closed() {
 }
 
 void EventLoop::schedule(detail::ready_node* node) {
-  check_open();
-  // A task's step or a future's callback is a call_soon in asyncio: the same FIFO.
-  take_threadsafe_first();
+  // A task's step or a future's callback is a call_soon in asyncio: the same
+  // FIFO, so callbacks other threads queued earlier go first.
+  check_open_and_take_threadsafe();
   ready_.push(node);
 }
 
@@ -176,10 +176,10 @@ void EventLoop::run_forever() {
 
 void EventLoop::close() {
   if (running_) throw EventLoopError("cannot close a running event loop; call stop() first");
-  if (closed_.load(std::memory_order_relaxed)) return;
+  if (is_closed()) return;
   {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
-    closed_.store(true, std::memory_order_relaxed);
+    flags_.fetch_or(closed_bit, std::memory_order_relaxed);
     for (detail::ready_node* n : threadsafe_queue_) n->fn(n, detail::ready_node::action::discard);
     threadsafe_queue_.clear();
   }
@@ -261,9 +261,14 @@ void EventLoop::compact_timers() {
   cancelled_timers_ = 0;
 }
 
+void EventLoop::closed_or_threadsafe_pending() {
+  check_open();
+  take_threadsafe();
+}
+
 void EventLoop::take_threadsafe() {
   std::lock_guard<std::mutex> lock(threadsafe_mutex_);
-  threadsafe_pending_.store(false, std::memory_order_relaxed);
+  flags_.fetch_and(static_cast<std::uint8_t>(~threadsafe_pending_bit), std::memory_order_relaxed);
   for (detail::ready_node* n : threadsafe_queue_) ready_.push(n);
   threadsafe_queue_.clear();
 }

@@ -166,7 +166,7 @@ class EventLoop {
   // Throws EventLoopError while running; closing twice does nothing.
   void close();
   bool is_running() const noexcept { return running_; }
-  bool is_closed() const noexcept { return closed_; }
+  bool is_closed() const noexcept { return (flags_.load(std::memory_order_relaxed) & closed_bit) != 0; }
 
   // Schedules a coroutine to run on this loop; the returned future completes
   // with its result. Defined in core/task/task.h.
@@ -221,7 +221,7 @@ class EventLoop {
   // Throws EventLoopError if the loop is closed. Inline: every call_soon
   // checks it.
   void check_open() const {
-    if (closed_.load(std::memory_order_relaxed)) [[unlikely]] throw_closed();
+    if (flags_.load(std::memory_order_relaxed) & closed_bit) [[unlikely]] throw_closed();
   }
   // Throws EventLoopError if the loop cannot run now: closed, already
   // running, or another loop runs on this thread.
@@ -229,17 +229,21 @@ class EventLoop {
   Backend& backend();
   // Puts an intrusive node on the ready queue (throws if closed).
   void schedule(detail::ready_node* node);
-  // Before the loop's thread appends to the ready queue: callbacks other
-  // threads queued earlier go first, so that call_soon_threadsafe and
-  // call_soon make one FIFO. A relaxed load suffices: when the queuing
-  // happens before this call (a join, a lock, the same thread), coherence
-  // makes the load see its `true` (or the `false` of a take that already
-  // moved the callback); take_threadsafe()'s mutex then orders the queue's
-  // contents. When the two race, there is no order to keep. The load is a
-  // plain mov on x86 either way; relaxed spares weaker CPUs a barrier.
-  void take_threadsafe_first() {
-    if (threadsafe_pending_.load(std::memory_order_relaxed)) [[unlikely]] take_threadsafe();
+  // Before the loop's thread appends to the ready queue (call_soon,
+  // schedule) or its timers (call_at): throws if the loop is closed, and
+  // takes first the callbacks other threads queued, so that
+  // call_soon_threadsafe and call_soon make one FIFO. Both conditions live
+  // in flags_, so the fast path stays the single load and branch that
+  // check_open() was. A relaxed load suffices: when the queuing happens
+  // before this call (a join, a lock, the same thread), coherence makes the
+  // load see its pending bit (or the clear of a take that already moved the
+  // callback); take_threadsafe()'s mutex then orders the queue's contents.
+  // When the two race, there is no order to keep. (On x86 an acquire load
+  // is the same mov; relaxed spares weaker CPUs a barrier.)
+  void check_open_and_take_threadsafe() {
+    if (flags_.load(std::memory_order_relaxed) != 0) [[unlikely]] closed_or_threadsafe_pending();
   }
+  [[gnu::noinline]] void closed_or_threadsafe_pending();
   // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
   // most of it is dead (asyncio does the same).
   void note_cancelled_timer() noexcept;
@@ -255,10 +259,10 @@ class EventLoop {
   // One iteration (see the top of this file).
   template <class B>
   void run_once(B& backend) {
-    if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
+    if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
     std::error_code ec = backend.poll(compute_timeout(), ready_);
     if (ec) throw_poll_error(ec);
-    if (threadsafe_pending_.load(std::memory_order_seq_cst)) take_threadsafe();
+    if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
     fire_expired_timers();
     run_ready();
   }
@@ -290,8 +294,12 @@ class EventLoop {
 
   std::mutex threadsafe_mutex_;
   std::vector<detail::ready_node*> threadsafe_queue_;
-  std::atomic<bool> threadsafe_pending_{false};
-  std::atomic<bool> closed_{false};
+  // threadsafe_pending_bit: threadsafe_queue_ may be non-empty (set by
+  // call_soon_threadsafe, cleared by take_threadsafe, both under the mutex);
+  // closed_bit: close() ran. One word, so that call_soon tests both at once.
+  static constexpr std::uint8_t threadsafe_pending_bit = 1;
+  static constexpr std::uint8_t closed_bit = 2;
+  std::atomic<std::uint8_t> flags_{0};
 
   detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
   ExceptionHandler handler_;
@@ -321,7 +329,7 @@ EventLoop& get_running_loop();
 EventLoop* running_loop() noexcept;
 
 inline detail::callback_node* EventLoop::acquire_node() {
-  check_open();
+  check_open_and_take_threadsafe();
   detail::callback_node* n = pool_->acquire();
   return n;
 }
@@ -333,8 +341,7 @@ Handle EventLoop::call_soon(F&& f) {
   detail::callback_node* n = acquire_node();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = false;
-  take_threadsafe_first();
-  ready_.push(n);
+  ready_.push(n);  // acquire_node() took the threadsafe queue first
   return Handle(n);
 }
 
@@ -364,7 +371,7 @@ void EventLoop::call_soon_threadsafe(F&& f) {
   auto* box = new Box(std::decay_t<F>(std::forward<F>(f)));
   {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
-    if (closed_.load(std::memory_order_relaxed)) {
+    if (flags_.load(std::memory_order_relaxed) & closed_bit) {
       delete box;
       throw EventLoopError(
           "call_soon_threadsafe: event loop is closed; nothing can run on it any more");
@@ -372,7 +379,7 @@ void EventLoop::call_soon_threadsafe(F&& f) {
     threadsafe_queue_.push_back(box);
     // seq_cst, like the backends' wake flag: the loop clears that flag and
     // then reads this one, and must not miss a callback queued in between.
-    threadsafe_pending_.store(true, std::memory_order_seq_cst);
+    flags_.fetch_or(threadsafe_pending_bit, std::memory_order_seq_cst);
     // Waking under the lock keeps close() from releasing the backend meanwhile.
     backend_->wakeup();
   }
