@@ -4,6 +4,7 @@
 // one door to them, so the public class reads as asyncio's loop API.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/backend/backend.h"
@@ -42,6 +43,9 @@ struct loop_access {
   static Backend& backend(EventLoop& loop) { return loop.backend(); }
   // Puts `node` on the ready queue: it runs in the next iteration.
   static void schedule(EventLoop& loop, ready_node* node) { loop.schedule(node); }
+  // Test-only: how many entries the timer heap holds, cancelled ones
+  // included, so a test can see that compaction really happened.
+  static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }
   // Every live future state is linked into its loop (see EventLoop::close).
   // Inline: every task a loop schedules is linked and unlinked once.
   static void link_state(EventLoop& loop, state_link* s) noexcept {
