@@ -651,18 +651,37 @@ BOOST_AUTO_TEST_CASE(timers_due_just_after_another_never_fire_early_on_the_virtu
 }
 
 BOOST_AUTO_TEST_CASE(scheduled_tasks_sleep_concurrently_in_real_time) {
+  // Two 200 ms sleeps: concurrently about 200 ms, one after the other at
+  // least 400 ms. The upper bound sits below 400, so running them serially
+  // fails it, while leaving 180 ms for a slow host.
   auto loop = make_loop();
   bool a = false, b = false;
   auto start = std::chrono::steady_clock::now();
-  pl::Future<> fa = loop->create_task(void_after(&a, 100ms));
-  pl::Future<> fb = loop->create_task(void_after(&b, 100ms));
+  pl::Future<> fa = loop->create_task(void_after(&a, 200ms));
+  pl::Future<> fb = loop->create_task(void_after(&b, 200ms));
   loop->run_until_complete(fa);
   loop->run_until_complete(fb);
   double elapsed = ms(std::chrono::steady_clock::now() - start);
   BOOST_TEST(a);
   BOOST_TEST(b);
-  BOOST_TEST(elapsed >= 100.0);
-  BOOST_TEST(elapsed < 190.0 + 100.0);  // not 200 ms in a row (generous for a noisy host)
+  BOOST_TEST(elapsed >= 200.0);
+  BOOST_TEST(elapsed < 380.0);  // serial would be >= 400
+}
+
+BOOST_AUTO_TEST_CASE(scheduled_tasks_sleep_concurrently_on_the_virtual_clock) {
+  // The exact twin: on the virtual clock both wake at +100 ms; serially the
+  // second would wake at +200 ms.
+  pl::VirtualClock clock;
+  auto loop = make_loop(clock);
+  bool a = false, b = false;
+  auto start = loop->time();
+  pl::Future<> fa = loop->create_task(void_after(&a, 100ms));
+  pl::Future<> fb = loop->create_task(void_after(&b, 100ms));
+  loop->run_until_complete(fa);
+  loop->run_until_complete(fb);
+  BOOST_TEST(a);
+  BOOST_TEST(b);
+  BOOST_TEST(ns(loop->time() - start) == ns(100ms));
 }
 
 // --- close() ----------------------------------------------------------------
