@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <coroutine>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -152,6 +153,39 @@ struct waiters {
   }
 };
 
+struct stream_state;
+
+// What stream_recv returns when this stream's own close() ended the receive.
+constexpr std::int64_t recv_ended_by_close = -1;
+
+// A receive that tells apart the two things that end it with ECANCELED. A
+// cancel of the reading task sets must_cancel on its task_root before the
+// backend drops the operation: that stays a CancelledError, as before. This
+// stream's own close() goes through async_close, which makes the backend drop
+// the fd's pending operations the same way, with nobody having cancelled the
+// reader: asyncio's reader then sees end of stream (the transport's
+// connection_lost feeds EOF to it), so it is reported as
+// recv_ended_by_close, which the readers turn into EOF.
+struct stream_recv {
+  polyloop::detail::io_awaiter io;
+  const bool* closed_locally;  // the stream's flag, set before its async_close
+
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    io.await_suspend(h);
+  }
+  std::int64_t await_resume() {
+    polyloop::detail::task_root* root = io.task.root;
+    bool task_cancelled = root != nullptr && root->must_cancel;
+    if (io.result == -ECANCELED && *closed_locally && !task_cancelled) {
+      if (root != nullptr) root->waiting = {};  // what io_awaiter's await_resume would do
+      return recv_ended_by_close;
+    }
+    return io.await_resume();
+  }
+};
+
 struct stream_state : std::enable_shared_from_this<stream_state> {
   EventLoop* loop = nullptr;
   int fd = -1;
@@ -179,6 +213,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
 
   bool eof_requested = false;
   bool close_requested = false;
+  bool closed_locally = false;  // close_now() has begun closing the fd
   bool closed = false;
   waiters close_waiters;
 
@@ -244,7 +279,9 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       in = std::move(bigger);
       in_cap = cap;
     }
-    std::int64_t n = co_await async_recv(fd, in.get() + in_size, chunk);
+    std::int64_t n =
+        co_await stream_recv{async_recv(fd, in.get() + in_size, chunk), &closed_locally};
+    if (n == recv_ended_by_close) n = 0;
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
     co_return n != 0;
@@ -299,6 +336,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   Task<> close_now() {
     if (fd < 0) co_return;
     int f = std::exchange(fd, -1);
+    closed_locally = true;  // a receive this close ends is end of stream (stream_recv)
     try {
       co_await async_close(f);
     } catch (...) {
@@ -365,7 +403,9 @@ Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (s.eof) co_return 0;
   s.check_can_read();
   // Straight into the caller's buffer: no copy, no allocation.
-  std::int64_t n = co_await async_recv(s.fd, out.data(), out.size());
+  std::int64_t n = co_await detail::stream_recv{async_recv(s.fd, out.data(), out.size()),
+                                                &s.closed_locally};
+  if (n == detail::recv_ended_by_close) n = 0;
   if (n == 0) s.eof = true;
   co_return static_cast<std::size_t>(n);
 }

@@ -103,7 +103,9 @@ class Stream {
   // Half-close: after what is buffered, shut the sending side down.
   void write_eof();
 
-  // Sends what is buffered, then closes the socket. Idempotent.
+  // Sends what is buffered, then closes the socket. Idempotent. A read
+  // pending in another task then ends at end of stream ("", 0, or
+  // IncompleteReadError with what came), as asyncio's reader sees EOF.
   void close();
   // Until the socket is closed; rethrows a failure to send what was written.
   Task<> wait_closed();

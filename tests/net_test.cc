@@ -1615,3 +1615,124 @@ BOOST_FIXTURE_TEST_CASE(read_until_grows_the_buffer_past_one_receive, net_fixtur
   run(long_lines(sv[0], sv[1]));
   expect_no_reports();
 }
+
+// --- close() under a pending read; shutdown of a loop with output queued -------
+
+namespace {
+// A pair of connected non-blocking Unix sockets.
+std::pair<int, int> socket_pair() {
+  int sv[2] = {-1, -1};
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
+  return {sv[0], sv[1]};
+}
+
+// Mirrors test_streams.py's test_read_eof, test_readexactly_eof and
+// test_readuntil_eof: feed_eof() wakes a pending read with b"" (or
+// IncompleteReadError carrying what came), and StreamReaderProtocol's
+// connection_lost() feeds that EOF when the writer closes the transport.
+// So close() on our side ends another task's pending read as end of
+// stream, not as a cancel of the reading task (nobody cancelled it).
+pl::Task<> close_ends_pending_reads_at_eof() {
+  auto& loop = pl::get_running_loop();
+  {  // read(100): ""
+    auto [a_fd, b_fd] = socket_pair();
+    net::Stream a(a_fd);
+    net::Stream b(b_fd);
+    auto reading = loop.create_task(a.read(100));
+    co_await pl::sleep(20ms);
+    BOOST_TEST_REQUIRE(!reading.done());
+    a.close();
+    co_await pl::wait_all(reading);
+    BOOST_TEST(!reading.cancelled(), "close() cancelled the reader of read(100)");
+    if (!reading.cancelled()) BOOST_TEST(reading.result() == "");
+    co_await a.wait_closed();
+    BOOST_TEST(a.at_eof());
+    b.close();
+    co_await b.wait_closed();
+  }
+  {  // read_exactly(10) with 3 bytes come: IncompleteReadError("abc")
+    auto [a_fd, b_fd] = socket_pair();
+    net::Stream a(a_fd);
+    net::Stream b(b_fd);
+    b.write("abc");
+    auto reading = loop.create_task(a.read_exactly(10));
+    co_await pl::sleep(20ms);
+    BOOST_TEST_REQUIRE(!reading.done());
+    a.close();
+    co_await pl::wait_all(reading);
+    BOOST_TEST(!reading.cancelled(), "close() cancelled the reader of read_exactly(10)");
+    if (!reading.cancelled()) {
+      try {
+        reading.result();
+        BOOST_ERROR("read_exactly returned at a close");
+      } catch (const net::IncompleteReadError& e) {
+        BOOST_TEST(e.partial == "abc");
+        BOOST_TEST(e.expected == 10u);
+      }
+    }
+    co_await a.wait_closed();
+    b.close();
+    co_await b.wait_closed();
+  }
+  {  // read_until: IncompleteReadError with the partial line; read_into: 0
+    auto [a_fd, b_fd] = socket_pair();
+    net::Stream a(a_fd);
+    net::Stream b(b_fd);
+    b.write("no newline");
+    auto reading = loop.create_task(a.read_until("\n"));
+    co_await pl::sleep(20ms);
+    BOOST_TEST_REQUIRE(!reading.done());
+    a.close();
+    co_await pl::wait_all(reading);
+    BOOST_TEST(!reading.cancelled(), "close() cancelled the reader of read_until");
+    if (!reading.cancelled()) {
+      try {
+        reading.result();
+        BOOST_ERROR("read_until returned at a close");
+      } catch (const net::IncompleteReadError& e) {
+        BOOST_TEST(e.partial == "no newline");
+      }
+    }
+    co_await a.wait_closed();
+    b.close();
+    co_await b.wait_closed();
+  }
+  {
+    auto [a_fd, b_fd] = socket_pair();
+    net::Stream a(a_fd);
+    net::Stream b(b_fd);
+    char buf[16];
+    auto reading = loop.create_task(a.read_into(std::span<char>(buf, sizeof buf)));
+    co_await pl::sleep(20ms);
+    BOOST_TEST_REQUIRE(!reading.done());
+    a.close();
+    co_await pl::wait_all(reading);
+    BOOST_TEST(!reading.cancelled(), "close() cancelled the reader of read_into");
+    if (!reading.cancelled()) BOOST_TEST(reading.result() == 0u);
+    co_await a.wait_closed();
+    b.close();
+    co_await b.wait_closed();
+  }
+  {  // The reading task's own cancel is still a cancel, close() or not.
+    auto [a_fd, b_fd] = socket_pair();
+    net::Stream a(a_fd);
+    net::Stream b(b_fd);
+    auto reading = loop.create_task(a.read(100));
+    co_await pl::sleep(20ms);
+    BOOST_TEST_REQUIRE(!reading.done());
+    reading.cancel();
+    a.close();  // in the same iteration: the cancel still wins
+    co_await pl::wait_all(reading);
+    BOOST_TEST(reading.cancelled());
+    co_await a.wait_closed();
+    b.close();
+    co_await b.wait_closed();
+  }
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(close_ends_a_pending_read_at_end_of_stream, net_fixture) {
+  run(close_ends_pending_reads_at_eof());
+  expect_no_reports();
+}
