@@ -206,6 +206,10 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   std::string sending;
   std::size_t sent = 0;
   bool writer_running = false;
+  // The writer task, without a reference (a Future here would form a cycle
+  // with the frame, which holds this state); writer_slot clears it.
+  polyloop::detail::future_state_base* writer_task = nullptr;
+  bool restarting_writer = false;
   std::exception_ptr write_error;
   std::size_t high_water = Stream::default_high_water;
   std::size_t low_water = Stream::default_low_water;
@@ -302,35 +306,144 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
     }
   }
 
-  static Task<> writer(std::shared_ptr<stream_state> s) {
-    try {
-      while (true) {
-        if (s->sent == s->sending.size()) {
-          s->sending.clear();
-          s->sent = 0;
-          if (s->pending.empty()) break;
-          std::swap(s->sending, s->pending);
-        }
-        std::int64_t n =
-            co_await async_send(s->fd, s->sending.data() + s->sent, s->sending.size() - s->sent);
-        s->sent += static_cast<std::size_t>(n);
-        s->settle_drainers();
+  // Sends both buffers until they are empty.
+  Task<> send_buffered() {
+    while (true) {
+      if (sent == sending.size()) {
+        sending.clear();
+        sent = 0;
+        if (pending.empty()) break;
+        std::swap(sending, pending);
       }
-    } catch (const CancelledError&) {
-      s->write_error = std::make_exception_ptr(std::system_error(
-          ECANCELED, std::generic_category(), "send: the stream's sending was cancelled"));
-    } catch (...) {
-      s->write_error = std::current_exception();
+      std::int64_t n = co_await async_send(fd, sending.data() + sent, sending.size() - sent);
+      sent += static_cast<std::size_t>(n);
+      settle_drainers();
     }
+  }
+
+  // "stream fd 7 to 127.0.0.1:5000", for reports.
+  std::string describe() const {
+    std::string what = "stream fd " + std::to_string(fd);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (fd >= 0 && ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      what += " to " + to_address(ss, len).to_string();
+    }
+    return what;
+  }
+
+  // Bytes a user wrote that will never be sent: said through the loop's
+  // exception handler (never dropped silently), then the buffers are cleared.
+  void report_lost(const std::string& why, std::exception_ptr failure) noexcept {
+    std::size_t lost = buffered_out();
+    pending.clear();
+    sending.clear();
+    sent = 0;
+    if (lost == 0) return;
+    try {
+      loop->call_exception_handler({describe() + ": " + std::to_string(lost) +
+                                        " bytes written were never sent: " + why,
+                                    failure});
+    } catch (...) {  // building the message ran out of memory: nothing more to do
+    }
+  }
+
+  // The writer was cancelled: only cancel_all_tasks() can do that (nobody
+  // else holds its Future), so the loop is shutting down (run()). asyncio's
+  // transports are not tasks and still flush on close; here the writer goes
+  // on sending what was written, for at most shutdown_flush_timeout
+  // (cancel_all_tasks() runs the loop until it ends), and what the peer
+  // did not take by then, or what a failure kept from it, is reported lost.
+  Task<> flush_at_shutdown() {
+    TimerHandle deadline;
+    if (polyloop::detail::future_state_base* self = writer_task) {
+      deadline = loop->call_later(Stream::shutdown_flush_timeout, [self] { self->cancel(); });
+    }
+    std::exception_ptr failure;
+    try {
+      co_await send_buffered();
+    } catch (const CancelledError&) {  // the deadline (or a second cancel_all_tasks())
+      failure = std::make_exception_ptr(std::system_error(
+          ETIMEDOUT, std::generic_category(),
+          "send: the peer did not take what was written within " +
+              std::to_string(Stream::shutdown_flush_timeout.count()) +
+              " ms of the loop's shutdown (cancel_all_tasks)"));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    deadline.cancel();
+    if (!failure) co_return;
+    write_error = failure;
+    report_lost("the loop was shutting down (cancel_all_tasks) and sending failed", failure);
+  }
+
+  // The writer's own handle on its frame, passed by value so that it goes
+  // with the frame whether the body ran or not (as the server's task_slot).
+  struct writer_slot {
+    std::shared_ptr<stream_state> s;
+    bool ran = false;    // the body started
+    bool ended = false;  // the body reached its end
+    explicit writer_slot(std::shared_ptr<stream_state> st) : s(std::move(st)) {}
+    writer_slot(writer_slot&& o) noexcept : s(std::move(o.s)), ran(o.ran), ended(o.ended) {}
+    ~writer_slot() {
+      if (s) s->writer_gone(ran, ended);
+    }
+  };
+
+  // The writer's frame went. Unless its body ended, either the task was
+  // cancelled before its first step (cancel_all_tasks() in the iteration
+  // that queued it: the body never runs, see core/task/task.h), and a
+  // writer that starts in its shutdown flush takes over, or the loop closed
+  // under it, and what it held is reported lost.
+  void writer_gone(bool ran, bool ended) noexcept {
+    writer_task = nullptr;
+    if (ended) return;
+    // (restarting: a writer whose frame could not even be made must not
+    // start another from here, and so on.)
+    if (!ran && !restarting_writer && !loop->is_closed()) {
+      restarting_writer = true;
+      bool started = false;
+      try {
+        start_writer_task(true);
+        started = true;
+      } catch (...) {
+      }
+      restarting_writer = false;
+      if (started) return;
+    }
+    writer_running = false;
+    report_lost("the loop was closed before they could be", nullptr);
+  }
+
+  static Task<> writer(writer_slot slot, bool shutting_down) {
+    slot.ran = true;
+    std::shared_ptr<stream_state> s = slot.s;
+    bool cancelled = shutting_down;
+    if (!cancelled) {
+      try {
+        co_await s->send_buffered();
+      } catch (const CancelledError&) {
+        cancelled = true;
+      } catch (...) {
+        s->write_error = std::current_exception();
+      }
+    }
+    if (cancelled) co_await s->flush_at_shutdown();
     if (s->write_error) {
       s->pending.clear();
       s->sending.clear();
       s->sent = 0;
     }
     s->writer_running = false;
+    slot.ended = true;
     s->settle_drainers();
     if (s->eof_requested && !s->write_error && s->fd >= 0) ::shutdown(s->fd, SHUT_WR);
     if (s->close_requested) co_await s->close_now();
+  }
+
+  void start_writer_task(bool shutting_down) {
+    Future<> task = loop->create_task(writer(writer_slot(shared_from_this()), shutting_down));
+    writer_task = polyloop::detail::future_access::state(task);
   }
 
   Task<> close_now() {
@@ -350,7 +463,12 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   void start_writer() {
     if (writer_running) return;
     writer_running = true;
-    loop->create_task(writer(shared_from_this()));
+    try {
+      start_writer_task(false);
+    } catch (...) {
+      writer_running = false;
+      throw;
+    }
   }
 };
 

@@ -21,6 +21,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,12 @@ class Stream {
   // to low_water (asyncio's defaults).
   static constexpr std::size_t default_high_water = 64 * 1024;
   static constexpr std::size_t default_low_water = 16 * 1024;
+  // What was written is still sent when the loop shuts down: the writer
+  // task, cancelled by cancel_all_tasks() (run() does that before closing),
+  // goes on sending for at most this long; bytes the peer has not taken by
+  // then (or that a failure kept from it) are reported lost through the
+  // loop's exception handler, with their number, never dropped silently.
+  static constexpr std::chrono::milliseconds shutdown_flush_timeout{5000};
 
   Stream() = default;
   // Adopts a connected socket (non-blocking or not), on the running loop.

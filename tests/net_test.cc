@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <chrono>
@@ -36,6 +37,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1735,4 +1737,125 @@ pl::Task<> close_ends_pending_reads_at_eof() {
 BOOST_FIXTURE_TEST_CASE(close_ends_a_pending_read_at_end_of_stream, net_fixture) {
   run(close_ends_pending_reads_at_eof());
   expect_no_reports();
+}
+
+namespace {
+// What run()'s shutdown does to output still queued: a handler writes a
+// large buffer, close()s (no drain, no wait_closed) and returns; main
+// returns while most of it is still in the Stream's buffer, and run()'s
+// cancel_all_tasks() cancels the writer task. asyncio.run cancels the
+// remaining tasks too, but its transports are not tasks and flush on close
+// (test_streams.py's test_close_... family; _SelectorSocketTransport.close
+// waits for the buffer to empty). The rule here: what a user wrote is
+// delivered, or reported lost through the exception handler with how many
+// bytes; never dropped silently.
+struct shutdown_case {
+  std::string data = pattern(8u << 20, 23);
+  std::atomic<std::uint16_t> port{0};
+  std::atomic<bool> main_returned{false};
+  std::size_t buffered_at_return = 0;
+  conn_count count;
+  pl::testing::handler_log log;
+};
+
+pl::Task<> write_close_return(net::Stream s, shutdown_case* sc) {
+  finish_guard g(&sc->count);
+  int small = 64 * 1024;
+  ::setsockopt(s.fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  s.write(sc->data);
+  sc->buffered_at_return = s.write_buffer_size();
+  s.close();
+  co_return;
+}
+
+pl::Task<> serve_one_then_return(shutdown_case* sc) {
+  sc->log.install(pl::get_running_loop());
+  net::Server server = co_await net::start_server(
+      [sc](net::Stream s) { return write_close_return(std::move(s), sc); }, "127.0.0.1", 0);
+  sc->port = server.port();
+  co_await wait_until([sc] { return sc->count.finished == 1; }, 5s);
+  sc->main_returned = true;  // the peer starts reading only now
+}
+
+// A blocking client with a small receive buffer, on a thread of its own:
+// connects, waits for main to return, then reads to end of stream (or, if
+// `read_nothing`, closes at once without reading). Returns what it got.
+std::string peer_thread_body(shutdown_case* sc, bool read_nothing) {
+  while (sc->port == 0) std::this_thread::sleep_for(1ms);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int small = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(sc->port);
+  std::string got;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return got;
+  }
+  auto deadline = wall::now() + 10s;
+  while (!sc->main_returned && wall::now() < deadline) std::this_thread::sleep_for(1ms);
+  if (!read_nothing) {
+    std::vector<char> buf(256 * 1024);
+    while (true) {
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) break;
+      got.append(buf.data(), static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);  // with unread data: a reset
+  return got;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(run_delivers_what_a_handler_wrote_before_returning) {
+  shutdown_case sc;
+  std::string got;
+  std::thread peer([&] { got = peer_thread_body(&sc, false); });
+  try {
+    pl::run(serve_one_then_return(&sc), pl::testing::backend_under_test());
+  } catch (...) {
+    sc.port = 1;
+    sc.main_returned = true;
+    peer.join();
+    throw;
+  }
+  peer.join();
+  BOOST_TEST(sc.count.finished == 1);
+  // The case this tests: main returned with most of the data still queued.
+  BOOST_TEST(sc.buffered_at_return > sc.data.size() / 2);
+  BOOST_TEST(got.size() == sc.data.size());
+  std::size_t diff = first_difference(got, sc.data);
+  BOOST_TEST(diff == std::string_view::npos, "differs first at byte " << diff);
+  BOOST_TEST(sc.log.messages.empty(), "reports: " << sc.log.messages.size());
+}
+
+BOOST_AUTO_TEST_CASE(run_reports_what_could_not_be_delivered_at_shutdown) {
+  shutdown_case sc;
+  std::thread peer([&] { peer_thread_body(&sc, true); });
+  try {
+    pl::run(serve_one_then_return(&sc), pl::testing::backend_under_test());
+  } catch (...) {
+    sc.port = 1;
+    sc.main_returned = true;
+    peer.join();
+    throw;
+  }
+  peer.join();
+  BOOST_TEST(sc.buffered_at_return > sc.data.size() / 2);
+  // The peer reset the connection: the bytes it never took are reported,
+  // once, with their number.
+  BOOST_TEST_REQUIRE(sc.log.messages.size() == 1u, "reports: " << sc.log.messages.size());
+  BOOST_TEST(contains(sc.log.messages[0], "bytes written were never sent"), sc.log.messages[0]);
+  bool names_the_error = false;
+  try {
+    if (sc.log.exceptions[0]) std::rethrow_exception(sc.log.exceptions[0]);
+  } catch (const std::system_error& e) {
+    names_the_error = e.code().value() == ECONNRESET || e.code().value() == EPIPE;
+  } catch (...) {
+  }
+  BOOST_TEST(names_the_error);
 }
