@@ -762,10 +762,27 @@ struct server_state : std::enable_shared_from_this<server_state> {
     co_await f;
   }
 
-  static Task<> handle(std::shared_ptr<server_state> s, int fd) {
+  // An accepted socket until a Stream owns it. Passed by value into
+  // handle(), so that the fd is closed if the Stream cannot be made
+  // (bad_alloc), if the task's frame cannot be made, or if the task is
+  // cancelled before its first step (cancel_all_tasks() right after the
+  // accept: its body never runs). The backend has not seen the fd yet, so
+  // a plain close(2) is right.
+  struct accepted_fd {
+    int fd = -1;
+    explicit accepted_fd(int f) : fd(f) {}
+    accepted_fd(accepted_fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    accepted_fd& operator=(accepted_fd&&) = delete;
+    ~accepted_fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+
+  static Task<> handle(std::shared_ptr<server_state> s, accepted_fd conn) {
     ++s->active;
     try {
-      Stream stream(fd);
+      Stream stream(conn.fd);
+      conn.fd = -1;  // the Stream owns it now
       co_await s->handler(stream);
     } catch (const CancelledError&) {
       --s->active;
@@ -821,7 +838,7 @@ struct server_state : std::enable_shared_from_this<server_state> {
         break;
       }
       s->reported_exhaustion = false;
-      s->loop->create_task(handle(s, conn));
+      s->loop->create_task(handle(s, accepted_fd(conn)));
     }
     s->closing = true;
     if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
