@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -756,6 +757,41 @@ struct server_state : std::enable_shared_from_this<server_state> {
   bool closed = false;
   waiters close_waiters;
 
+  // A descriptor kept open (on /dev/null) for when the process runs out of
+  // them: see turn_away_waiting(). -1 if it could not be had.
+  int spare = -1;
+
+  static int open_spare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
+  void close_spare() {
+    if (spare >= 0) ::close(std::exchange(spare, -1));  // never seen by the backend
+  }
+  ~server_state() { close_spare(); }
+
+  // Out of descriptors: frees the spare, accepts and closes each client
+  // waiting in the backlog, and takes the spare again. True if it made
+  // room (the spare was there) and the backlog is now empty (EAGAIN).
+  // Synchronous accept4 on the non-blocking listening socket: the backend
+  // never sees these fds, and an accept the backend has in flight on the
+  // same socket (none: this task's accept has ended) is not disturbed.
+  bool turn_away_waiting() {
+    if (spare < 0) spare = open_spare();  // a descriptor may have come back
+    if (spare < 0) return false;
+    close_spare();
+    bool drained = false;
+    while (true) {
+      int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c >= 0) {
+        ::close(c);
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      drained = errno == EAGAIN || errno == EWOULDBLOCK;
+      break;
+    }
+    spare = open_spare();
+    return drained;
+  }
+
   Task<> wait_closed() {
     if (closed) co_return;
     Future<> f = close_waiters.add(*loop);
@@ -811,20 +847,35 @@ struct server_state : std::enable_shared_from_this<server_state> {
       }
       if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         // Out of descriptors or memory: keep the connections we have, say
-        // so once, and try again when some may have been freed.
+        // so once, turn away the clients we cannot take, and try again when
+        // descriptors may have been freed.
         if (!s->reported_exhaustion) {
           s->reported_exhaustion = true;
           s->loop->call_exception_handler(
               {"server on " + s->address.to_string() +
-                   " cannot accept: out of file descriptors or memory; it keeps serving and "
-                   "retries (raise the limit: ulimit -n)",
+                   " cannot accept: out of file descriptors or memory; it keeps serving, closes "
+                   "the connections it cannot take, and retries (raise the limit: ulimit -n)",
                failure});
         }
+        // libuv's trick: with the spare descriptor given back, the waiting
+        // clients are accepted and closed at once, so they see the connection
+        // end instead of hanging in the backlog (their handshake completed
+        // in the kernel) until descriptors free up. Then accept again at once.
+        // Then wait for the next client before accepting again: accept(2)
+        // fails with EMFILE before it looks at the backlog, so trying at
+        // once would spin.
+        bool turned_away = (err == EMFILE || err == ENFILE) && s->turn_away_waiting();
+        // Else even that failed (the spare could not be had back): back off.
         bool cancelled = false;
         try {
-          co_await sleep(50ms);
+          if (turned_away) {
+            co_await async_poll(s->fd, POLLIN);
+          } else {
+            co_await sleep(50ms);
+          }
         } catch (const CancelledError&) {
           cancelled = true;
+        } catch (const std::system_error&) {  // poll failed: accept says why next
         }
         if (cancelled) break;
         continue;
@@ -841,6 +892,7 @@ struct server_state : std::enable_shared_from_this<server_state> {
       s->loop->create_task(handle(s, accepted_fd(conn)));
     }
     s->closing = true;
+    s->close_spare();
     if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
     s->closed = true;
     s->close_waiters.wake_all();
@@ -859,6 +911,7 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->fd = fd;
   s->handler = std::move(handler);
   s->address = std::move(address);
+  s->spare = detail::server_state::open_spare();  // none is no error: the back-off remains
   Future<> task = loop.create_task(
       detail::server_state::accept_all(s, detail::server_state::task_slot(s.get())));
   s->accept_task = polyloop::detail::future_access::state(task);

@@ -160,7 +160,9 @@ class Server {
 // Listens on host:port (port 0: any free port) and runs handler(stream) as
 // a task for each connection. Running out of descriptors (EMFILE, ENFILE)
 // does not stop the server: it is reported once through the loop's
-// exception handler and accepting resumes when descriptors free up.
+// exception handler, clients waiting meanwhile are accepted and closed at
+// once (with a spare descriptor kept for that, as libuv does), and
+// accepting resumes when descriptors free up.
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog = 511);
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog = 511);
