@@ -746,12 +746,16 @@ struct server_state : std::enable_shared_from_this<server_state> {
   // closed with the server open would leak both. The slot clears this when
   // the frame goes.
   polyloop::detail::future_state_base* accept_task = nullptr;
+  // It holds the state too (no cycle: the frame holds it anyway): the
+  // frame's parameters go in an order of the compiler's, and with a raw
+  // pointer the state could go first, when the frame held its last reference
+  // (the Server handle gone, then the task cancelled by run()'s shutdown).
   struct task_slot {
-    server_state* owner;
-    explicit task_slot(server_state* o) : owner(o) {}
-    task_slot(task_slot&& o) noexcept : owner(std::exchange(o.owner, nullptr)) {}
+    std::shared_ptr<server_state> owner;
+    explicit task_slot(std::shared_ptr<server_state> o) : owner(std::move(o)) {}
+    task_slot(task_slot&& o) noexcept : owner(std::move(o.owner)) {}
     ~task_slot() {
-      if (owner != nullptr) owner->accept_task = nullptr;
+      if (owner) owner->accept_task = nullptr;
     }
   };
   bool closed = false;
@@ -913,7 +917,7 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->address = std::move(address);
   s->spare = detail::server_state::open_spare();  // none is no error: the back-off remains
   Future<> task = loop.create_task(
-      detail::server_state::accept_all(s, detail::server_state::task_slot(s.get())));
+      detail::server_state::accept_all(s, detail::server_state::task_slot(s)));
   s->accept_task = polyloop::detail::future_access::state(task);
   return s;
 }
