@@ -5,11 +5,13 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <coroutine>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -152,6 +154,39 @@ struct waiters {
   }
 };
 
+struct stream_state;
+
+// What stream_recv returns when this stream's own close() ended the receive.
+constexpr std::int64_t recv_ended_by_close = -1;
+
+// A receive that tells apart the two things that end it with ECANCELED. A
+// cancel of the reading task sets must_cancel on its task_root before the
+// backend drops the operation: that stays a CancelledError, as before. This
+// stream's own close() goes through async_close, which makes the backend drop
+// the fd's pending operations the same way, with nobody having cancelled the
+// reader: asyncio's reader then sees end of stream (the transport's
+// connection_lost feeds EOF to it), so it is reported as
+// recv_ended_by_close, which the readers turn into EOF.
+struct stream_recv {
+  polyloop::detail::io_awaiter io;
+  const bool* closed_locally;  // the stream's flag, set before its async_close
+
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    io.await_suspend(h);
+  }
+  std::int64_t await_resume() {
+    polyloop::detail::task_root* root = io.task.root;
+    bool task_cancelled = root != nullptr && root->must_cancel;
+    if (io.result == -ECANCELED && *closed_locally && !task_cancelled) {
+      if (root != nullptr) root->waiting = {};  // what io_awaiter's await_resume would do
+      return recv_ended_by_close;
+    }
+    return io.await_resume();
+  }
+};
+
 struct stream_state : std::enable_shared_from_this<stream_state> {
   EventLoop* loop = nullptr;
   int fd = -1;
@@ -172,6 +207,10 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   std::string sending;
   std::size_t sent = 0;
   bool writer_running = false;
+  // The writer task, without a reference (a Future here would form a cycle
+  // with the frame, which holds this state); writer_slot clears it.
+  polyloop::detail::future_state_base* writer_task = nullptr;
+  bool restarting_writer = false;
   std::exception_ptr write_error;
   std::size_t high_water = Stream::default_high_water;
   std::size_t low_water = Stream::default_low_water;
@@ -179,6 +218,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
 
   bool eof_requested = false;
   bool close_requested = false;
+  bool closed_locally = false;  // close_now() has begun closing the fd
   bool closed = false;
   waiters close_waiters;
 
@@ -244,7 +284,9 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       in = std::move(bigger);
       in_cap = cap;
     }
-    std::int64_t n = co_await async_recv(fd, in.get() + in_size, chunk);
+    std::int64_t n =
+        co_await stream_recv{async_recv(fd, in.get() + in_size, chunk), &closed_locally};
+    if (n == recv_ended_by_close) n = 0;
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
     co_return n != 0;
@@ -265,40 +307,150 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
     }
   }
 
-  static Task<> writer(std::shared_ptr<stream_state> s) {
-    try {
-      while (true) {
-        if (s->sent == s->sending.size()) {
-          s->sending.clear();
-          s->sent = 0;
-          if (s->pending.empty()) break;
-          std::swap(s->sending, s->pending);
-        }
-        std::int64_t n =
-            co_await async_send(s->fd, s->sending.data() + s->sent, s->sending.size() - s->sent);
-        s->sent += static_cast<std::size_t>(n);
-        s->settle_drainers();
+  // Sends both buffers until they are empty.
+  Task<> send_buffered() {
+    while (true) {
+      if (sent == sending.size()) {
+        sending.clear();
+        sent = 0;
+        if (pending.empty()) break;
+        std::swap(sending, pending);
       }
-    } catch (const CancelledError&) {
-      s->write_error = std::make_exception_ptr(std::system_error(
-          ECANCELED, std::generic_category(), "send: the stream's sending was cancelled"));
-    } catch (...) {
-      s->write_error = std::current_exception();
+      std::int64_t n = co_await async_send(fd, sending.data() + sent, sending.size() - sent);
+      sent += static_cast<std::size_t>(n);
+      settle_drainers();
     }
+  }
+
+  // "stream fd 7 to 127.0.0.1:5000", for reports.
+  std::string describe() const {
+    std::string what = "stream fd " + std::to_string(fd);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (fd >= 0 && ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      what += " to " + to_address(ss, len).to_string();
+    }
+    return what;
+  }
+
+  // Bytes a user wrote that will never be sent: said through the loop's
+  // exception handler (never dropped silently), then the buffers are cleared.
+  void report_lost(const std::string& why, std::exception_ptr failure) noexcept {
+    std::size_t lost = buffered_out();
+    pending.clear();
+    sending.clear();
+    sent = 0;
+    if (lost == 0) return;
+    try {
+      loop->call_exception_handler({describe() + ": " + std::to_string(lost) +
+                                        " bytes written were never sent: " + why,
+                                    failure});
+    } catch (...) {  // building the message ran out of memory: nothing more to do
+    }
+  }
+
+  // The writer was cancelled: only cancel_all_tasks() can do that (nobody
+  // else holds its Future), so the loop is shutting down (run()). asyncio's
+  // transports are not tasks and still flush on close; here the writer goes
+  // on sending what was written, for at most shutdown_flush_timeout
+  // (cancel_all_tasks() runs the loop until it ends), and what the peer
+  // did not take by then, or what a failure kept from it, is reported lost.
+  Task<> flush_at_shutdown() {
+    TimerHandle deadline;
+    if (polyloop::detail::future_state_base* self = writer_task) {
+      deadline = loop->call_later(Stream::shutdown_flush_timeout, [self] { self->cancel(); });
+    }
+    std::exception_ptr failure;
+    try {
+      co_await send_buffered();
+    } catch (const CancelledError&) {  // the deadline (or a second cancel_all_tasks())
+      failure = std::make_exception_ptr(std::system_error(
+          ETIMEDOUT, std::generic_category(),
+          "send: the peer did not take what was written within " +
+              std::to_string(Stream::shutdown_flush_timeout.count()) +
+              " ms of the loop's shutdown (cancel_all_tasks)"));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    deadline.cancel();
+    if (!failure) co_return;
+    write_error = failure;
+    report_lost("the loop was shutting down (cancel_all_tasks) and sending failed", failure);
+  }
+
+  // The writer's own handle on its frame, passed by value so that it goes
+  // with the frame whether the body ran or not (as the server's task_slot).
+  struct writer_slot {
+    std::shared_ptr<stream_state> s;
+    bool ran = false;    // the body started
+    bool ended = false;  // the body reached its end
+    explicit writer_slot(std::shared_ptr<stream_state> st) : s(std::move(st)) {}
+    writer_slot(writer_slot&& o) noexcept : s(std::move(o.s)), ran(o.ran), ended(o.ended) {}
+    ~writer_slot() {
+      if (s) s->writer_gone(ran, ended);
+    }
+  };
+
+  // The writer's frame went. Unless its body ended, either the task was
+  // cancelled before its first step (cancel_all_tasks() in the iteration
+  // that queued it: the body never runs, see core/task/task.h), and a
+  // writer that starts in its shutdown flush takes over, or the loop closed
+  // under it, and what it held is reported lost.
+  void writer_gone(bool ran, bool ended) noexcept {
+    writer_task = nullptr;
+    if (ended) return;
+    // (restarting: a writer whose frame could not even be made must not
+    // start another from here, and so on.)
+    if (!ran && !restarting_writer && !loop->is_closed()) {
+      restarting_writer = true;
+      bool started = false;
+      try {
+        start_writer_task(true);
+        started = true;
+      } catch (...) {
+      }
+      restarting_writer = false;
+      if (started) return;
+    }
+    writer_running = false;
+    report_lost("the loop was closed before they could be", nullptr);
+  }
+
+  static Task<> writer(writer_slot slot, bool shutting_down) {
+    slot.ran = true;
+    std::shared_ptr<stream_state> s = slot.s;
+    bool cancelled = shutting_down;
+    if (!cancelled) {
+      try {
+        co_await s->send_buffered();
+      } catch (const CancelledError&) {
+        cancelled = true;
+      } catch (...) {
+        s->write_error = std::current_exception();
+      }
+    }
+    if (cancelled) co_await s->flush_at_shutdown();
     if (s->write_error) {
       s->pending.clear();
       s->sending.clear();
       s->sent = 0;
     }
     s->writer_running = false;
+    slot.ended = true;
     s->settle_drainers();
     if (s->eof_requested && !s->write_error && s->fd >= 0) ::shutdown(s->fd, SHUT_WR);
     if (s->close_requested) co_await s->close_now();
   }
 
+  void start_writer_task(bool shutting_down) {
+    Future<> task = loop->create_task(writer(writer_slot(shared_from_this()), shutting_down));
+    writer_task = polyloop::detail::future_access::state(task);
+  }
+
   Task<> close_now() {
     if (fd < 0) co_return;
     int f = std::exchange(fd, -1);
+    closed_locally = true;  // a receive this close ends is end of stream (stream_recv)
     try {
       co_await async_close(f);
     } catch (...) {
@@ -312,7 +464,12 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   void start_writer() {
     if (writer_running) return;
     writer_running = true;
-    loop->create_task(writer(shared_from_this()));
+    try {
+      start_writer_task(false);
+    } catch (...) {
+      writer_running = false;
+      throw;
+    }
   }
 };
 
@@ -365,7 +522,9 @@ Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (s.eof) co_return 0;
   s.check_can_read();
   // Straight into the caller's buffer: no copy, no allocation.
-  std::int64_t n = co_await async_recv(s.fd, out.data(), out.size());
+  std::int64_t n = co_await detail::stream_recv{async_recv(s.fd, out.data(), out.size()),
+                                                &s.closed_locally};
+  if (n == detail::recv_ended_by_close) n = 0;
   if (n == 0) s.eof = true;
   co_return static_cast<std::size_t>(n);
 }
@@ -587,16 +746,55 @@ struct server_state : std::enable_shared_from_this<server_state> {
   // closed with the server open would leak both. The slot clears this when
   // the frame goes.
   polyloop::detail::future_state_base* accept_task = nullptr;
+  // It holds the state too (no cycle: the frame holds it anyway): the
+  // frame's parameters go in an order of the compiler's, and with a raw
+  // pointer the state could go first, when the frame held its last reference
+  // (the Server handle gone, then the task cancelled by run()'s shutdown).
   struct task_slot {
-    server_state* owner;
-    explicit task_slot(server_state* o) : owner(o) {}
-    task_slot(task_slot&& o) noexcept : owner(std::exchange(o.owner, nullptr)) {}
+    std::shared_ptr<server_state> owner;
+    explicit task_slot(std::shared_ptr<server_state> o) : owner(std::move(o)) {}
+    task_slot(task_slot&& o) noexcept : owner(std::move(o.owner)) {}
     ~task_slot() {
-      if (owner != nullptr) owner->accept_task = nullptr;
+      if (owner) owner->accept_task = nullptr;
     }
   };
   bool closed = false;
   waiters close_waiters;
+
+  // A descriptor kept open (on /dev/null) for when the process runs out of
+  // them: see turn_away_waiting(). -1 if it could not be had.
+  int spare = -1;
+
+  static int open_spare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
+  void close_spare() {
+    if (spare >= 0) ::close(std::exchange(spare, -1));  // never seen by the backend
+  }
+  ~server_state() { close_spare(); }
+
+  // Out of descriptors: frees the spare, accepts and closes each client
+  // waiting in the backlog, and takes the spare again. True if it made
+  // room (the spare was there) and the backlog is now empty (EAGAIN).
+  // Synchronous accept4 on the non-blocking listening socket: the backend
+  // never sees these fds, and an accept the backend has in flight on the
+  // same socket (none: this task's accept has ended) is not disturbed.
+  bool turn_away_waiting() {
+    if (spare < 0) spare = open_spare();  // a descriptor may have come back
+    if (spare < 0) return false;
+    close_spare();
+    bool drained = false;
+    while (true) {
+      int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c >= 0) {
+        ::close(c);
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      drained = errno == EAGAIN || errno == EWOULDBLOCK;
+      break;
+    }
+    spare = open_spare();
+    return drained;
+  }
 
   Task<> wait_closed() {
     if (closed) co_return;
@@ -604,10 +802,27 @@ struct server_state : std::enable_shared_from_this<server_state> {
     co_await f;
   }
 
-  static Task<> handle(std::shared_ptr<server_state> s, int fd) {
+  // An accepted socket until a Stream owns it. Passed by value into
+  // handle(), so that the fd is closed if the Stream cannot be made
+  // (bad_alloc), if the task's frame cannot be made, or if the task is
+  // cancelled before its first step (cancel_all_tasks() right after the
+  // accept: its body never runs). The backend has not seen the fd yet, so
+  // a plain close(2) is right.
+  struct accepted_fd {
+    int fd = -1;
+    explicit accepted_fd(int f) : fd(f) {}
+    accepted_fd(accepted_fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    accepted_fd& operator=(accepted_fd&&) = delete;
+    ~accepted_fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+
+  static Task<> handle(std::shared_ptr<server_state> s, accepted_fd conn) {
     ++s->active;
     try {
-      Stream stream(fd);
+      Stream stream(conn.fd);
+      conn.fd = -1;  // the Stream owns it now
       co_await s->handler(stream);
     } catch (const CancelledError&) {
       --s->active;
@@ -636,20 +851,35 @@ struct server_state : std::enable_shared_from_this<server_state> {
       }
       if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         // Out of descriptors or memory: keep the connections we have, say
-        // so once, and try again when some may have been freed.
+        // so once, turn away the clients we cannot take, and try again when
+        // descriptors may have been freed.
         if (!s->reported_exhaustion) {
           s->reported_exhaustion = true;
           s->loop->call_exception_handler(
               {"server on " + s->address.to_string() +
-                   " cannot accept: out of file descriptors or memory; it keeps serving and "
-                   "retries (raise the limit: ulimit -n)",
+                   " cannot accept: out of file descriptors or memory; it keeps serving, closes "
+                   "the connections it cannot take, and retries (raise the limit: ulimit -n)",
                failure});
         }
+        // libuv's trick: with the spare descriptor given back, the waiting
+        // clients are accepted and closed at once, so they see the connection
+        // end instead of hanging in the backlog (their handshake completed
+        // in the kernel) until descriptors free up. Then accept again at once.
+        // Then wait for the next client before accepting again: accept(2)
+        // fails with EMFILE before it looks at the backlog, so trying at
+        // once would spin.
+        bool turned_away = (err == EMFILE || err == ENFILE) && s->turn_away_waiting();
+        // Else even that failed (the spare could not be had back): back off.
         bool cancelled = false;
         try {
-          co_await sleep(50ms);
+          if (turned_away) {
+            co_await async_poll(s->fd, POLLIN);
+          } else {
+            co_await sleep(50ms);
+          }
         } catch (const CancelledError&) {
           cancelled = true;
+        } catch (const std::system_error&) {  // poll failed: accept says why next
         }
         if (cancelled) break;
         continue;
@@ -663,9 +893,10 @@ struct server_state : std::enable_shared_from_this<server_state> {
         break;
       }
       s->reported_exhaustion = false;
-      s->loop->create_task(handle(s, conn));
+      s->loop->create_task(handle(s, accepted_fd(conn)));
     }
     s->closing = true;
+    s->close_spare();
     if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
     s->closed = true;
     s->close_waiters.wake_all();
@@ -684,8 +915,9 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
   s->fd = fd;
   s->handler = std::move(handler);
   s->address = std::move(address);
+  s->spare = detail::server_state::open_spare();  // none is no error: the back-off remains
   Future<> task = loop.create_task(
-      detail::server_state::accept_all(s, detail::server_state::task_slot(s.get())));
+      detail::server_state::accept_all(s, detail::server_state::task_slot(s)));
   s->accept_task = polyloop::detail::future_access::state(task);
   return s;
 }

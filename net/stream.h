@@ -21,6 +21,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,12 @@ class Stream {
   // to low_water (asyncio's defaults).
   static constexpr std::size_t default_high_water = 64 * 1024;
   static constexpr std::size_t default_low_water = 16 * 1024;
+  // What was written is still sent when the loop shuts down: the writer
+  // task, cancelled by cancel_all_tasks() (run() does that before closing),
+  // goes on sending for at most this long; bytes the peer has not taken by
+  // then (or that a failure kept from it) are reported lost through the
+  // loop's exception handler, with their number, never dropped silently.
+  static constexpr std::chrono::milliseconds shutdown_flush_timeout{5000};
 
   Stream() = default;
   // Adopts a connected socket (non-blocking or not), on the running loop.
@@ -103,7 +110,9 @@ class Stream {
   // Half-close: after what is buffered, shut the sending side down.
   void write_eof();
 
-  // Sends what is buffered, then closes the socket. Idempotent.
+  // Sends what is buffered, then closes the socket. Idempotent. A read
+  // pending in another task then ends at end of stream ("", 0, or
+  // IncompleteReadError with what came), as asyncio's reader sees EOF.
   void close();
   // Until the socket is closed; rethrows a failure to send what was written.
   Task<> wait_closed();
@@ -151,7 +160,9 @@ class Server {
 // Listens on host:port (port 0: any free port) and runs handler(stream) as
 // a task for each connection. Running out of descriptors (EMFILE, ENFILE)
 // does not stop the server: it is reported once through the loop's
-// exception handler and accepting resumes when descriptors free up.
+// exception handler, clients waiting meanwhile are accepted and closed at
+// once (with a spare descriptor kept for that, as libuv does), and
+// accepting resumes when descriptors free up.
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog = 511);
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog = 511);
