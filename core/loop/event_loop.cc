@@ -159,19 +159,29 @@ void EventLoop::check_can_run() const {
   }
 }
 
+// Marks the loop as running on this thread for the scope's life.
+struct EventLoop::running_scope {
+  explicit running_scope(EventLoop& l) : loop(l) {
+    loop.check_can_run();
+    loop.running_ = true;
+    current_loop = &loop;
+  }
+  ~running_scope() {
+    loop.running_ = false;
+    loop.stopping_ = false;
+    current_loop = nullptr;
+  }
+  EventLoop& loop;
+};
+
 void EventLoop::run_forever() {
-  check_can_run();
-  running_ = true;
-  current_loop = this;
-  struct reset_on_exit {
-    EventLoop& loop;
-    ~reset_on_exit() {
-      loop.running_ = false;
-      loop.stopping_ = false;
-      current_loop = nullptr;
-    }
-  } reset{*this};
+  running_scope running(*this);
   drive_(*this);
+}
+
+void EventLoop::run_one_iteration() {
+  running_scope running(*this);
+  run_once(*backend_);
 }
 
 void EventLoop::close() {
@@ -238,10 +248,10 @@ std::size_t EventLoop::cancel_all_tasks() {
     }
     return false;
   };
-  while (any_pending()) {
-    call_soon([this] { stop(); });
-    run_forever();
-  }
+  // One iteration at a time, each waiting in the backend as run_forever()
+  // would (not a stop() per pass, which would make every wait zero and spin
+  // while a task unwinds slowly, e.g. a stream flushing at shutdown).
+  while (any_pending()) run_one_iteration();
   return cancelled;
 }
 

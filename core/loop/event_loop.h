@@ -266,6 +266,9 @@ class EventLoop {
     fire_expired_timers();
     run_ready();
   }
+  struct running_scope;
+  // One iteration, blocking in the backend as run_forever() would.
+  void run_one_iteration();
   [[noreturn]] void throw_poll_error(std::error_code ec) const;
   [[noreturn]] static void throw_closed();
   void run_ready();
