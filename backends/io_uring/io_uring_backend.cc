@@ -427,15 +427,15 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
   // Without RWF_NOSIGNAL, a write to a pipe or socket whose reader is gone
   // raises SIGPIPE in the task that runs it: the one that submits it (a
-  // write the kernel tries at once, inside io_uring_enter) or the one whose
-  // task work retries it after a poll (inside io_uring_enter with
-  // DEFER_TASKRUN or COOP_TASKRUN; io-wq workers block every signal). So
-  // while writes are in flight, SIGPIPE is blocked around the enter calls
-  // (and their reap) and a SIGPIPE raised meanwhile is taken back, the
+  // write the kernel tries at once, inside io_uring_enter), or the one whose
+  // task work retries it after a poll (io-wq workers block every signal).
+  // So while writes are in flight, SIGPIPE is blocked around the enter
+  // calls (and their reap) and a SIGPIPE raised meanwhile is taken back, the
   // thread's mask restored: the writes end with -EPIPE and the process's
-  // disposition is untouched. Not covered: a kernel with neither
-  // RWF_NOSIGNAL nor COOP_TASKRUN (before 5.19), whose task work can run at
-  // any return to user space.
+  // disposition is untouched. Exact with DEFER_TASKRUN (6.1+), whose task
+  // work runs only inside io_uring_enter. Not covered: a kernel before 6.1
+  // (COOP_TASKRUN or neither), where a retry's task work can run at any
+  // return to user space, outside the mask.
   std::optional<detail::sigpipe_guard> sigpipe;
   if (signalling_writes_ != 0) sigpipe.emplace();
   int r;
