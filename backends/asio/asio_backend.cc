@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,9 +29,19 @@ std::uint32_t waits(const operation& op) noexcept { return op.backend_state / on
 AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descriptor(ctx) {
   boost::system::error_code ec;
   descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
+  struct stat sb;
+  if (::fstat(fd, &sb) == 0) {
+    dev = sb.st_dev;
+    ino = sb.st_ino;
+  }
 }
 
-// start() always makes one attempt first (attempt()); the waits that follow
+bool AsioBackend::fd_entry::same_file(int fd) const noexcept {
+  struct stat sb;
+  return ::fstat(fd, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino;
+}
+
+// start() always makes one attempt first; the waits that follow
 // end in whatever order Asio runs their handlers, and a cancel() aborts and
 // re-arms every wait on the fd, so no order per fd is kept.
 AsioBackend::AsioBackend()
@@ -50,14 +61,43 @@ AsioBackend::~AsioBackend() {
   }
 }
 
-AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
+AsioBackend::fd_entry* AsioBackend::entry_for(int fd, bool* created) noexcept {
   std::unique_ptr<fd_entry>* slot = fds_.slot(fd);
   if (slot == nullptr) return nullptr;
   if (!*slot) {
     reactive::set_nonblocking(fd);
-    *slot = std::make_unique<fd_entry>(context_, fd);
+    // start() is noexcept: out of memory fails the operation (-ENOMEM)
+    // instead of terminating.
+    try {
+      *slot = std::make_unique<fd_entry>(context_, fd);
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+    if (created != nullptr) *created = true;
   }
   return slot->get();
+}
+
+// The number may have been closed with ::close() and reused since its entry
+// was made (by the program, or a library in the process, that did not go
+// through a close operation): the kernel dropped the old file from Asio's
+// epoll set, and a wait on the old descriptor would never end. The file's
+// identity (st_dev, st_ino) tells; fstat costs a syscall, so it is checked
+// only when an operation is about to wait on an fd with no other waiter,
+// never for an operation that completes at once. (A raw close while
+// operations wait on the fd is the program's error.) A stale entry is
+// released (Asio's DEL finds nothing to remove: the old registration went
+// with the old file) and a new one registers the new file.
+//
+// Not covered: a number reused by a blocking fd is tried once, blocking,
+// before this check; and a number reused by the same inode (a dup of the
+// other end of the same pipe) looks like the same file. Use async_close.
+AsioBackend::fd_entry* AsioBackend::current_entry(int fd, fd_entry* entry) noexcept {
+  if (entry->waiting != nullptr || entry->same_file(fd)) return entry;
+  std::unique_ptr<fd_entry>& slot = fds_[fd];
+  slot->descriptor.release();
+  slot.reset();
+  return entry_for(fd);
 }
 
 void AsioBackend::complete(operation& op) noexcept {
@@ -77,9 +117,10 @@ void AsioBackend::start(operation& op) noexcept {
     close_fd(op);
     return;
   }
-  fd_entry* entry = entry_for(op.fd);
+  bool created = false;
+  fd_entry* entry = entry_for(op.fd, &created);
   if (entry == nullptr) {
-    complete(op, -EBADF);
+    complete(op, fds_.slot_error(op.fd));
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -87,18 +128,23 @@ void AsioBackend::start(operation& op) noexcept {
       complete(op);
       return;
     }
+    if (!created) entry = current_entry(op.fd, entry);
+    if (entry == nullptr) {
+      complete(op, -ENOMEM);
+      return;
+    }
     wait_for_readiness(op, *entry);
     return;
   }
-  attempt(op);
-}
-
-void AsioBackend::attempt(operation& op) noexcept {
-  if (reactive::try_op(op)) {
+  if (reactive::try_op(op, &entry->hint)) {
     complete(op);
     return;
   }
-  fd_entry* entry = entry_for(op.fd);
+  if (!created) entry = current_entry(op.fd, entry);
+  if (entry == nullptr) {
+    complete(op, -ENOMEM);
+    return;
+  }
   if (!entry->descriptor.is_open()) {  // cannot be waited on: report, never spin
     complete(op, -EBADF);
     return;
@@ -151,7 +197,7 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
     } else if (ec && ec != boost::asio::error::operation_aborted) {
       op.result = -ec.value();
       op.backend_state |= done_bit;
-    } else if (reactive::try_op(op)) {
+    } else if (reactive::try_op(op, &fds_[op.fd]->hint)) {
       op.backend_state |= done_bit;
     } else if (last) {
       // Not ready after all (or aborted for another operation's sake).

@@ -77,8 +77,13 @@ void EpollBackend::start(operation& op) noexcept {
     return;
   }
   fd_state* st = fds_.slot(op.fd);
-  if (st == nullptr || (!st->registered && !register_fd(op.fd, *st))) {
-    complete(op, st == nullptr ? -EBADF : -errno);
+  if (st == nullptr) {
+    complete(op, fds_.slot_error(op.fd));
+    return;
+  }
+  bool fresh = !st->registered;  // registered just now: no stale registration to check
+  if (fresh && !register_fd(op.fd, *st)) {
+    complete(op, -errno);
     return;
   }
   if (op.kind == op_kind::connect) {
@@ -86,21 +91,16 @@ void EpollBackend::start(operation& op) noexcept {
       complete(op);
       return;
     }
-    op.backend_state = connecting_bit;
   } else if (op.kind == op_kind::poll) {
     // A level check consumes nothing, so it never waits behind other ops.
     if (reactive::try_op(op) || !st->pollable) {
       complete(op);
       return;
     }
-    op.backend_state |= queued_bit;
-    st->pollers.push(&op);
-    ++queued_;
-    return;
   } else {
     bool reader = detail::waits_for_input(op.kind);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
-    if (believed_ready && reactive::try_op(op)) {
+    if (believed_ready && reactive::try_op(op, &st->hint)) {
       complete(op);
       return;
     }
@@ -110,9 +110,46 @@ void EpollBackend::start(operation& op) noexcept {
     }
     (reader ? st->readable : st->writable) = false;
   }
+  if (!fresh && idle(*st) && !still_registered(op.fd, *st)) {
+    complete(op, -errno);
+    return;
+  }
   op.backend_state |= queued_bit;
-  (detail::waits_for_input(op.kind) ? st->readers : st->writers).push(&op);
+  if (op.kind == op_kind::connect) op.backend_state |= connecting_bit;
+  (op.kind == op_kind::poll                   ? st->pollers
+   : detail::waits_for_input(op.kind) ? st->readers
+                                      : st->writers)
+      .push(&op);
   ++queued_;
+}
+
+// The fd's number may have been closed with ::close() and reused since it
+// was registered (by the program, or a library in the process, that did not
+// go through a close operation). The kernel then dropped the registration
+// with the old file, and the new file's operations would wait for an edge
+// that never comes. EPOLL_CTL_ADD tells, without side effects in the common
+// case: EEXIST means the registration is this file's (epoll keys it by file
+// and number); success means it was stale and now is not. It costs a
+// syscall, so it is made only when an operation is about to wait on an fd
+// that had no waiter (idle()), never on the path of an operation that
+// completes at once; while an fd has waiters it was checked when the first
+// of them was queued, and a raw close meanwhile would be the program's
+// error (it closed an fd with operations pending on it).
+//
+// Not covered: a number reused by a blocking fd is tried once, blocking,
+// before this check (catching that would cost a syscall per operation);
+// and a number reused by a regular file after a pollable fd, or the other
+// way round, keeps the old fd's pollable flag. Use async_close.
+bool EpollBackend::still_registered(int fd, fd_state& st) noexcept {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) return errno == EEXIST;
+  // A new file under the old number, now registered: the ADD reports its
+  // current readiness as an edge. Forget what was learnt about the old one.
+  reactive::set_nonblocking(fd);
+  st.hint = {};
+  return true;
 }
 
 void EpollBackend::cancel(operation& op) noexcept {
@@ -143,10 +180,10 @@ void EpollBackend::close_fd(operation& op) noexcept {
   complete(op);
 }
 
-void EpollBackend::drain(op_queue& q, bool& ready_flag) noexcept {
+void EpollBackend::drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept {
   ready_flag = true;
   while (operation* op = q.head) {
-    if (!reactive::try_op(*op)) {
+    if (!reactive::try_op(*op, &hint)) {
       ready_flag = false;
       return;
     }
@@ -161,8 +198,8 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   if (found == nullptr) return;
   fd_state& st = *found;
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
-  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable);
-  if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable);
+  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable, st.hint);
+  if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable, st.hint);
   // Poll operations: each is a level check, so try every one on any edge.
   for (operation* op = st.pollers.head; op != nullptr;) {
     operation* next = op->next;
@@ -197,7 +234,13 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
     if (have_pwait2_) {
       timespec ts;
       n = ::epoll_pwait2(epfd_, events, 128, detail::timespec_or_null(timeout, ts), nullptr);
-      if (n < 0 && errno == ENOSYS) {
+      // ENOSYS: a kernel before 5.11. EPERM or EACCES: a seccomp filter or
+      // security policy that predates the syscall refuses it (Docker's
+      // default profile answered EPERM for unknown syscalls). EINVAL: our
+      // arguments are valid (a timeout always is), so it means the same
+      // kind of refusal, or a broken epfd that epoll_wait reports as well.
+      // Either way epoll_wait (milliseconds, rounded up) does the job.
+      if (n < 0 && (errno == ENOSYS || errno == EPERM || errno == EACCES || errno == EINVAL)) {
         have_pwait2_ = false;
         return wait(timeout);
       }

@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <system_error>
 
 #include "backends/support/op_traits.h"
+#include "backends/support/sigpipe.h"
 #include "backends/support/timeout.h"
 #include "core/errors/errors.h"
 #include "core/errors/invariant.h"
@@ -154,7 +156,8 @@ std::string IoUringBackend::unavailable_reason() {
 // kernel promises between requests on one fd.
 IoUringBackend::IoUringBackend(const options& opts)
     : Backend({.tries_in_start = false, .fifo_per_fd = false, .kernel_performs_ops = true}),
-      register_ring_fd_(opts.register_ring_fd) {
+      register_ring_fd_(opts.register_ring_fd),
+      nosignal_writes_(detail::kernel_has_rwf_nosignal()) {
   int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
@@ -191,10 +194,19 @@ void IoUringBackend::enable_once() noexcept {
 
 // --- submission ---------------------------------------------------------------
 
+// Hands the SQ ring to the kernel outside poll() (the ring is full), with
+// SIGPIPE kept off as poll() keeps it (see there).
+void IoUringBackend::submit_now() noexcept {
+  std::optional<detail::sigpipe_guard> sigpipe;
+  if (signalling_writes_ != 0) sigpipe.emplace();
+  io_uring_submit(&ring_);
+  if (sigpipe) sigpipe->consume_if_raised();
+}
+
 io_uring_sqe* IoUringBackend::get_sqe() noexcept {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr && enabled_) {
-    io_uring_submit(&ring_);  // SQ ring full: hand it over and refill
+    submit_now();  // SQ ring full: hand it over and refill
     sqe = io_uring_get_sqe(&ring_);
   }
   return sqe;
@@ -202,7 +214,7 @@ io_uring_sqe* IoUringBackend::get_sqe() noexcept {
 
 bool IoUringBackend::submit_op(operation& op) noexcept {
   if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2 && enabled_) {
-    io_uring_submit(&ring_);  // the cancel and the close must go in together
+    submit_now();  // the cancel and the close must go in together
   }
   if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2) return false;
   io_uring_sqe* sqe = get_sqe();
@@ -218,6 +230,17 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
         break;
       case op_kind::write:
         io_uring_prep_write(sqe, op.fd, buf, len, static_cast<__u64>(-1));
+        // The kernel raises SIGPIPE for an IORING_OP_WRITE to a pipe or
+        // socket whose reader is gone, as for write(2) (checked on 6.18,
+        // with and without DEFER_TASKRUN). RWF_NOSIGNAL, where the kernel
+        // has it, makes that a plain -EPIPE for pipes and sockets alike, so
+        // the write stays one SQE. Elsewhere, poll() blocks SIGPIPE around
+        // the io_uring_enter calls while such writes are in flight (see
+        // there). IORING_OP_SEND with MSG_NOSIGNAL would spare sockets that,
+        // but needs to know per fd which are sockets (a table this backend
+        // does not keep, and a -ENOTSOCK round trip per new fd), and pipes
+        // would still need the mask.
+        if (nosignal_writes_) sqe->rw_flags = detail::rwf_nosignal;
         break;
       case op_kind::recv:
         io_uring_prep_recv(sqe, op.fd, buf, op.len, op.flags);
@@ -257,6 +280,7 @@ void IoUringBackend::start(operation& op) noexcept {
   // submit_op(), not here: non-zero means the operation is still in the
   // backlog or the ring, and a second SQE for it would complete it twice.
   POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
+  if (op.kind == op_kind::write && !nosignal_writes_) ++signalling_writes_;
   if (backlog_.head != nullptr || !submit_op(op)) {
     op.backend_state |= backlog_bit;
     backlog_.push(&op);  // keeps start order: no SQE until those before it have one
@@ -279,6 +303,7 @@ void IoUringBackend::cancel(operation& op) noexcept {
     backlog_.remove(&op);
     op.backend_state = 0;
     op.result = -ECANCELED;
+    handed_back(op);
     completed_.push(&op);
     return;
   }
@@ -332,6 +357,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     // Asked to cancel while the kernel said "try again": do not re-arm.
     op->result = -ECANCELED;
     op->backend_state = 0;
+    handed_back(*op);
     ready.push(op);
     return;
   }
@@ -341,6 +367,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     if ((op->backend_state & cancel_bit) != 0) {
       op->result = -ECANCELED;  // the readiness wait was what the cancel ended
       op->backend_state = 0;
+      handed_back(*op);
       ready.push(op);
       return;
     }
@@ -363,6 +390,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
   }
   op->result = cqe.res;
   op->backend_state = 0;
+  handed_back(*op);
   ready.push(op);
 }
 
@@ -397,6 +425,19 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   // Nothing can complete and the caller will not wait: no syscall. (The
   // eventfd read stays armed; a wake-up is seen by the next wait.)
   if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
+  // Without RWF_NOSIGNAL, a write to a pipe or socket whose reader is gone
+  // raises SIGPIPE in the task that runs it: the one that submits it (a
+  // write the kernel tries at once, inside io_uring_enter), or the one whose
+  // task work retries it after a poll (io-wq workers block every signal).
+  // So while writes are in flight, SIGPIPE is blocked around the enter
+  // calls (and their reap) and a SIGPIPE raised meanwhile is taken back, the
+  // thread's mask restored: the writes end with -EPIPE and the process's
+  // disposition is untouched. Exact with DEFER_TASKRUN (6.1+), whose task
+  // work runs only inside io_uring_enter. Not covered: a kernel before 6.1
+  // (COOP_TASKRUN or neither), where a retry's task work can run at any
+  // return to user space, outside the mask.
+  std::optional<detail::sigpipe_guard> sigpipe;
+  if (signalling_writes_ != 0) sigpipe.emplace();
   int r;
   if (timeout.count() == 0) {
     r = io_uring_submit_and_get_events(&ring_);
@@ -410,6 +451,7 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
     return {-r, std::generic_category()};
   }
   reap(ready);
+  if (sigpipe) sigpipe->consume_if_raised();
   if (!wake_armed_) arm_wake();
   return {};
 }

@@ -64,6 +64,7 @@ class IoUringBackend final : public Backend {
   using op_list = detail::op_list;
 
   io_uring_sqe* get_sqe() noexcept;
+  void submit_now() noexcept;
   bool submit_op(operation& op) noexcept;
   bool submit_cancel(operation& op) noexcept;
   void arm_wake() noexcept;
@@ -71,6 +72,10 @@ class IoUringBackend final : public Backend {
   void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept;
   void reap(detail::ready_queue& ready) noexcept;
   void enable_once() noexcept;
+  // Every completion passes here on its way back to the loop.
+  void handed_back(const operation& op) noexcept {
+    if (op.kind == op_kind::write && !nosignal_writes_) --signalling_writes_;
+  }
 
   // Blocking: the ring keeps a read of it armed (into wake_buf_).
   detail::eventfd_waker waker_{detail::eventfd_waker::mode::blocking};
@@ -79,6 +84,8 @@ class IoUringBackend final : public Backend {
   bool wake_armed_ = false;
   bool enabled_ = false;
   bool register_ring_fd_ = true;
+  bool nosignal_writes_ = false;       // the kernel has RWF_NOSIGNAL (Linux 6.18)
+  std::size_t signalling_writes_ = 0;  // without it: writes started, not yet handed back
   std::size_t in_flight_ = 0;  // operations with an SQE or CQE outstanding
   op_list backlog_;            // started while the SQ ring was full
   op_list completed_;          // ended without a CQE (cancelled in the backlog)

@@ -7,9 +7,40 @@
 
 #include <cerrno>
 
+#include "backends/support/sigpipe.h"
+
 namespace polyloop::backends::reactive {
 
 namespace {
+
+// write(2) that fails with EPIPE instead of raising SIGPIPE, in the cheapest
+// way this kernel and fd allow (the order is explained in sigpipe.h).
+ssize_t write_without_sigpipe(const operation& op, write_hint* hint) noexcept {
+  if (detail::kernel_has_rwf_nosignal()) {
+    iovec iov{op.buf, op.len};
+    ssize_t r = ::pwritev2(op.fd, &iov, 1, -1, detail::rwf_nosignal);
+    // A file without write_iter (some character devices) refuses every
+    // flag with EOPNOTSUPP: write to it the other way.
+    if (r >= 0 || errno != EOPNOTSUPP) return r;
+  }
+  if (hint == nullptr || !hint->not_socket) {
+    ssize_t r = ::send(op.fd, op.buf, op.len, MSG_NOSIGNAL);
+    if (r >= 0 || errno != ENOTSOCK) return r;
+    if (hint != nullptr) hint->not_socket = true;
+  }
+  ssize_t r;
+  int err = 0;
+  {
+    detail::sigpipe_guard guard;
+    r = ::write(op.fd, op.buf, op.len);
+    if (r < 0) {
+      err = errno;
+      if (err == EPIPE) guard.consume_raised();
+    }
+  }  // the mask is restored here, before errno is set for the caller
+  if (r < 0) errno = err;
+  return r;
+}
 
 // Level check for op_kind::poll, and for whether a connect has finished.
 short poll_now(int fd, short events) noexcept {
@@ -23,7 +54,7 @@ short poll_now(int fd, short events) noexcept {
 
 }  // namespace
 
-bool try_op(operation& op) noexcept {
+bool try_op(operation& op, write_hint* hint) noexcept {
   if (op.kind == op_kind::poll) {
     short revents = poll_now(op.fd, static_cast<short>(op.flags));
     if (revents == 0) return false;
@@ -46,7 +77,7 @@ bool try_op(operation& op) noexcept {
         r = ::read(op.fd, op.buf, op.len);
         break;
       case op_kind::write:
-        r = ::write(op.fd, op.buf, op.len);
+        r = write_without_sigpipe(op, hint);
         break;
       case op_kind::recv:
         r = ::recv(op.fd, op.buf, op.len, op.flags);

@@ -6,12 +6,23 @@
 
 namespace polyloop::backends::reactive {
 
+// What a backend remembers per fd for try_op's writes. Reset it (with the
+// rest of the fd's state) when the backend forgets the fd.
+struct write_hint {
+  bool not_socket = false;  // send() answered ENOTSOCK: write() it is
+};
+
 // Tries `op` once, never blocking. Returns false if it would block (EAGAIN,
 // a connect still in progress, a poll not yet ready); otherwise sets
 // op.result (>= 0, or -errno) and returns true. EINTR is retried. A connect
 // must already have been started with ::connect: this only checks whether
 // it finished. Not for op_kind::close.
-bool try_op(operation& op) noexcept;
+//
+// A write to a pipe or socket whose reader is gone fails with EPIPE and
+// raises no SIGPIPE (backends/support/sigpipe.h says how); `hint`, if
+// given, spares the fallback for kernels without RWF_NOSIGNAL a send() per
+// write to a non-socket.
+bool try_op(operation& op, write_hint* hint = nullptr) noexcept;
 
 // Starts a connect on the non-blocking socket: true if it already finished
 // (op.result set: 0 or -errno), false if it goes on in the background (then

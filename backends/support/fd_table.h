@@ -5,7 +5,9 @@
 // never shrinks; a backend resets a slot when the fd is closed through it.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
+#include <new>
 #include <vector>
 
 namespace polyloop::detail {
@@ -13,13 +15,26 @@ namespace polyloop::detail {
 template <class T>
 class fd_table {
  public:
-  // The slot of `fd`, growing the table to hold it; null for a negative fd.
+  // The slot of `fd`, growing the table to hold it; null for a negative fd,
+  // or if the table could not grow (out of memory: the caller, a noexcept
+  // start(), fails the operation with -ENOMEM rather than terminating).
+  // slot_error() tells the two apart.
   T* slot(int fd) noexcept {
     if (fd < 0) return nullptr;
     auto i = static_cast<std::size_t>(fd);
-    if (i >= slots_.size()) slots_.resize(i + 1);
+    if (i >= slots_.size()) {
+      // resize() leaves the table as it was if it throws (T moves noexcept).
+      try {
+        slots_.resize(i + 1);
+      } catch (const std::bad_alloc&) {
+        return nullptr;
+      }
+    }
     return &slots_[i];
   }
+
+  // Why slot(fd) returned null, as a negative errno for operation::result.
+  static int slot_error(int fd) noexcept { return fd < 0 ? -EBADF : -ENOMEM; }
 
   // The slot of `fd` if the table reaches it, else null. Never grows.
   T* find(int fd) noexcept {
