@@ -1131,9 +1131,9 @@ BOOST_FIXTURE_TEST_CASE(cancelled_accept_leaves_the_listener_working, loop_fixtu
   loop->run_until_complete(close_all(g, {server_side, client, listener}));
 }
 
-// --- broken pipes, fd numbers reused after a raw close, a refused epoll_pwait2 ------------
+// --- broken pipes, a refused epoll_pwait2 ----------------------------------------------
 // (Each of these once failed on some backend: the process died of SIGPIPE;
-// a read on a reused number waited forever; every wait threw.)
+// every wait threw.)
 
 namespace {
 
@@ -1239,46 +1239,6 @@ BOOST_FIXTURE_TEST_CASE(a_sigpipe_pending_before_a_broken_pipe_write_stays_pendi
   }
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   loop->run_until_complete(close_all(g, {p.w}));
-}
-
-namespace {
-
-// Reads one byte from `fd`, giving up after 1 s.
-pl::Task<std::string> read_within_1s(int fd) {
-  try {
-    co_return co_await pl::wait_for(read_string(fd, 16), 1s);
-  } catch (const pl::TimeoutError&) {
-    co_return "(timed out)";
-  }
-}
-
-}  // namespace
-
-BOOST_FIXTURE_TEST_CASE(fd_number_reused_after_a_raw_close_is_watched_again, loop_fixture) {
-  fd_set_guard g;
-  auto s = make_socketpair(g);
-  // The backend learns the fd: a read that completes.
-  BOOST_TEST_REQUIRE(::write(s.w, "x", 1) == 1);
-  BOOST_TEST(loop->run_until_complete(read_string(s.r)) == "x");
-  // The program closes it behind the backend's back, and a new socket takes
-  // the number (non-blocking, as a library's socket would be).
-  int old_number = s.r;
-  g.forget(s.r);
-  BOOST_TEST_REQUIRE(::close(s.r) == 0);
-  int fresh[2];
-  BOOST_TEST_REQUIRE(
-      ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fresh) == 0);
-  g.add(fresh[0]);
-  g.add(fresh[1]);
-  int reused = fresh[0] == old_number ? fresh[0] : fresh[1];
-  int other = reused == fresh[0] ? fresh[1] : fresh[0];
-  BOOST_TEST_REQUIRE(reused == old_number, "the kernel did not reuse the fd number");
-  // A byte comes 100 ms after the read started waiting.
-  loop->call_later(100ms, [other] { BOOST_TEST(::write(other, "y", 1) == 1); });
-  auto t0 = wall::now();
-  BOOST_TEST(loop->run_until_complete(read_within_1s(reused)) == "y");
-  BOOST_TEST(ms_since(t0) < 1000.0);
-  loop->run_until_complete(close_all(g, {fresh[0], fresh[1], s.w}));
 }
 
 BOOST_AUTO_TEST_CASE(a_loop_waits_with_a_timeout_where_seccomp_refuses_epoll_pwait2) {

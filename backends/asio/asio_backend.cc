@@ -29,16 +29,6 @@ std::uint32_t waits(const operation& op) noexcept { return op.backend_state / on
 AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descriptor(ctx) {
   boost::system::error_code ec;
   descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
-  struct stat sb;
-  if (::fstat(fd, &sb) == 0) {
-    dev = sb.st_dev;
-    ino = sb.st_ino;
-  }
-}
-
-bool AsioBackend::fd_entry::same_file(int fd) const noexcept {
-  struct stat sb;
-  return ::fstat(fd, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino;
 }
 
 // start() always makes one attempt first; the waits that follow
@@ -61,7 +51,7 @@ AsioBackend::~AsioBackend() {
   }
 }
 
-AsioBackend::fd_entry* AsioBackend::entry_for(int fd, bool* created) noexcept {
+AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
   std::unique_ptr<fd_entry>* slot = fds_.slot(fd);
   if (slot == nullptr) return nullptr;
   if (!*slot) {
@@ -73,31 +63,8 @@ AsioBackend::fd_entry* AsioBackend::entry_for(int fd, bool* created) noexcept {
     } catch (const std::bad_alloc&) {
       return nullptr;
     }
-    if (created != nullptr) *created = true;
   }
   return slot->get();
-}
-
-// The number may have been closed with ::close() and reused since its entry
-// was made (by the program, or a library in the process, that did not go
-// through a close operation): the kernel dropped the old file from Asio's
-// epoll set, and a wait on the old descriptor would never end. The file's
-// identity (st_dev, st_ino) tells; fstat costs a syscall, so it is checked
-// only when an operation is about to wait on an fd with no other waiter,
-// never for an operation that completes at once. (A raw close while
-// operations wait on the fd is the program's error.) A stale entry is
-// released (Asio's DEL finds nothing to remove: the old registration went
-// with the old file) and a new one registers the new file.
-//
-// Not covered: a number reused by a blocking fd is tried once, blocking,
-// before this check; and a number reused by the same inode (a dup of the
-// other end of the same pipe) looks like the same file. Use async_close.
-AsioBackend::fd_entry* AsioBackend::current_entry(int fd, fd_entry* entry) noexcept {
-  if (entry->waiting != nullptr || entry->same_file(fd)) return entry;
-  std::unique_ptr<fd_entry>& slot = fds_[fd];
-  slot->descriptor.release();
-  slot.reset();
-  return entry_for(fd);
 }
 
 void AsioBackend::complete(operation& op) noexcept {
@@ -117,8 +84,7 @@ void AsioBackend::start(operation& op) noexcept {
     close_fd(op);
     return;
   }
-  bool created = false;
-  fd_entry* entry = entry_for(op.fd, &created);
+  fd_entry* entry = entry_for(op.fd);
   if (entry == nullptr) {
     complete(op, fds_.slot_error(op.fd));
     return;
@@ -128,21 +94,11 @@ void AsioBackend::start(operation& op) noexcept {
       complete(op);
       return;
     }
-    if (!created) entry = current_entry(op.fd, entry);
-    if (entry == nullptr) {
-      complete(op, -ENOMEM);
-      return;
-    }
     wait_for_readiness(op, *entry);
     return;
   }
   if (reactive::try_op(op, &entry->hint)) {
     complete(op);
-    return;
-  }
-  if (!created) entry = current_entry(op.fd, entry);
-  if (entry == nullptr) {
-    complete(op, -ENOMEM);
     return;
   }
   if (!entry->descriptor.is_open()) {  // cannot be waited on: report, never spin

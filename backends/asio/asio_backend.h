@@ -48,19 +48,14 @@ class AsioBackend final : public Backend {
  private:
   struct fd_entry {
     explicit fd_entry(boost::asio::io_context& ctx, int fd);
-    // Whether `fd` is still the file this entry was made for.
-    bool same_file(int fd) const noexcept;
     boost::asio::posix::stream_descriptor descriptor;
     operation* waiting = nullptr;  // operations with an async_wait outstanding
-    dev_t dev = 0;                 // the file's identity when the entry was made
-    ino_t ino = 0;
     reactive::write_hint hint;     // for writes on kernels without RWF_NOSIGNAL
   };
 
-  // The entry of `fd`, made if there is none (then *created is set); null
+  // The entry of `fd`, made if there is none; null
   // for a negative fd or out of memory (fd_table::slot_error tells).
-  fd_entry* entry_for(int fd, bool* created = nullptr) noexcept;
-  fd_entry* current_entry(int fd, fd_entry* entry) noexcept;
+  fd_entry* entry_for(int fd) noexcept;
   void wait_for_readiness(operation& op, fd_entry& entry) noexcept;
   void on_ready(operation& op, const boost::system::error_code& ec) noexcept;
   void close_fd(operation& op) noexcept;

@@ -81,8 +81,7 @@ void EpollBackend::start(operation& op) noexcept {
     complete(op, fds_.slot_error(op.fd));
     return;
   }
-  bool fresh = !st->registered;  // registered just now: no stale registration to check
-  if (fresh && !register_fd(op.fd, *st)) {
+  if (!st->registered && !register_fd(op.fd, *st)) {
     complete(op, -errno);
     return;
   }
@@ -110,10 +109,6 @@ void EpollBackend::start(operation& op) noexcept {
     }
     (reader ? st->readable : st->writable) = false;
   }
-  if (!fresh && idle(*st) && !still_registered(op.fd, *st)) {
-    complete(op, -errno);
-    return;
-  }
   op.backend_state |= queued_bit;
   if (op.kind == op_kind::connect) op.backend_state |= connecting_bit;
   (op.kind == op_kind::poll                   ? st->pollers
@@ -121,35 +116,6 @@ void EpollBackend::start(operation& op) noexcept {
                                       : st->writers)
       .push(&op);
   ++queued_;
-}
-
-// The fd's number may have been closed with ::close() and reused since it
-// was registered (by the program, or a library in the process, that did not
-// go through a close operation). The kernel then dropped the registration
-// with the old file, and the new file's operations would wait for an edge
-// that never comes. EPOLL_CTL_ADD tells, without side effects in the common
-// case: EEXIST means the registration is this file's (epoll keys it by file
-// and number); success means it was stale and now is not. It costs a
-// syscall, so it is made only when an operation is about to wait on an fd
-// that had no waiter (idle()), never on the path of an operation that
-// completes at once; while an fd has waiters it was checked when the first
-// of them was queued, and a raw close meanwhile would be the program's
-// error (it closed an fd with operations pending on it).
-//
-// Not covered: a number reused by a blocking fd is tried once, blocking,
-// before this check (catching that would cost a syscall per operation);
-// and a number reused by a regular file after a pollable fd, or the other
-// way round, keeps the old fd's pollable flag. Use async_close.
-bool EpollBackend::still_registered(int fd, fd_state& st) noexcept {
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.fd = fd;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) return errno == EEXIST;
-  // A new file under the old number, now registered: the ADD reports its
-  // current readiness as an edge. Forget what was learnt about the old one.
-  reactive::set_nonblocking(fd);
-  st.hint = {};
-  return true;
 }
 
 void EpollBackend::cancel(operation& op) noexcept {

@@ -45,15 +45,11 @@ class EpollBackend final : public Backend {
     bool writable = true;
     reactive::write_hint hint;  // for writes on kernels without RWF_NOSIGNAL
   };
-  static bool idle(const fd_state& st) noexcept {
-    return st.readers.head == nullptr && st.writers.head == nullptr && st.pollers.head == nullptr;
-  }
 
   // epoll_pwait2 (or epoll_wait) for at most `timeout`; what is ready lands
   // in completed_.
   [[gnu::noinline]] std::error_code wait(std::chrono::nanoseconds timeout) noexcept;
   bool register_fd(int fd, fd_state& st) noexcept;
-  bool still_registered(int fd, fd_state& st) noexcept;
   void close_fd(operation& op) noexcept;
   void drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept;
   void complete(operation& op) noexcept;
