@@ -35,9 +35,31 @@ class task_promise;
 template <class T>
 class own_tasks;
 
-// The parts of the promise that do not depend on T.
+// Where a task goes next: the coroutine that awaits it inline (resumed when
+// it ends), or, once scheduled, the ready node of its first step. A task is
+// one or the other, never both, so the two share 8 bytes of every frame.
+// A base of the promise, so that the step's ready_node leads back to the
+// promise by two well-defined casts and no back pointer: ready_node ->
+// task_next (a union member of a standard-layout class is
+// pointer-interconvertible with it), then task_next -> promise (base to
+// derived).
+struct task_next {
+  task_next() noexcept : continuation() {}
+  union {
+    std::coroutine_handle<> continuation;
+    ready_node step;
+  };
+  static task_next& of(ready_node* n) noexcept { return *reinterpret_cast<task_next*>(n); }
+};
+static_assert(std::is_standard_layout_v<task_next> && sizeof(task_next) == sizeof(void*));
+
+// The parts of the promise that do not depend on T. task_next comes before
+// task_root, so that scheduled_ fills task_root's tail padding.
 template <class T>
-class task_promise_common : public future_state<T>, public promise_base, public task_root {
+class task_promise_common : public future_state<T>,
+                            public promise_base,
+                            public task_next,
+                            public task_root {
  public:
   task_promise_common() : future_state<T>(nullptr) {}
 
@@ -68,9 +90,9 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     root = this;
     scheduled_ = true;
     this->add_ref();
-    std::construct_at(&step_);  // continuation_ is never used by a scheduled task
-    step_.fn = &step;
-    loop_access::schedule(loop, &step_);
+    std::construct_at(&this->step);  // continuation is never used by a scheduled task
+    this->step.fn = &run_first_step;
+    loop_access::schedule(loop, &this->step);
   }
 
   bool is_task() const noexcept override { return scheduled_; }
@@ -87,10 +109,10 @@ class task_promise_common : public future_state<T>, public promise_base, public 
   }
 
   // Inline use: the coroutine that awaits this one.
-  void set_continuation(std::coroutine_handle<> c) noexcept { continuation_ = c; }
+  void set_continuation(std::coroutine_handle<> c) noexcept { this->continuation = c; }
 
   std::coroutine_handle<> on_final() noexcept {
-    if (!scheduled_) return continuation_ ? continuation_ : std::noop_coroutine();
+    if (!scheduled_) return this->continuation ? this->continuation : std::noop_coroutine();
     publish();
     this->release();  // the running task's own reference; may free the frame
     return std::noop_coroutine();
@@ -103,20 +125,11 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     return std::coroutine_handle<task_promise<T>>::from_promise(
         static_cast<task_promise<T>&>(*this));
   }
-  // The first step of a scheduled task, queued by schedule_on(). The node
-  // is step_, so the promise is found from where step_ sits in it (GCC and
-  // Clang give offsetof for a class without virtual bases; it saves the
-  // node a pointer back).
-  static task_promise_common* from_step(ready_node* n) noexcept {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Winvalid-offsetof"
-    constexpr std::size_t offset = offsetof(task_promise_common, step_);
-#pragma GCC diagnostic pop
-    return reinterpret_cast<task_promise_common*>(reinterpret_cast<char*>(n) - offset);
-  }
-  static void step(ready_node* n, ready_node::action what) {
+  // The first step of a scheduled task, queued by schedule_on().
+  static void run_first_step(ready_node* n, ready_node::action what) {
     if (what != ready_node::action::run) return;
-    task_promise_common* p = from_step(n);
+    // A reference cast: no null check for a node that cannot be null.
+    auto* p = &static_cast<task_promise_common&>(task_next::of(n));
     if (p->must_cancel) {
       // Cancelled before its first step: it ends cancelled, its body never
       // runs (the frame goes with the last reference).
@@ -173,14 +186,8 @@ class task_promise_common : public future_state<T>, public promise_base, public 
     this->release();  // the running task's reference: its frame goes now or with the last Future
   }
 
-  // First, so that it fills the tail padding of task_root.
+  // Right after task_root, so that it fills task_root's tail padding.
   bool scheduled_ = false;
-  // A task is either scheduled (its first step is queued through step_) or
-  // awaited inline (it resumes continuation_ when it ends), never both.
-  union {
-    std::coroutine_handle<> continuation_{};
-    ready_node step_;
-  };
 
   friend class Task<T>;
 };
