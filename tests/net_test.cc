@@ -1807,7 +1807,13 @@ std::string peer_thread_body(shutdown_case* sc, bool read_nothing) {
   }
   auto deadline = wall::now() + 10s;
   while (!sc->main_returned && wall::now() < deadline) std::this_thread::sleep_for(1ms);
-  if (!read_nothing) {
+  if (read_nothing) {
+    // Reset only once run() is flushing at shutdown: a reset that came before
+    // would fail the writer's ordinary send, an error kept for drain() and
+    // wait_closed() (as asyncio keeps a reset for the protocol), not a loss
+    // at shutdown.
+    std::this_thread::sleep_for(200ms);
+  } else {
     std::vector<char> buf(256 * 1024);
     while (true) {
       ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
