@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/executor/executor.h"
 #include "policies/backend_entry.h"
 
 namespace polyloop {
@@ -158,6 +159,13 @@ void detail::finish_run(EventLoop& loop) noexcept {
   } catch (...) {
     loop.call_exception_handler(
         {"run(): cancelling the remaining tasks failed", std::current_exception()});
+  }
+  try {
+    // asyncio.run does the same: the calls queued run, the threads end.
+    loop.run_until_complete(shutdown_default_executor(loop));
+  } catch (...) {
+    loop.call_exception_handler(
+        {"run(): shutting the default executor down failed", std::current_exception()});
   }
   try {
     loop.close();

@@ -12,6 +12,8 @@
 #include "core/loop/event_loop.h"    // IWYU pragma: export
 #include "core/future/future.h"        // IWYU pragma: export
 #include "core/combinators/gather.h"        // IWYU pragma: export
+#include "core/executor/concurrent_future.h"  // IWYU pragma: export
+#include "core/executor/executor.h"  // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export

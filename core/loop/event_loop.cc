@@ -187,12 +187,16 @@ void EventLoop::run_one_iteration() {
 void EventLoop::close() {
   if (running_) throw EventLoopError("cannot close a running event loop; call stop() first");
   if (is_closed()) return;
+  std::vector<detail::ready_node*> never_run;
   {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     flags_.fetch_or(closed_bit, std::memory_order_relaxed);
-    for (detail::ready_node* n : threadsafe_queue_) n->fn(n, detail::ready_node::action::discard);
-    threadsafe_queue_.clear();
+    never_run.swap(threadsafe_queue_);
   }
+  // Discarded outside the lock: a callable's destructor may take a lock of
+  // its own that another thread holds while it calls call_soon_threadsafe
+  // (run_coroutine_threadsafe's cancel() does).
+  for (detail::ready_node* n : never_run) n->fn(n, detail::ready_node::action::discard);
   ready_.discard_all();
   // Out of the heap first: releasing runs user destructors.
   for (timer_entry& t : timers_.take()) pool_->release(t.node);
@@ -201,6 +205,9 @@ void EventLoop::close() {
   for_each_live_state(states_, [](detail::state_link* s) {
     s->on_loop_event(detail::state_link::loop_event::closed);
   });
+  // After the states: each job of the executor that belongs to a future of
+  // this loop has been cancelled or waited for by now (core/executor).
+  if (default_executor_) default_executor_->on_close();
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {

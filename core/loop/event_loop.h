@@ -60,6 +60,13 @@ class Task;
 namespace detail {
 struct loop_access;
 struct state_link;
+// What a layer above the loop keeps per loop and must tear down with it:
+// the default executor (core/executor). close() calls on_close() after every
+// live future state heard the loop close; the loop destroys it last.
+struct loop_extension {
+  virtual ~loop_extension() = default;
+  virtual void on_close() noexcept = 0;
+};
 }  // namespace detail
 
 // What call_soon() returns: lets the caller cancel the callback before it
@@ -305,6 +312,7 @@ class EventLoop {
   std::atomic<std::uint8_t> flags_{0};
 
   detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
+  std::unique_ptr<detail::loop_extension> default_executor_;  // made on first use (core/executor)
   ExceptionHandler handler_;
   bool running_ = false;
   bool stopping_ = false;

@@ -54,6 +54,10 @@ struct loop_access {
     if (loop.states_ != nullptr) loop.states_->prev = s;
     loop.states_ = s;
   }
+  // The loop's default executor (core/executor makes it on first use).
+  static std::unique_ptr<loop_extension>& default_executor(EventLoop& loop) noexcept {
+    return loop.default_executor_;
+  }
   static void unlink_state(EventLoop& loop, state_link* s) noexcept {
     if (s->prev != nullptr) {
       s->prev->next = s->next;
