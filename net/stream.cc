@@ -21,6 +21,8 @@
 #include "core/backend/backend.h"
 #include "core/io/io.h"
 #include "core/task/sleep.h"
+#include "core/combinators/gather.h"
+#include "net/dns.h"
 
 namespace polyloop::net {
 
@@ -87,29 +89,6 @@ Task<> close_quietly(int fd) {
   try {
     co_await async_close(fd);
   } catch (...) {
-  }
-}
-
-struct resolved {
-  addrinfo* list = nullptr;
-  ~resolved() {
-    if (list != nullptr) ::freeaddrinfo(list);
-  }
-};
-
-// getaddrinfo runs inline: numeric hosts and /etc/hosts names answer at
-// once; a DNS name blocks the loop while it resolves.
-void resolve(const std::string& host, std::uint16_t port, bool passive, resolved& out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  std::string service = std::to_string(port);
-  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out.list);
-  if (rc != 0) {
-    int err = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
-    throw std::system_error(err, std::generic_category(),
-                            "cannot resolve '" + host + "': " + ::gai_strerror(rc));
   }
 }
 
@@ -699,28 +678,172 @@ Task<int> connect_socket(int family, const sockaddr* addr, socklen_t len, std::s
   co_return fd;
 }
 
-}  // namespace
-
-Task<Stream> open_connection(std::string host, std::uint16_t port) {
-  resolved r;
-  resolve(host, port, false, r);
-  std::exception_ptr last;
-  for (addrinfo* ai = r.list; ai != nullptr; ai = ai->ai_next) {
-    sockaddr_storage ss{};
-    std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    std::string what = to_address(ss, ai->ai_addrlen).to_string();
-    try {
-      int fd = co_await connect_socket(ai->ai_family, reinterpret_cast<sockaddr*>(&ss),
-                                       ai->ai_addrlen, what);
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // asyncio's default too
-      co_return Stream(fd);
-    } catch (const std::system_error&) {
-      last = std::current_exception();
+// asyncio's _interleave_addrinfos: the addresses reordered so that families
+// alternate, `first_family_count` of the first family going first.
+std::vector<AddrInfo> interleave(const std::vector<AddrInfo>& in, int first_family_count) {
+  std::vector<std::vector<const AddrInfo*>> by_family;
+  for (const AddrInfo& a : in) {
+    auto it = std::find_if(by_family.begin(), by_family.end(),
+                           [&](const auto& v) { return v.front()->family == a.family; });
+    if (it == by_family.end()) {
+      by_family.push_back({&a});
+    } else {
+      it->push_back(&a);
     }
   }
-  if (last) std::rethrow_exception(last);
-  throw_errno(EHOSTUNREACH, "connect " + host + ": no address");
+  std::vector<AddrInfo> out;
+  std::vector<std::size_t> taken(by_family.size(), 0);
+  for (int i = 0; i < first_family_count - 1 && taken[0] < by_family[0].size(); ++i) {
+    out.push_back(*by_family[0][taken[0]++]);
+  }
+  while (out.size() < in.size()) {
+    for (std::size_t f = 0; f < by_family.size(); ++f) {
+      if (taken[f] < by_family[f].size()) out.push_back(*by_family[f][taken[f]++]);
+    }
+  }
+  return out;
+}
+
+// What every address failed with: that error if there was one (or they all
+// said the same), else asyncio's "Multiple exceptions: ...".
+[[noreturn]] void throw_connect_failures(const std::vector<std::exception_ptr>& errors) {
+  std::vector<std::string> messages;
+  int first_code = EHOSTUNREACH;
+  for (const std::exception_ptr& e : errors) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::system_error& se) {
+      if (messages.empty()) first_code = se.code().value();
+      messages.push_back(se.what());
+    } catch (const std::exception& other) {
+      messages.push_back(other.what());
+    }
+  }
+  if (errors.size() == 1 ||
+      std::all_of(messages.begin(), messages.end(), [&](auto& m) { return m == messages[0]; })) {
+    std::rethrow_exception(errors.front());
+  }
+  std::string all = "Multiple exceptions: ";
+  for (std::size_t i = 0; i < messages.size(); ++i) all += (i ? "; " : "") + messages[i];
+  throw std::system_error(first_code, std::generic_category(), all);
+}
+
+Task<int> connect_to(const AddrInfo& a) {
+  sockaddr_storage ss = a.addr;
+  co_return co_await connect_socket(a.family, reinterpret_cast<sockaddr*>(&ss), a.addrlen,
+                                    a.address().to_string());
+}
+
+// One address after another (asyncio without happy_eyeballs_delay).
+Task<int> connect_in_turn(const std::vector<AddrInfo>& addrs) {
+  std::vector<std::exception_ptr> errors;
+  for (const AddrInfo& a : addrs) {
+    try {
+      co_return co_await connect_to(a);
+    } catch (const std::system_error&) {
+      errors.push_back(std::current_exception());
+    }
+  }
+  throw_connect_failures(errors);
+}
+
+// One attempt of connect_staggered. The socket goes to `*out` as soon as it
+// is connected: a task cancelled after its connect completed still ends
+// cancelled (as in asyncio), and its result would be lost with the socket.
+Task<> connect_into(const AddrInfo& a, int* out) { *out = co_await connect_to(a); }
+
+// Happy eyeballs (RFC 8305, asyncio's staggered_race): the next address is
+// tried when the last one failed or has not connected within `delay`; the
+// first connection wins and the other attempts are cancelled, and any that
+// connected meanwhile closed.
+Task<int> connect_staggered(const std::vector<AddrInfo>& addrs, Clock::duration delay) {
+  EventLoop& loop = get_running_loop();
+  std::vector<Future<>> attempts;
+  std::vector<int> fds(addrs.size(), -1);  // sized once: the attempts point into it
+  std::vector<bool> seen;
+  std::vector<std::exception_ptr> errors;
+  std::optional<std::size_t> winner;
+  auto start_next = [&] {
+    std::size_t i = attempts.size();
+    attempts.push_back(loop.create_task(connect_into(addrs[i], &fds[i])));
+    seen.push_back(false);
+  };
+  std::exception_ptr cancelled;
+  try {
+    start_next();
+    while (!winner) {
+      std::vector<Future<>> pending;
+      for (auto& f : attempts) {
+        if (!f.done()) pending.push_back(f);
+      }
+      bool more = attempts.size() < addrs.size();
+      if (pending.empty() && !more) break;
+      if (!pending.empty()) {
+        std::optional<Clock::duration> limit;
+        if (more) limit = delay;
+        co_await wait(std::move(pending), FIRST_COMPLETED, limit);
+        for (std::size_t i = 0; i < attempts.size() && !winner; ++i) {
+          if (seen[i] || !attempts[i].done()) continue;
+          seen[i] = true;
+          if (!attempts[i].cancelled() && !attempts[i].exception()) {
+            winner = i;
+          } else {
+            errors.push_back(attempts[i].cancelled() ? std::make_exception_ptr(CancelledError())
+                                                     : attempts[i].exception());
+          }
+        }
+      }
+      // A failure starts the next at once; so does the delay running out.
+      if (!winner && attempts.size() < addrs.size()) start_next();
+    }
+  } catch (const CancelledError&) {
+    cancelled = std::current_exception();
+  }
+  std::vector<Future<>> others;
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    if (winner && i == *winner) continue;
+    attempts[i].cancel();
+    others.push_back(attempts[i]);
+  }
+  if (!others.empty()) {
+    try {
+      co_await wait_all(std::move(others));
+    } catch (const CancelledError&) {
+      cancelled = std::current_exception();  // they have all ended all the same
+    }
+  }
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    if (winner && i == *winner && !cancelled) continue;
+    if (fds[i] >= 0) co_await close_quietly(fds[i]);  // connected, but too late
+    if (attempts[i].done() && !attempts[i].cancelled()) (void)attempts[i].exception();  // retrieved
+  }
+  if (cancelled) std::rethrow_exception(cancelled);
+  if (winner) co_return fds[*winner];
+  throw_connect_failures(errors);
+}
+
+}  // namespace
+
+Task<Stream> open_connection(std::vector<AddrInfo> addrs, ConnectOptions options) {
+  if (addrs.empty()) throw std::invalid_argument("open_connection: the list of addresses is empty");
+  int interleave_count = options.interleave.value_or(options.happy_eyeballs_delay ? 1 : 0);
+  if (interleave_count > 0) addrs = interleave(addrs, interleave_count);
+  int fd = options.happy_eyeballs_delay
+               ? co_await connect_staggered(
+                     addrs, std::chrono::ceil<Clock::duration>(*options.happy_eyeballs_delay))
+               : co_await connect_in_turn(addrs);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // asyncio's default too
+  co_return Stream(fd);
+}
+
+Task<Stream> open_connection(std::string host, std::uint16_t port, ConnectOptions options) {
+  AddrInfoHints hints;
+  hints.socktype = SOCK_STREAM;
+  hints.flags = AI_NUMERICSERV;
+  std::vector<AddrInfo> addrs = co_await getaddrinfo(host, std::to_string(port), hints);
+  if (addrs.empty()) throw_errno(EHOSTUNREACH, "connect " + host + ": no address");
+  co_return co_await open_connection(std::move(addrs), options);
 }
 
 Task<Stream> open_unix_connection(std::string path) {
@@ -755,11 +878,25 @@ struct server_state : std::enable_shared_from_this<server_state> {
     explicit task_slot(std::shared_ptr<server_state> o) : owner(std::move(o)) {}
     task_slot(task_slot&& o) noexcept : owner(std::move(o.owner)) {}
     ~task_slot() {
-      if (owner) owner->accept_task = nullptr;
+      if (!owner) return;
+      owner->accept_task = nullptr;
+      if (!owner->closed) owner->end_unaccepted();
     }
   };
   bool closed = false;
   waiters close_waiters;
+
+  // The accept task ended without closing the socket: cancelled before its
+  // first step (close() right after start_server), or its frame destroyed
+  // by the loop's close(). Its operations have ended by then, so a plain
+  // close(2) is right; the waiters are woken if the loop can still run them.
+  void end_unaccepted() noexcept {
+    closing = true;
+    close_spare();
+    if (fd >= 0) ::close(std::exchange(fd, -1));
+    closed = true;
+    if (!loop->is_closed()) close_waiters.wake_all();
+  }
 
   // A descriptor kept open (on /dev/null) for when the process runs out of
   // them: see turn_away_waiting(). -1 if it could not be had.
@@ -925,23 +1062,24 @@ std::shared_ptr<detail::server_state> listen_on(ConnectionHandler handler, int f
 }  // namespace
 
 void Server::close() {
-  if (!s_ || s_->closing) return;
-  s_->closing = true;
-  if (s_->accept_task != nullptr) s_->accept_task->cancel();
+  for (auto& s : listeners_) {
+    if (s->closing) continue;
+    s->closing = true;
+    if (s->accept_task != nullptr) s->accept_task->cancel();
+  }
 }
 
 Task<> Server::wait_closed() {
-  if (!s_) co_return;
-  auto keep = s_;
-  co_await keep->wait_closed();
+  auto keep = listeners_;
+  for (auto& s : keep) co_await s->wait_closed();
 }
 
 Task<> Server::serve_forever() {
-  if (!s_) throw std::logic_error("serve_forever: the Server is empty");
-  auto keep = s_;
+  if (listeners_.empty()) throw std::logic_error("serve_forever: the Server is empty");
+  auto keep = listeners_;
   bool cancelled = false;
   try {
-    co_await keep->wait_closed();
+    for (auto& s : keep) co_await s->wait_closed();
   } catch (const CancelledError&) {
     cancelled = true;
   }
@@ -951,32 +1089,83 @@ Task<> Server::serve_forever() {
   }
 }
 
-bool Server::is_serving() const { return s_ && !s_->closing; }
-Address Server::address() const { return s_ ? s_->address : Address{}; }
-std::uint16_t Server::port() const { return s_ ? s_->address.port : 0; }
-std::size_t Server::active_connections() const { return s_ ? s_->active : 0; }
+bool Server::is_serving() const {
+  return std::any_of(listeners_.begin(), listeners_.end(), [](auto& s) { return !s->closing; });
+}
+Address Server::address() const { return listeners_.empty() ? Address{} : listeners_[0]->address; }
+std::vector<Address> Server::addresses() const {
+  std::vector<Address> out;
+  for (auto& s : listeners_) out.push_back(s->address);
+  return out;
+}
+std::uint16_t Server::port() const { return address().port; }
+std::size_t Server::active_connections() const {
+  std::size_t n = 0;
+  for (auto& s : listeners_) n += s->active;
+  return n;
+}
+
+namespace {
+
+// A listening socket on `a`; -1 if this host has no such family (asyncio
+// skips those too: "::" on a host without IPv6).
+int listen_socket(const AddrInfo& a, int backlog) {
+  int fd = ::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    if (errno == EAFNOSUPPORT) return -1;
+    throw_errno(errno, "socket");
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Each family gets its own socket, so "::" must not take IPv4 too.
+  if (a.family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.addrlen) != 0 ||
+      ::listen(fd, backlog) != 0) {
+    int err = errno;
+    ::close(fd);  // never seen by the backend
+    throw_errno(err, "listen on " + a.address().to_string());
+  }
+  return fd;
+}
+
+void set_port(AddrInfo& a, std::uint16_t port) {
+  if (a.family == AF_INET) reinterpret_cast<sockaddr_in*>(&a.addr)->sin_port = htons(port);
+  if (a.family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&a.addr)->sin6_port = htons(port);
+}
+
+}  // namespace
 
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog) {
-  resolved r;
-  resolve(host, port, true, r);
-  addrinfo* ai = r.list;
-  int fd = new_socket(ai->ai_family);
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (ai->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  sockaddr_storage ss{};
-  std::memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-  std::string what = to_address(ss, ai->ai_addrlen).to_string();
-  if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, backlog) != 0) {
-    int err = errno;
-    ::close(fd);  // never seen by the backend
-    throw_errno(err, "listen on " + what);
-  }
-  socklen_t len = sizeof ss;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  AddrInfoHints hints;
+  hints.socktype = SOCK_STREAM;
+  hints.flags = AI_PASSIVE | AI_NUMERICSERV;
+  std::vector<AddrInfo> addrs = co_await getaddrinfo(host, std::to_string(port), hints);
   Server server;
-  server.s_ = listen_on(std::move(handler), fd, to_address(ss, len));
+  std::uint16_t bound_port = port;
+  try {
+    for (AddrInfo& a : addrs) {
+      // Port 0: the first socket picks a free port and the others take the
+      // same, so that one port serves every address (asyncio would give
+      // each its own).
+      set_port(a, bound_port);
+      int fd = listen_socket(a, backlog);
+      if (fd < 0) continue;
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+      Address bound = to_address(ss, len);
+      bound_port = bound.port;
+      server.listeners_.push_back(listen_on(handler, fd, std::move(bound)));
+    }
+  } catch (...) {
+    server.close();
+    throw;
+  }
+  if (server.listeners_.empty()) {
+    throw_errno(EAFNOSUPPORT, "listen on " + (host.empty() ? std::string("*") : host) +
+                                  ": no address of a family this host supports");
+  }
   co_return server;
 }
 
@@ -993,7 +1182,7 @@ Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int 
   Address a;
   a.path = path;
   Server server;
-  server.s_ = listen_on(std::move(handler), fd, a);
+  server.listeners_.push_back(listen_on(std::move(handler), fd, a));
   co_return server;
 }
 

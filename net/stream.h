@@ -26,15 +26,18 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/errors/errors.h"
 #include "core/future/future.h"
 #include "core/loop/event_loop.h"
 #include "core/task/task.h"
+#include "net/dns.h"
 
 namespace polyloop::net {
 
@@ -53,14 +56,6 @@ class LimitOverrunError : public std::runtime_error {
  public:
   LimitOverrunError(std::size_t limit, std::size_t buffered);
   std::size_t consumed;  // bytes buffered when the limit was hit
-};
-
-// An endpoint: host and port, or a Unix-domain path.
-struct Address {
-  std::string host;  // "127.0.0.1", "::1"; empty for a Unix path
-  std::uint16_t port = 0;
-  std::string path;  // Unix domain
-  std::string to_string() const;
 };
 
 namespace detail {
@@ -127,9 +122,26 @@ class Stream {
   std::shared_ptr<detail::stream_state> s_;
 };
 
-// Connects over TCP (IPv4 or IPv6; a name is resolved first, trying each
-// address in turn).
-Task<Stream> open_connection(std::string host, std::uint16_t port);
+// How open_connection tries the addresses a name resolves to (asyncio's
+// open_connection arguments of the same names).
+struct ConnectOptions {
+  // Happy eyeballs (RFC 8305): when the address being tried has not
+  // connected within this delay (250 ms is the RFC's advice), the next one
+  // is tried alongside it; the first to connect wins and the others are
+  // cancelled. Without it, one address after another.
+  std::optional<std::chrono::milliseconds> happy_eyeballs_delay;
+  // Alternate the address families, taking this many of the first family
+  // first; 1 by default with happy_eyeballs_delay, else 0 (keep the order).
+  std::optional<int> interleave;
+};
+
+// Connects over TCP (IPv4 or IPv6). A name is resolved off the loop's
+// thread (net/dns.h), then its addresses are tried as `options` say. When
+// all fail: the one error, or "Multiple exceptions: ..." naming each.
+Task<Stream> open_connection(std::string host, std::uint16_t port, ConnectOptions options = {});
+// The same over addresses already resolved (getaddrinfo's, in the order to
+// try them).
+Task<Stream> open_connection(std::vector<AddrInfo> addresses, ConnectOptions options = {});
 Task<Stream> open_unix_connection(std::string path);
 
 using ConnectionHandler = std::function<Task<>(Stream)>;
@@ -145,8 +157,10 @@ class Server {
   // Until close() (or a cancel of the awaiting task, which closes it).
   Task<> serve_forever();
   bool is_serving() const;
-  // The bound address; port() is its port (useful after binding port 0).
+  // The bound address (the first, if several); port() is its port (useful
+  // after binding port 0). addresses(): every socket's (asyncio's sockets).
   Address address() const;
+  std::vector<Address> addresses() const;
   std::uint16_t port() const;
   // Connections currently being handled.
   std::size_t active_connections() const;
@@ -154,11 +168,13 @@ class Server {
  private:
   friend Task<Server> start_server(ConnectionHandler, std::string, std::uint16_t, int);
   friend Task<Server> start_unix_server(ConnectionHandler, std::string, int);
-  std::shared_ptr<detail::server_state> s_;
+  std::vector<std::shared_ptr<detail::server_state>> listeners_;
 };
 
 // Listens on host:port (port 0: any free port) and runs handler(stream) as
-// a task for each connection. Running out of descriptors (EMFILE, ENFILE)
+// a task for each connection. A name is resolved off the loop's thread and
+// every address it resolves to is listened on, all on one port (host ""
+// means every interface: 0.0.0.0 and "::"). Running out of descriptors (EMFILE, ENFILE)
 // does not stop the server: it is reported once through the loop's
 // exception handler, clients waiting meanwhile are accepted and closed at
 // once (with a spare descriptor kept for that, as libuv does), and
