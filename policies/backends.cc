@@ -1,10 +1,13 @@
 #include "policies/backends.h"
 
+#include <signal.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
 #include "core/executor/executor.h"
+#include "core/signals/signals.h"
 #include "policies/backend_entry.h"
 
 namespace polyloop {
@@ -151,6 +154,28 @@ void print_backends(std::FILE* out) {
   }
   std::fprintf(out, "default: %s (POLYLOOP_BACKEND or --backend=NAME override it)\n",
                std::string(default_backend_name()).c_str());
+}
+
+detail::sigint_cancels_main::sigint_cancels_main(EventLoop& loop, future_state_base& main) {
+  struct sigaction current {};
+  if (::sigaction(SIGINT, nullptr, &current) != 0 || current.sa_handler != SIG_DFL ||
+      (current.sa_flags & SA_SIGINFO) != 0) {
+    return;  // the program handles SIGINT itself (or ignores it)
+  }
+  add_signal_handler(loop, SIGINT, [this, &loop, &main] {
+    if (++interrupts_ == 1 && !main.done()) {
+      main.cancel();
+      return;
+    }
+    // Again, or main already ending: what SIGINT does without polyloop.
+    remove_signal_handler(loop, SIGINT);
+    ::raise(SIGINT);
+  });
+  installed_ = true;
+}
+
+void detail::sigint_cancels_main::rethrow_if_interrupted(future_state_base& main) const {
+  if (installed_ && interrupts_ > 0 && main.cancelled()) throw KeyboardInterrupt();
 }
 
 void detail::finish_run(EventLoop& loop) noexcept {

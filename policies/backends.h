@@ -54,27 +54,48 @@ std::string backend_from_args(int argc, char** argv);
 void print_backends(std::FILE* out);
 
 // asyncio.run: makes a loop on `backend`, runs `main` to completion, cancels
-// and waits for the tasks still pending, closes the loop, and returns main's
-// result (or rethrows its exception).
+// and waits for the tasks still pending, shuts the default executor down,
+// closes the loop, and returns main's result (or rethrows its exception).
+// While it runs, the first SIGINT (Ctrl-C) cancels `main`, and run() then
+// throws KeyboardInterrupt; a second one ends the process as SIGINT would.
+// That is only done if SIGINT has its default disposition (no handler of
+// the program's own), as asyncio does.
 template <class T>
 T run(Task<T> main, std::string_view backend = {});
 
 namespace detail {
 // Cancels what is left and closes; reports (does not throw) failures.
 void finish_run(EventLoop& loop) noexcept;
+
+// run()'s SIGINT handling for the life of the run (see run()).
+class sigint_cancels_main {
+ public:
+  sigint_cancels_main(EventLoop& loop, future_state_base& main);
+  sigint_cancels_main(const sigint_cancels_main&) = delete;
+  sigint_cancels_main& operator=(const sigint_cancels_main&) = delete;
+  // Throws KeyboardInterrupt if a SIGINT cancelled a main that ended cancelled.
+  void rethrow_if_interrupted(future_state_base& main) const;
+
+ private:
+  bool installed_ = false;
+  int interrupts_ = 0;
+};
 }  // namespace detail
 
 template <class T>
 T run(Task<T> main, std::string_view backend) {
   std::unique_ptr<EventLoop> loop = new_event_loop(backend);
   Future<T> result = loop->create_task(std::move(main));
+  detail::future_state_base& state = *detail::future_access::state(result);
+  detail::sigint_cancels_main sigint(*loop, state);
   try {
-    detail::run_until_done(*loop, *detail::future_access::state(result));
+    detail::run_until_done(*loop, state);
   } catch (...) {
     detail::finish_run(*loop);
     throw;
   }
   detail::finish_run(*loop);
+  sigint.rethrow_if_interrupted(state);
   if constexpr (std::is_void_v<T>) {
     result.result();
   } else {

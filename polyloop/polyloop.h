@@ -15,6 +15,7 @@
 #include "core/executor/concurrent_future.h"  // IWYU pragma: export
 #include "core/executor/executor.h"  // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
+#include "core/signals/signals.h"  // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export

@@ -208,6 +208,7 @@ void EventLoop::close() {
   // After the states: each job of the executor that belongs to a future of
   // this loop has been cancelled or waited for by now (core/executor).
   if (default_executor_) default_executor_->on_close();
+  if (signal_handlers_) signal_handlers_->on_close();  // the process's handlers come back
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {

@@ -61,8 +61,9 @@ namespace detail {
 struct loop_access;
 struct state_link;
 // What a layer above the loop keeps per loop and must tear down with it:
-// the default executor (core/executor). close() calls on_close() after every
-// live future state heard the loop close; the loop destroys it last.
+// the default executor (core/executor), the signal handlers (core/signals).
+// close() calls on_close() after every live future state heard the loop
+// close; the loop destroys it last.
 struct loop_extension {
   virtual ~loop_extension() = default;
   virtual void on_close() noexcept = 0;
@@ -312,7 +313,9 @@ class EventLoop {
   std::atomic<std::uint8_t> flags_{0};
 
   detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
-  std::unique_ptr<detail::loop_extension> default_executor_;  // made on first use (core/executor)
+  // Made on first use by the layers above, torn down by close().
+  std::unique_ptr<detail::loop_extension> default_executor_;  // core/executor
+  std::unique_ptr<detail::loop_extension> signal_handlers_;   // core/signals
   ExceptionHandler handler_;
   bool running_ = false;
   bool stopping_ = false;

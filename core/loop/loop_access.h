@@ -58,6 +58,10 @@ struct loop_access {
   static std::unique_ptr<loop_extension>& default_executor(EventLoop& loop) noexcept {
     return loop.default_executor_;
   }
+  // The loop's signal handlers (core/signals makes them on first use).
+  static std::unique_ptr<loop_extension>& signal_handlers(EventLoop& loop) noexcept {
+    return loop.signal_handlers_;
+  }
   static void unlink_state(EventLoop& loop, state_link* s) noexcept {
     if (s->prev != nullptr) {
       s->prev->next = s->next;
