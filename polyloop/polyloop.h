@@ -13,6 +13,12 @@
 #include "core/future/future.h"        // IWYU pragma: export
 #include "core/combinators/gather.h"        // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
+#include "core/sync/barrier.h"     // IWYU pragma: export
+#include "core/sync/condition.h"   // IWYU pragma: export
+#include "core/sync/event.h"       // IWYU pragma: export
+#include "core/sync/lock.h"        // IWYU pragma: export
+#include "core/sync/queue.h"       // IWYU pragma: export
+#include "core/sync/semaphore.h"   // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export
