@@ -54,9 +54,8 @@ class Condition : private detail::loop_bound {
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      task.bind(h);
-      cond->waiters_.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      // Condition::wait() bound the condition to this loop before.
+      suspend_in(h, get_running_loop(), cond->waiters_);
     }
     void await_resume() {
       if (st != state::woken || cancel_pending()) throw_cancelled();

@@ -34,11 +34,9 @@ class Event : private detail::loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      task.bind(h);
-      event_->bind_loop("Event.wait()");
+      EventLoop& loop = event_->bind_loop("Event.wait()");
       suspended_ = true;
-      event_->waiters_.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      suspend_in(h, loop, event_->waiters_);
     }
     void await_resume() {
       if (suspended_ && (st != state::woken || cancel_pending())) throw_cancelled();

@@ -46,11 +46,9 @@ class Lock : private detail::loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      task.bind(h);
-      lock_->bind_loop("Lock.acquire()");
+      EventLoop& loop = lock_->bind_loop("Lock.acquire()");
       suspended_ = true;
-      lock_->waiters_.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      suspend_in(h, loop, lock_->waiters_);
     }
     void await_resume() {
       if (suspended_) lock_->acquired_after_wait(*this);

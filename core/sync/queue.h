@@ -120,12 +120,10 @@ class basic_queue : private loop_bound {
    public:
     explicit waiter_base(basic_queue& q) noexcept : q_(&q) { fn = &on_ready; }
     template <class Promise>
-    void suspend_in(std::coroutine_handle<Promise> h, waiter_list& list, const char* what) {
-      task.bind(h);
-      q_->bind_loop(what);
+    void wait_in(std::coroutine_handle<Promise> h, waiter_list& list, const char* what) {
+      EventLoop& loop = q_->bind_loop(what);
       suspended_ = true;
-      list.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      this->suspend_in(h, loop, list);
     }
     // In await_resume: if cancelled, hands a wake-up it got on, and throws.
     void check_cancel(waiter_list& list, bool can_proceed) {
@@ -160,7 +158,7 @@ class basic_queue : private loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      this->suspend_in(h, this->q_->getters_, "Queue.get()");
+      this->wait_in(h, this->q_->getters_, "Queue.get()");
     }
     T await_resume() {
       this->check_cancel(this->q_->getters_, !this->q_->items_.empty());
@@ -179,7 +177,7 @@ class basic_queue : private loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      this->suspend_in(h, this->q_->putters_, "Queue.put()");
+      this->wait_in(h, this->q_->putters_, "Queue.put()");
     }
     void await_resume() {
       this->check_cancel(this->q_->putters_, !this->q_->full());
@@ -202,11 +200,9 @@ class basic_queue : private loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      task.bind(h);
-      q_->bind_loop("Queue.join()");
+      EventLoop& loop = q_->bind_loop("Queue.join()");
       suspended_ = true;
-      q_->joiners_.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      suspend_in(h, loop, q_->joiners_);
     }
     void await_resume() {
       if (suspended_ && (st != state::woken || cancel_pending())) throw_cancelled();

@@ -47,11 +47,9 @@ class Semaphore : private detail::loop_bound {
     }
     template <class Promise>
     void await_suspend(std::coroutine_handle<Promise> h) {
-      task.bind(h);
-      sem_->bind_loop("Semaphore.acquire()");
+      EventLoop& loop = sem_->bind_loop("Semaphore.acquire()");
       suspended_ = true;
-      sem_->waiters_.push_back(this);
-      task.cancellable_by({&on_cancel, this});
+      suspend_in(h, loop, sem_->waiters_);
     }
     void await_resume() {
       if (suspended_) sem_->acquired_after_wait(*this);

@@ -37,6 +37,10 @@ struct sync_waiter : ready_node {
   // A frame destroyed while suspended (the loop closed) leaves no dangling link.
   ~sync_waiter();
 
+  // In await_suspend: remember the task (on `loop`, the running one), queue
+  // up in `list`, and take the task's cancels.
+  template <class Promise>
+  void suspend_in(std::coroutine_handle<Promise> h, EventLoop& loop, waiter_list& list) noexcept;
   // True when the task was cancelled: its next resume_point() throws.
   bool cancel_pending() const noexcept { return task.root != nullptr && task.root->must_cancel; }
   // Puts the waiter on its loop's ready queue (fn runs next iteration).
@@ -98,6 +102,16 @@ class waiter_list {
   sync_waiter* tail_ = nullptr;
 };
 
+template <class Promise>
+void sync_waiter::suspend_in(std::coroutine_handle<Promise> h, EventLoop& loop,
+                             waiter_list& list) noexcept {
+  task.waiter = h;
+  task.root = root_of(h);
+  task.loop = &loop;
+  list.push_back(this);
+  task.cancellable_by({&on_cancel, this});
+}
+
 inline sync_waiter::~sync_waiter() {
   if (list != nullptr) list->remove(this);
 }
@@ -120,9 +134,10 @@ class loop_bound {
     if (running != loop_) [[unlikely]] check_slow(running, what);
   }
   // For an operation that suspends: must run on a loop; binds to it.
-  void bind_loop(const char* what) {
+  EventLoop& bind_loop(const char* what) {
     EventLoop* running = running_loop();
     if (running == nullptr || running != loop_) [[unlikely]] bind_slow(running, what);
+    return *running;
   }
 
  private:
