@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/allocation_counter.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
@@ -680,6 +681,65 @@ BOOST_AUTO_TEST_CASE(a_queue_used_before_any_loop_runs_binds_to_the_first_loop) 
   auto other = make_loop();
   BOOST_CHECK_THROW(other->run_until_complete(get(&q)), pl::EventLoopError);
   other->close();
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_FIXTURE_TEST_SUITE(allocation, fx)
+
+BOOST_AUTO_TEST_CASE(the_allocation_counter_counts) {
+  std::uint64_t before = allocation_count();
+  auto p = std::make_unique<int>(1);
+  BOOST_TEST(allocation_count() == before + 1);
+}
+
+// The speed rule, as a test: once the ring has grown and the tasks
+// exist, passing items through a bounded queue (both sides waiting in turn)
+// allocates nothing.
+BOOST_AUTO_TEST_CASE(put_and_get_allocate_nothing_in_steady_state) {
+  pl::Queue<long> q(8);
+  const long n = 10'000;
+  std::uint64_t during = 0;
+  auto producer = [&]() -> pl::Task<> {
+    for (long i = 0; i < n; ++i) co_await q.put(i);
+  };
+  auto consumer = [&]() -> pl::Task<long> {
+    long sum = 0;
+    std::uint64_t start = 0;
+    for (long i = 0; i < n; ++i) {
+      if (i == 100) start = allocation_count();  // warmed up
+      sum += co_await q.get();
+    }
+    during = allocation_count() - start;
+    co_return sum;
+  };
+  auto p = spawn(producer());
+  BOOST_TEST(run(consumer()) == n * (n - 1) / 2);
+  run(p);
+  BOOST_TEST(during == 0u);
+}
+
+// The same for a contended Lock: acquire (waiting), release (waking).
+BOOST_AUTO_TEST_CASE(contended_lock_acquire_and_release_allocate_nothing) {
+  pl::Lock lock;
+  std::uint64_t start = 0, end = 0;
+  long rounds_done = 0;
+  auto user = [&]() -> pl::Task<> {
+    for (int i = 0; i < 1000; ++i) {
+      auto held = co_await lock.scoped();
+      if (++rounds_done == 100) start = allocation_count();  // warmed up
+      if (rounds_done == 2900) end = allocation_count();     // before the tasks end
+      co_await pl::sleep(0ms);
+    }
+  };
+  auto a = spawn(user());
+  auto b = spawn(user());
+  auto c = spawn(user());
+  run(a);
+  run(b);
+  run(c);
+  BOOST_TEST(rounds_done == 3000);
+  BOOST_TEST(end - start == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
