@@ -311,7 +311,7 @@ BOOST_AUTO_TEST_CASE(closing_the_loop_under_a_waiter_unlinks_it) {
   briefly();
   loop->close();
   BOOST_TEST(log.messages.size() == 1u);  // "Task was destroyed but it is pending!"
-  lock.release();  // no waiter left to wake
+  lock.release();                         // no waiter left to wake
   BOOST_TEST(!lock.locked());
 }
 
@@ -869,8 +869,7 @@ BOOST_AUTO_TEST_CASE(tasks_that_acquire_twice_take_turns_in_fifo_order) {
   run(c);
   run(a);
   run(b);
-  BOOST_TEST(result ==
-             std::vector<std::string>({"c1_1", "c2_1", "c3_1", "c1_2", "c2_2", "c3_2"}));
+  BOOST_TEST(result == std::vector<std::string>({"c1_1", "c2_1", "c3_1", "c1_2", "c2_2", "c3_2"}));
 }
 
 // CPython test_locks.py: SemaphoreTests.test_acquire_fifo_order_2

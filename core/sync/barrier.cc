@@ -12,7 +12,8 @@ Barrier::Barrier(std::size_t parties) : parties_(parties) {
 
 // Waits while the barrier drains or resets; throws if it is broken.
 Task<> Barrier::block() {
-  co_await cond_.wait_for([this] { return state_ != state::draining && state_ != state::resetting; });
+  co_await cond_.wait_for(
+      [this] { return state_ != state::draining && state_ != state::resetting; });
   if (state_ == state::broken) throw BrokenBarrierError("Barrier.wait(): the barrier was aborted");
 }
 

@@ -43,9 +43,10 @@ void Semaphore::acquired_after_wait(acquire_awaiter& w) {
 
 void BoundedSemaphore::release() {
   if (value() >= bound_) {
-    throw OverReleaseError("BoundedSemaphore.release(): released too many times (more releases "
-                           "than acquires; the bound is " +
-                           std::to_string(bound_) + ")");
+    throw OverReleaseError(
+        "BoundedSemaphore.release(): released too many times (more releases "
+        "than acquires; the bound is " +
+        std::to_string(bound_) + ")");
   }
   Semaphore::release();
 }

@@ -49,7 +49,8 @@ struct sync_waiter : ready_node {
   // again, so it is only marked.
   void wake() {
     st = state::woken;
-    if (!task.loop->is_closed()) [[likely]] schedule();
+    if (!task.loop->is_closed()) [[likely]]
+      schedule();
   }
   // The cancel hook of every wait: a waiter not yet woken leaves its list and
   // resumes (to throw CancelledError); a woken one is already queued, and its
@@ -131,12 +132,14 @@ class loop_bound {
   // For an operation that may wake waiters (or does not need a loop).
   void check_loop(const char* what) {
     EventLoop* running = running_loop();
-    if (running != loop_) [[unlikely]] check_slow(running, what);
+    if (running != loop_) [[unlikely]]
+      check_slow(running, what);
   }
   // For an operation that suspends: must run on a loop; binds to it.
   EventLoop& bind_loop(const char* what) {
     EventLoop* running = running_loop();
-    if (running == nullptr || running != loop_) [[unlikely]] bind_slow(running, what);
+    if (running == nullptr || running != loop_) [[unlikely]]
+      bind_slow(running, what);
     return *running;
   }
 
