@@ -1,5 +1,5 @@
 // The workloads of ../shared/bench/WORKLOADS.md that need no network:
-// callbacks, tasks, timers and sleep_chain, run inside one worker process of
+// callbacks, tasks, timers, sleep_chain, queue and lock, run inside one worker process of
 // loopbench (one process per run, so memory figures start clean).
 #include "bench/core_workloads.h"
 
@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/alloc_count.h"
 #include "polyloop/polyloop.h"
 
 namespace loopbench {
@@ -161,6 +162,82 @@ void sleep_chain(pl::EventLoop& loop, run_record& r) {
   r.ok = yields == n;
 }
 
+// queue: one producer and one consumer task pass 0..N-1 through a Queue of
+// maxsize 128. allocs_per_op: operator new calls per item while they run.
+pl::Task<> produce(pl::Queue<long>* q, long n) {
+  for (long i = 0; i < n; ++i) co_await q->put(i);
+}
+
+pl::Task<bool> consume(pl::Queue<long>* q, long n, long long* sum) {
+  bool in_order = true;
+  for (long i = 0; i < n; ++i) {
+    long v = co_await q->get();
+    in_order = in_order && v == i;
+    *sum += v;
+  }
+  co_return in_order;
+}
+
+void queue(pl::EventLoop& loop, run_record& r) {
+  const long n = 1'000'000;
+  pl::Queue<long> q(128);
+  long long sum = 0;
+  std::uint64_t allocs_before = allocations_on_this_thread();
+  double t0 = now_s();
+  pl::Future<void> producer = loop.create_task(produce(&q, n));
+  bool in_order = loop.run_until_complete(consume(&q, n, &sum));
+  loop.run_until_complete(producer);
+  double seconds = now_s() - t0;
+  std::uint64_t allocs = allocations_on_this_thread() - allocs_before;
+  set_time(r, static_cast<double>(n), seconds);
+  r.set("allocs_per_op", static_cast<double>(allocs) / static_cast<double>(n));
+  r.set("allocs", static_cast<double>(allocs));
+  r.ok = in_order && sum == static_cast<long long>(n) * (n - 1) / 2;
+  if (!r.ok) r.error = "items out of order or wrong sum";
+}
+
+// lock: 100 tasks each take one Lock 10,000 times, and while holding it
+// count, yield once (sleep(0)) and check that nobody else holds it.
+struct lock_state {
+  pl::Lock lock;
+  long counter = 0;
+  int holders = 0;
+  bool overlap = false;
+};
+
+pl::Task<> lock_user(lock_state* s, int rounds) {
+  for (int i = 0; i < rounds; ++i) {
+    auto held = co_await s->lock.scoped();
+    s->overlap = s->overlap || ++s->holders != 1;
+    ++s->counter;
+    co_await pl::sleep(0ms);
+    s->overlap = s->overlap || s->holders != 1;
+    --s->holders;
+  }
+}
+
+void lock(pl::EventLoop& loop, run_record& r) {
+  const int tasks = 100;
+  const int rounds = 10'000;
+  const long n = static_cast<long>(tasks) * rounds;
+  lock_state s;
+  std::vector<pl::Future<void>> users;
+  users.reserve(tasks);
+  std::uint64_t allocs_before = allocations_on_this_thread();
+  double t0 = now_s();
+  for (int i = 0; i < tasks; ++i) users.push_back(loop.create_task(lock_user(&s, rounds)));
+  for (pl::Future<void>& u : users) loop.run_until_complete(u);
+  double seconds = now_s() - t0;
+  std::uint64_t allocs = allocations_on_this_thread() - allocs_before;
+  set_time(r, static_cast<double>(n), seconds);
+  r.set("allocs_per_op", static_cast<double>(allocs) / static_cast<double>(n));
+  r.set("allocs", static_cast<double>(allocs));
+  r.ok = s.counter == n && !s.overlap;
+  if (!r.ok) {
+    r.error = "counter " + std::to_string(s.counter) + (s.overlap ? ", holders overlapped" : "");
+  }
+}
+
 struct core_workload {
   std::string_view name;
   void (*run)(pl::EventLoop&, run_record&);
@@ -172,6 +249,8 @@ constexpr core_workload core_workloads[] = {
     {"tasks", &tasks, false},
     {"timers", &timers, false},
     {"sleep_chain", &sleep_chain, true},
+    {"queue", &queue, false},
+    {"lock", &lock, false},
 };
 
 const core_workload* find(std::string_view name) {

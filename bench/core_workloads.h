@@ -1,4 +1,5 @@
-// loopbench's in-process workloads: callbacks, tasks, timers, sleep_chain.
+// loopbench's in-process workloads: callbacks, tasks, timers, sleep_chain,
+// queue, lock.
 #pragma once
 
 #include <string_view>

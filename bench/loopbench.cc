@@ -5,7 +5,7 @@
 //       [--backend=NAME[,NAME]|all] [--repeat=N] [--seconds=S] [--full]
 //       [--chart=PATH]
 //
-// Workloads: callbacks, tasks, timers, sleep_chain (in a worker process; the
+// Workloads: callbacks, tasks, timers, sleep_chain, queue, lock (in a worker process; the
 // callbacks and sleep_chain workloads run twice, with dynamic and static
 // dispatch), echo (64 B), echo_16k (16 KiB) and http (a server of examples/
 // against bench/echo_client or wrk, pinned to different cores). Each run is a
@@ -44,8 +44,9 @@ using namespace loopbench;
 
 namespace {
 
-constexpr std::string_view all_workloads[] = {"callbacks", "tasks",    "timers", "sleep_chain",
-                                              "echo",      "echo_16k", "http"};
+constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
+                                              "queue",     "lock",  "echo",     "echo_16k",
+                                              "http"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -59,7 +60,7 @@ struct options {
   std::cerr << "loopbench: " << problem
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH]\n"
-               "workloads: callbacks tasks timers sleep_chain echo echo_16k http\n";
+               "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http\n";
   std::exit(2);
 }
 

@@ -16,6 +16,12 @@
 #include "core/executor/executor.h"  // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
 #include "core/signals/signals.h"  // IWYU pragma: export
+#include "core/sync/barrier.h"     // IWYU pragma: export
+#include "core/sync/condition.h"   // IWYU pragma: export
+#include "core/sync/event.h"       // IWYU pragma: export
+#include "core/sync/lock.h"        // IWYU pragma: export
+#include "core/sync/queue.h"       // IWYU pragma: export
+#include "core/sync/semaphore.h"   // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export
