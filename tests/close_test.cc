@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +103,57 @@ BOOST_AUTO_TEST_CASE(close_leaves_no_recv_in_the_kernel) {
     BOOST_TEST(std::count(buf.begin(), buf.end(), 0) == 16,
                "the kernel wrote into the buffer after close()");
   }
+  char out[16];
+  BOOST_TEST(::recv(s.a, out, sizeof out, MSG_DONTWAIT) == 5, "the bytes are still in the socket");
+}
+
+// Finding 3, closed by another thread than the one that ran the loop (a
+// loop run in a worker thread and destroyed by main). io_uring with
+// SINGLE_ISSUER cannot be entered from there (its completions wait for the
+// owner, DEFER_TASKRUN); without it close() enters through the ring's own fd.
+BOOST_AUTO_TEST_CASE(close_on_another_thread_leaves_no_recv_in_the_kernel) {
+  socket_pair s;
+  std::vector<char> buf(16, 0);
+  {
+    auto loop = make_loop();
+    handler_log log;
+    log.install(*loop);
+    auto reader = loop->create_task(recv_into(s.a, buf.data(), buf.size()));
+    // The runner stays alive across the close (a thread's exit cancels its
+    // io_uring requests), and returns to user space after the write: where
+    // completions run as its task work (COOP_TASKRUN), they run then.
+    std::mutex m;
+    std::condition_variable cv;
+    int stage = 0;
+    std::thread runner([&] {
+      run_until_in_flight(*loop);
+      std::unique_lock lock(m);
+      stage = 1;
+      cv.notify_all();
+      cv.wait(lock, [&] { return stage == 2; });
+      lock.unlock();
+      let_the_kernel_run();
+    });
+    {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return stage == 1; });
+    }
+    BOOST_TEST(!reader.done());
+    loop->close();
+    BOOST_TEST(::write(s.b, "hello", 5) == 5);
+    {
+      std::lock_guard lock(m);
+      stage = 2;
+    }
+    cv.notify_all();
+    runner.join();
+    let_the_kernel_run();
+    BOOST_TEST(std::count(buf.begin(), buf.end(), 0) == 16,
+               "the kernel wrote into the buffer after close()");
+  }
+  let_the_kernel_run();
+  BOOST_TEST(std::count(buf.begin(), buf.end(), 0) == 16,
+             "the kernel wrote into the buffer after the loop's end");
   char out[16];
   BOOST_TEST(::recv(s.a, out, sizeof out, MSG_DONTWAIT) == 5, "the bytes are still in the socket");
 }

@@ -381,3 +381,28 @@ BOOST_AUTO_TEST_CASE(auto_picks_io_uring_where_it_runs) {
   BOOST_REQUIRE(IoUringBackend::unavailable_reason().empty());
   BOOST_TEST(pl::new_event_loop("auto")->backend_name() == "io_uring");
 }
+
+// Finding 4 (issue 16): the probe asks the kernel itself, not the opcode
+// list. This kernel (6.18) has CANCEL_FD|ALL (5.19); a probe that wrongly
+// said no would send every close through the per-operation fallback.
+BOOST_AUTO_TEST_CASE(the_kernel_cancels_by_fd_here) {
+  BOOST_TEST(IoUringBackend::kernel_cancels_by_fd());
+}
+
+// The set-ups the test matrix runs on are made by name; an unknown one says
+// which there are.
+BOOST_AUTO_TEST_CASE(set_ups_are_made_by_name_and_an_unknown_one_lists_them) {
+  for (const char* name : {"io_uring:coop", "io_uring:no_taskrun", "io_uring:unregistered",
+                           "io_uring:no_cancel_fd", "epoll:no_pwait2"}) {
+    auto loop = pl::new_event_loop(name);
+    BOOST_TEST(loop->run_until_complete([]() -> pl::Task<int> { co_return 7; }()) == 7);
+  }
+  BOOST_CHECK_EXCEPTION(pl::new_event_loop("io_uring:fast"), pl::BackendError,
+                        [](const pl::BackendError& e) {
+                          std::string m = e.what();
+                          return m.find("unknown set-up 'fast' of io_uring") != std::string::npos &&
+                                 m.find("no_cancel_fd") != std::string::npos;
+                        });
+  BOOST_CHECK_THROW(pl::new_event_loop("asio:coop"), pl::BackendError);
+  BOOST_CHECK_THROW(pl::new_event_loop("nope:coop"), pl::BackendError);
+}
