@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -405,4 +406,47 @@ BOOST_AUTO_TEST_CASE(set_ups_are_made_by_name_and_an_unknown_one_lists_them) {
                         });
   BOOST_CHECK_THROW(pl::new_event_loop("asio:coop"), pl::BackendError);
   BOOST_CHECK_THROW(pl::new_event_loop("nope:coop"), pl::BackendError);
+}
+
+// Cancels asked while their requests wait for an SQE (the SQ ring is full
+// before the ring's first poll), one of them asked twice, as the Backend
+// contract allows. Before the guard in cancel() the second request pushed
+// reads[0] onto the unsent-cancel list again, which cut reads[1] off it:
+// its cancel was never sent and it never ended.
+BOOST_AUTO_TEST_CASE(a_cancel_asked_twice_without_an_sqe_loses_no_other_cancel) {
+  IoUringBackend ring(IoUringBackend::options{.entries = 4});
+  int p[2];
+  BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  char buf[4];
+  auto noop = [](pl::detail::ready_node*, pl::detail::ready_node::action) {};
+  std::array<pl::operation, 3> reads{};
+  for (pl::operation& op : reads) {
+    op.kind = pl::op_kind::read;
+    op.fd = p[0];
+    op.buf = buf;
+    op.len = 1;
+    op.fn = noop;
+    ring.start(op);  // with the wake read, these fill the SQ ring
+  }
+  ring.cancel(reads[0]);  // no SQE left: each waits for one
+  ring.cancel(reads[1]);
+  ring.cancel(reads[0]);
+  pl::detail::ready_queue ready;
+  std::map<pl::operation*, int> completions;
+  auto deadline = std::chrono::steady_clock::now() + 1s;
+  while (completions.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    BOOST_TEST_REQUIRE(!ring.poll(100ms, ready));
+    while (!ready.empty()) ++completions[static_cast<pl::operation*>(ready.pop())];
+  }
+  BOOST_TEST(completions[&reads[0]] == 1);
+  BOOST_TEST(completions[&reads[1]] == 1, "the second operation's cancel was lost");
+  BOOST_TEST(completions.count(&reads[2]) == 0u);
+  BOOST_TEST(reads[1].result == -ECANCELED);
+  ::close(p[1]);  // ends reads[2] (end of file) before the ring goes
+  ring.cancel(reads[2]);
+  while (completions.size() < 3 && std::chrono::steady_clock::now() < deadline + 1s) {
+    BOOST_TEST_REQUIRE(!ring.poll(100ms, ready));
+    while (!ready.empty()) ++completions[static_cast<pl::operation*>(ready.pop())];
+  }
+  ::close(p[0]);
 }

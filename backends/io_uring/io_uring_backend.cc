@@ -412,6 +412,8 @@ void IoUringBackend::cancel(operation& op) noexcept {
     return;
   }
   if ((op.backend_state & in_flight_bit) == 0) return;  // already completed
+  // Asked already, waiting for an SQE: a second push would corrupt the list.
+  if ((op.backend_state & cancel_unsent_bit) != 0) return;
   op.backend_state |= cancel_bit;
   if (!submit_cancel(op)) {
     // No SQE even after submitting: the next poll() sends it.

@@ -159,7 +159,8 @@ void EventLoop::check_can_run() const {
   if (current_loop != nullptr) {
     throw EventLoopError("cannot run an event loop while another loop is running on this thread");
   }
-  if (owner_ != std::thread::id() && owner_ != std::this_thread::get_id()) {
+  std::thread::id owner = owner_.load(std::memory_order_relaxed);
+  if (owner != std::thread::id() && owner != std::this_thread::get_id()) {
     throw EventLoopError("this event loop's backend (" + backend_name_ +
                          ") is bound to the thread that first ran the loop; run it on that "
                          "thread only, or make one loop per thread");
@@ -174,8 +175,9 @@ struct EventLoop::running_scope {
     if (loop.running_.exchange(true)) {
       throw EventLoopError("this event loop is already running on another thread");
     }
-    if (loop.backend_->traits().bound_to_first_thread && loop.owner_ == std::thread::id()) {
-      loop.owner_ = std::this_thread::get_id();
+    if (loop.backend_->traits().bound_to_first_thread &&
+        loop.owner_.load(std::memory_order_relaxed) == std::thread::id()) {
+      loop.owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     }
     current_loop = &loop;
   }

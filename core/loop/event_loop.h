@@ -312,7 +312,7 @@ class EventLoop {
   bool stopping_ = false;
   // The thread that first ran the loop, kept when the backend is bound to
   // it (backend_traits::bound_to_first_thread).
-  std::thread::id owner_;
+  std::atomic<std::thread::id> owner_{};  // atomic: a misusing thread reads it
 };
 
 // A loop whose backend type B (a final class: EpollBackend, IoUringBackend,
