@@ -25,6 +25,9 @@ struct backend_entry {
   bool in_auto;                         // a candidate of "auto"; else chosen by name only
   // A StaticEventLoop over a backend that make() made.
   std::unique_ptr<EventLoop> (*make_static_loop)(std::unique_ptr<Backend> backend, Clock& clock);
+  // Another set-up of the backend, for "NAME:SETUP" (null: it has none);
+  // throws BackendError naming its set-ups for an unknown one.
+  std::unique_ptr<Backend> (*make_setup)(std::string_view setup);
 };
 
 // The compiled-in backends: those "auto" may pick in its order of
@@ -51,8 +54,9 @@ std::unique_ptr<EventLoop> static_loop_of(std::unique_ptr<Backend> backend, Cloc
 
 template <class B>
 constexpr backend_entry entry_of(std::string_view name, bool in_auto,
-                                 std::string (*probe)() = &always_available) {
-  return {name, probe, &make_backend_of<B>, in_auto, &static_loop_of<B>};
+                                 std::string (*probe)() = &always_available,
+                                 std::unique_ptr<Backend> (*make_setup)(std::string_view) = nullptr) {
+  return {name, probe, &make_backend_of<B>, in_auto, &static_loop_of<B>, make_setup};
 }
 
 }  // namespace polyloop::detail

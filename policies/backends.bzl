@@ -15,7 +15,8 @@ The list lives in policies/ because choosing a backend is policies' job
 no package of its own to hold a .bzl.
 """
 
-def backend(name, target, header, cls, probe = None, auto_rank = None, flag_default = None):
+def backend(name, target, header, cls, probe = None, auto_rank = None, flag_default = None,
+            setups = [], make_setup = None):
     """One backend of the list.
 
     Args:
@@ -36,6 +37,12 @@ def backend(name, target, header, cls, probe = None, auto_rank = None, flag_defa
       flag_default: None when it is always compiled in; else True or False,
         the default of its flag --//policies:<name>=true|false, which
         compiles it (and what it links) in or out.
+      setups: other set-ups of the backend (e.g. io_uring without
+        DEFER_TASKRUN), named NAME:SETUP wherever a backend is named, on
+        which tests/defs.bzl also runs the I/O behaviour tests.
+      make_setup: with setups, the C++ function
+        `std::unique_ptr<polyloop::Backend>(std::string_view setup)`
+        (qualified) that makes one, throwing BackendError for an unknown one.
     """
     return struct(
         name = name,
@@ -45,6 +52,8 @@ def backend(name, target, header, cls, probe = None, auto_rank = None, flag_defa
         probe = probe,
         auto_rank = auto_rank,
         flag_default = flag_default,
+        setups = setups,
+        make_setup = make_setup,
     )
 
 # In the order of the flags' documentation (docs/bazel.md); the order of
@@ -56,6 +65,8 @@ BACKENDS = [
         header = "backends/epoll/epoll_backend.h",
         cls = "polyloop::backends::EpollBackend",
         auto_rank = 2,
+        setups = ["no_pwait2"],  # epoll_wait only, as before 5.11
+        make_setup = "polyloop::backends::EpollBackend::make_setup",
     ),
     backend(
         name = "io_uring",
@@ -65,6 +76,9 @@ BACKENDS = [
         probe = "polyloop::backends::IoUringBackend::unavailable_reason",
         auto_rank = 1,
         flag_default = True,  # a host without liburing builds with false
+        # The paths of kernels 5.11-6.0, on whatever kernel runs the tests.
+        setups = ["coop", "no_taskrun", "unregistered", "no_cancel_fd"],
+        make_setup = "polyloop::backends::IoUringBackend::make_setup",
     ),
     # For Asio programs (polyloop/asio.h), so "auto" never picks it.
     backend(

@@ -83,6 +83,7 @@ std::vector<BackendInfo> available_backends() {
 
 std::string resolve_backend_name(std::string_view name) {
   std::string n = requested_name(name);
+  n = n.substr(0, n.find(':'));  // a set-up is its backend's
   if (n != "auto") return std::string(find_or_throw(n).name);
   for (const backend_entry* e : detail::compiled_in_backends()) {
     if (e->in_auto && e->unavailable_reason().empty()) return std::string(e->name);
@@ -90,8 +91,25 @@ std::string resolve_backend_name(std::string_view name) {
   throw BackendError("no compiled-in backend can run on this host (" + compiled_list() + ")");
 }
 
+// "NAME:SETUP": another set-up of backend NAME (tests run the I/O suite on
+// them, e.g. io_uring:coop for the paths of kernels before 6.1).
+std::unique_ptr<Backend> make_setup(std::string_view name) {
+  std::size_t colon = name.find(':');
+  std::string_view backend = name.substr(0, colon);
+  std::string_view setup = name.substr(colon + 1);
+  const backend_entry& e = find_or_throw(backend);
+  if (e.make_setup == nullptr) {
+    throw BackendError("backend '" + std::string(backend) + "' has no set-up '" +
+                       std::string(setup) + "' (it has no other set-ups); name it alone");
+  }
+  std::string why = e.unavailable_reason();
+  if (!why.empty()) throw BackendError(why);
+  return e.make_setup(setup);
+}
+
 std::unique_ptr<Backend> make_backend(std::string_view name) {
   std::string n = requested_name(name);
+  if (n.find(':') != std::string::npos) return make_setup(n);
   if (n != "auto") return find_or_throw(n).make();  // never falls back
   std::string skipped, why;
   for (const backend_entry* e : detail::compiled_in_backends()) {

@@ -1,9 +1,10 @@
 """One behaviour test source, one cc_test per backend of policies/backends.bzl."""
 
-load("@rules_cc//cc:defs.bzl", "cc_test")
-load("//policies:registry.bzl", "backend_names", "compatible_with_backend")
+load("@rules_cc//cc:defs.bzl", "cc_library", "cc_test")
+load("//policies:registry.bzl", "backend_names", "backend_setups", "compatible_with_backend")
 
-def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = False, **kwargs):
+def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = False, setups = False,
+                   **kwargs):
     """Makes <name>_<backend> for each backend, and a test_suite <name>.
 
     The backend reaches the test as `-- --backend=NAME` (Boost.Test passes
@@ -15,7 +16,27 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
     With threads (the tests run code on other threads), <name>_<backend> is
     tagged "threads": .ci/run runs those under TSan. The static variants are
     not: the cross-thread code they run is the same.
+
+    With setups (the tests that do I/O), also <name>_<backend>_<setup> for
+    each other set-up of policies/backends.bzl (`--backend=io_uring:coop`:
+    the paths of older kernels). Not tagged "threads": they run plain and
+    under ASan, not TSan, to keep CI's time.
     """
+    # Compiled once, linked into every variant (alwayslink: the test cases
+    # register themselves from static initialisers).
+    cc_library(
+        name = name + "_cases",
+        srcs = srcs,
+        testonly = True,
+        alwayslink = True,
+        deps = deps + [
+            "//:polyloop",
+            "//tests/support",
+            "//third_party:boost_test",
+        ],
+    )
+    srcs = []
+    deps = [":" + name + "_cases"]
     tests = []
     variants = [("", [], ["threads"] if threads else [])]
     if static_dispatch:
@@ -23,17 +44,22 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
     for prefix, extra_args, extra_tags in variants:
         for backend in backend_names():
             test_name = "%s_%s%s" % (name, prefix, backend)
-            _one_test(test_name, srcs, deps, backend, extra_args, extra_tags, kwargs)
+            _one_test(test_name, srcs, deps, backend, backend, extra_args, extra_tags, kwargs)
+            tests.append(":" + test_name)
+    if setups:
+        for backend, setup in backend_setups():
+            test_name = "%s_%s_%s" % (name, backend, setup)
+            _one_test(test_name, srcs, deps, backend, backend + ":" + setup, [], [], kwargs)
             tests.append(":" + test_name)
     native.test_suite(name = name, tests = tests)
 
-def _one_test(test_name, srcs, deps, backend, extra_args, extra_tags, kwargs):
+def _one_test(test_name, srcs, deps, backend, backend_arg, extra_args, extra_tags, kwargs):
     args = dict(kwargs)
     tags = args.pop("tags", []) + extra_tags
     cc_test(
         name = test_name,
         srcs = srcs,
-        args = ["--", "--backend=" + backend] + extra_args,
+        args = ["--", "--backend=" + backend_arg] + extra_args,
         tags = tags,
         target_compatible_with = compatible_with_backend(backend),
         deps = deps + [

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -380,4 +381,72 @@ BOOST_AUTO_TEST_CASE(a_real_seccomp_filter_refusing_io_uring_setup_brings_auto_u
 BOOST_AUTO_TEST_CASE(auto_picks_io_uring_where_it_runs) {
   BOOST_REQUIRE(IoUringBackend::unavailable_reason().empty());
   BOOST_TEST(pl::new_event_loop("auto")->backend_name() == "io_uring");
+}
+
+// Finding 4 (issue 16): the probe asks the kernel itself, not the opcode
+// list. This kernel (6.18) has CANCEL_FD|ALL (5.19); a probe that wrongly
+// said no would send every close through the per-operation fallback.
+BOOST_AUTO_TEST_CASE(the_kernel_cancels_by_fd_here) {
+  BOOST_TEST(IoUringBackend::kernel_cancels_by_fd());
+}
+
+// The set-ups the test matrix runs on are made by name; an unknown one says
+// which there are.
+BOOST_AUTO_TEST_CASE(set_ups_are_made_by_name_and_an_unknown_one_lists_them) {
+  for (const char* name : {"io_uring:coop", "io_uring:no_taskrun", "io_uring:unregistered",
+                           "io_uring:no_cancel_fd", "epoll:no_pwait2"}) {
+    auto loop = pl::new_event_loop(name);
+    BOOST_TEST(loop->run_until_complete([]() -> pl::Task<int> { co_return 7; }()) == 7);
+  }
+  BOOST_CHECK_EXCEPTION(pl::new_event_loop("io_uring:fast"), pl::BackendError,
+                        [](const pl::BackendError& e) {
+                          std::string m = e.what();
+                          return m.find("unknown set-up 'fast' of io_uring") != std::string::npos &&
+                                 m.find("no_cancel_fd") != std::string::npos;
+                        });
+  BOOST_CHECK_THROW(pl::new_event_loop("asio:coop"), pl::BackendError);
+  BOOST_CHECK_THROW(pl::new_event_loop("nope:coop"), pl::BackendError);
+}
+
+// Cancels asked while their requests wait for an SQE (the SQ ring is full
+// before the ring's first poll), one of them asked twice, as the Backend
+// contract allows. Before the guard in cancel() the second request pushed
+// reads[0] onto the unsent-cancel list again, which cut reads[1] off it:
+// its cancel was never sent and it never ended.
+BOOST_AUTO_TEST_CASE(a_cancel_asked_twice_without_an_sqe_loses_no_other_cancel) {
+  IoUringBackend ring(IoUringBackend::options{.entries = 4});
+  int p[2];
+  BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  char buf[4];
+  auto noop = [](pl::detail::ready_node*, pl::detail::ready_node::action) {};
+  std::array<pl::operation, 3> reads{};
+  for (pl::operation& op : reads) {
+    op.kind = pl::op_kind::read;
+    op.fd = p[0];
+    op.buf = buf;
+    op.len = 1;
+    op.fn = noop;
+    ring.start(op);  // with the wake read, these fill the SQ ring
+  }
+  ring.cancel(reads[0]);  // no SQE left: each waits for one
+  ring.cancel(reads[1]);
+  ring.cancel(reads[0]);
+  pl::detail::ready_queue ready;
+  std::map<pl::operation*, int> completions;
+  auto deadline = std::chrono::steady_clock::now() + 1s;
+  while (completions.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    BOOST_TEST_REQUIRE(!ring.poll(100ms, ready));
+    while (!ready.empty()) ++completions[static_cast<pl::operation*>(ready.pop())];
+  }
+  BOOST_TEST(completions[&reads[0]] == 1);
+  BOOST_TEST(completions[&reads[1]] == 1, "the second operation's cancel was lost");
+  BOOST_TEST(completions.count(&reads[2]) == 0u);
+  BOOST_TEST(reads[1].result == -ECANCELED);
+  ::close(p[1]);  // ends reads[2] (end of file) before the ring goes
+  ring.cancel(reads[2]);
+  while (completions.size() < 3 && std::chrono::steady_clock::now() < deadline + 1s) {
+    BOOST_TEST_REQUIRE(!ring.poll(100ms, ready));
+    while (!ready.empty()) ++completions[static_cast<pl::operation*>(ready.pop())];
+  }
+  ::close(p[0]);
 }

@@ -69,6 +69,7 @@ AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
 
 void AsioBackend::complete(operation& op) noexcept {
   op.backend_state = 0;
+  if (shutting_down_) return;  // its owner is about to be destroyed
   if (ready_ != nullptr) {
     ready_->push(&op);
     return;
@@ -239,6 +240,29 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
   }
   ready_ = nullptr;
   return {};
+}
+
+// Every operation still waiting has an Asio handler holding it. Abort those
+// waits and run the handlers now, so that none is left for an io_context the
+// user may still run after close() (polyloop/asio.h); they end the
+// operations without handing them back.
+void AsioBackend::shutdown() noexcept {
+  shutting_down_ = true;
+  while (operation* o = completed_.pop()) o->backend_state = 0;
+  for (auto& e : fds_) {
+    if (!e || e->waiting == nullptr) continue;
+    for (operation* w = e->waiting; w != nullptr; w = w->next) w->backend_state |= cancel_bit;
+    boost::system::error_code ignored;
+    e->descriptor.cancel(ignored);
+  }
+  if (context_.stopped()) context_.restart();
+  while (waits_ != 0) {
+    try {
+      if (context_.poll_one() == 0) break;
+    } catch (...) {
+      report_exception("exception in an Asio handler", std::current_exception());
+    }
+  }
 }
 
 void AsioBackend::wakeup() noexcept {

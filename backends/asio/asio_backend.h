@@ -40,6 +40,7 @@ class AsioBackend final : public Backend {
   std::error_code poll(std::chrono::nanoseconds timeout,
                        detail::ready_queue& ready) noexcept override;
   void wakeup() noexcept override;
+  void shutdown() noexcept override;
 
   // The io_context the loop runs: Asio objects made on it run on the loop's
   // thread while the loop runs (polyloop/asio.h).
@@ -83,6 +84,7 @@ class AsioBackend final : public Backend {
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   detail::op_list completed_;             // finished outside poll()
   std::size_t waits_ = 0;                 // our async_waits outstanding
+  bool shutting_down_ = false;            // shutdown(): completions are forgotten
   bool asio_busy_ = true;                 // the last turn ran a handler: poll next time too
   unsigned skipped_iterations_ = 0;       // polls since Asio's last turn
   std::size_t skipped_ready_ = 0;         // callbacks ready in them

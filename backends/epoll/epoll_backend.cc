@@ -5,11 +5,13 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <system_error>
 
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
+#include "core/errors/errors.h"
 #include "core/errors/invariant.h"
 
 namespace polyloop::backends {
@@ -28,8 +30,9 @@ constexpr std::uint32_t connecting_bit = 2;
 
 // Each operation is tried in start() unless its direction saw EAGAIN since
 // the last edge; an edge retries each queue in order.
-EpollBackend::EpollBackend()
-    : Backend({.tries_in_start = true, .fifo_per_fd = true, .kernel_performs_ops = false}) {
+EpollBackend::EpollBackend(const options& opts)
+    : Backend({.tries_in_start = true, .fifo_per_fd = true, .kernel_performs_ops = false}),
+      have_pwait2_(opts.epoll_pwait2) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno("epoll_create1");
   epoll_event ev{};
@@ -44,6 +47,24 @@ EpollBackend::EpollBackend()
 }
 
 EpollBackend::~EpollBackend() { ::close(epfd_); }
+
+std::unique_ptr<Backend> EpollBackend::make_setup(std::string_view setup) {
+  if (setup == "no_pwait2") return std::make_unique<EpollBackend>(options{.epoll_pwait2 = false});
+  throw BackendError("unknown set-up '" + std::string(setup) +
+                     "' of epoll: it has no_pwait2 (epoll_wait only, as before Linux 5.11)");
+}
+
+// Nothing is in the kernel: a queued operation is only linked here, and its
+// syscall is made by poll() or start(). Unlinking them is enough.
+void EpollBackend::shutdown() noexcept {
+  for (fd_state& st : fds_) {
+    for (op_queue* q : {&st.readers, &st.writers, &st.pollers}) {
+      while (operation* o = q->pop()) o->backend_state = 0;
+    }
+  }
+  queued_ = 0;
+  while (operation* o = completed_.pop()) o->backend_state = 0;
+}
 
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
   reactive::set_nonblocking(fd);

@@ -10,6 +10,9 @@
 // before the number is reused. Cross-thread wake-up is an eventfd.
 #pragma once
 
+#include <memory>
+#include <string_view>
+
 #include "core/backend/backend.h"
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/eventfd_waker.h"
@@ -20,8 +23,15 @@ namespace polyloop::backends {
 
 class EpollBackend final : public Backend {
  public:
+  struct options {
+    bool epoll_pwait2 = true;  // false: epoll_wait only, as before Linux 5.11
+  };
   // Throws std::system_error naming the syscall that failed.
-  EpollBackend();
+  EpollBackend() : EpollBackend(options{}) {}
+  explicit EpollBackend(const options& opts);
+  // The set-ups tests run the behaviour suite on besides the default
+  // ("epoll:no_pwait2"); throws BackendError naming them for another name.
+  static std::unique_ptr<Backend> make_setup(std::string_view setup);
   ~EpollBackend() override;
   EpollBackend(const EpollBackend&) = delete;
   EpollBackend& operator=(const EpollBackend&) = delete;
@@ -32,6 +42,7 @@ class EpollBackend final : public Backend {
   std::error_code poll(std::chrono::nanoseconds timeout,
                        detail::ready_queue& ready) noexcept override;
   void wakeup() noexcept override;
+  void shutdown() noexcept override;
 
  private:
   using op_queue = detail::op_list;

@@ -32,6 +32,7 @@ constexpr std::uint32_t retry_poll_bit = 2;  // waiting for readiness after -EAG
 constexpr std::uint32_t backlog_bit = 4;
 constexpr std::uint32_t cancel_bit = 8;            // cancel() was asked
 constexpr std::uint32_t cancel_unsent_bit = 16;    // ...and still waits for an SQE
+constexpr std::uint32_t tracked_bit = 32;          // in on_fd_ (no cancel by fd)
 
 std::atomic<int> forced_error{0};
 std::atomic<unsigned> forced_above{0};
@@ -122,6 +123,22 @@ std::string probe_ops(io_uring& ring) {
   return "io_uring unavailable: the kernel lacks opcodes" + missing;
 }
 
+bool probe_cancel_by_fd() {
+  io_uring ring{};
+  if (io_uring_queue_init(2, &ring, 0) != 0) return false;
+  bool supported = false;
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  // Nothing is pending on the ring's own fd: 5.19+ answers 0 (none
+  // cancelled) or -ENOENT; an older kernel rejects the flags (-EINVAL).
+  io_uring_prep_cancel_fd(sqe, ring.ring_fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+    supported = cqe->res >= 0 || cqe->res == -ENOENT;
+  }
+  io_uring_queue_exit(&ring);
+  return supported;
+}
+
 std::string probe_now() {
   io_uring ring{};
   IoUringBackend::options opts;
@@ -143,6 +160,30 @@ void IoUringBackend::force_setup_error_for_testing(int err, unsigned above_entri
   forced_error = err;
 }
 
+bool IoUringBackend::kernel_cancels_by_fd() {
+  static const bool supported = probe_cancel_by_fd();
+  return supported;
+}
+
+std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
+  options o;
+  if (setup == "coop") {
+    o.defer_taskrun = false;  // COOP_TASKRUN: kernels 5.19-6.0
+  } else if (setup == "no_taskrun") {
+    o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
+  } else if (setup == "unregistered") {
+    o.register_ring_fd = false;  // before 5.18
+  } else if (setup == "no_cancel_fd") {
+    o.cancel_by_fd = false;  // before 5.19
+  } else {
+    throw BackendError("unknown set-up '" + std::string(setup) +
+                       "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
+                       "taskrun flag), unregistered (ring fd not registered), no_cancel_fd "
+                       "(cancel each operation of a closed fd by its user_data)");
+  }
+  return std::make_unique<IoUringBackend>(o);
+}
+
 std::string IoUringBackend::unavailable_reason() {
   if (forced_error.load() != 0) return probe_now();
   static const std::string reason = probe_now();
@@ -155,9 +196,13 @@ std::string IoUringBackend::unavailable_reason() {
 // from a non-blocking fd is re-submitted after a POLL_ADD), in no order the
 // kernel promises between requests on one fd.
 IoUringBackend::IoUringBackend(const options& opts)
-    : Backend({.tries_in_start = false, .fifo_per_fd = false, .kernel_performs_ops = true}),
+    : Backend({.tries_in_start = false,
+               .fifo_per_fd = false,
+               .kernel_performs_ops = true,
+               .bound_to_first_thread = opts.defer_taskrun || opts.register_ring_fd}),
       register_ring_fd_(opts.register_ring_fd),
-      nosignal_writes_(detail::kernel_has_rwf_nosignal()) {
+      nosignal_writes_(detail::kernel_has_rwf_nosignal()),
+      cancel_by_fd_(opts.cancel_by_fd && kernel_cancels_by_fd()) {
   int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
@@ -182,6 +227,7 @@ IoUringBackend::~IoUringBackend() {
 void IoUringBackend::enable_once() noexcept {
   if (enabled_) return;
   enabled_ = true;
+  owner_ = std::this_thread::get_id();
   // SINGLE_ISSUER binds the ring to the thread that enables it: the loop's.
   // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
   if ((ring_.flags & IORING_SETUP_R_DISABLED) != 0) {
@@ -213,10 +259,16 @@ io_uring_sqe* IoUringBackend::get_sqe() noexcept {
 }
 
 bool IoUringBackend::submit_op(operation& op) noexcept {
-  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2 && enabled_) {
+  const unsigned close_sqes = cancel_by_fd_ ? 2 : 1;
+  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < close_sqes && enabled_) {
     submit_now();  // the cancel and the close must go in together
   }
-  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < 2) return false;
+  if (op.kind == op_kind::close && io_uring_sq_space_left(&ring_) < close_sqes) return false;
+  if (op.kind == op_kind::close) {
+    // From here on a retry of an operation started before sees the fd closed.
+    if (std::uint64_t* at = closed_at_.slot(op.fd)) *at = ++close_seq_;
+    if (!cancel_by_fd_) cancel_ops_on_fd(op.fd);
+  }
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) return false;
   void* buf = op.buf;
@@ -261,10 +313,13 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
       case op_kind::close:
         // First end every request still on the fd (as epoll does), then
         // close it; the hard link keeps the order whatever the cancel finds.
-        io_uring_prep_cancel_fd(sqe, op.fd, IORING_ASYNC_CANCEL_ALL);
-        io_uring_sqe_set_data64(sqe, cancel_tag);
-        sqe->flags |= IOSQE_IO_HARDLINK;
-        sqe = io_uring_get_sqe(&ring_);
+        // Without cancel by fd, cancel_ops_on_fd() has already asked.
+        if (cancel_by_fd_) {
+          io_uring_prep_cancel_fd(sqe, op.fd, IORING_ASYNC_CANCEL_ALL);
+          io_uring_sqe_set_data64(sqe, cancel_tag);
+          sqe->flags |= IOSQE_IO_HARDLINK;
+          sqe = io_uring_get_sqe(&ring_);
+        }
         io_uring_prep_close(sqe, op.fd);
         break;
     }
@@ -281,6 +336,8 @@ void IoUringBackend::start(operation& op) noexcept {
   // backlog or the ring, and a second SQE for it would complete it twice.
   POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
   if (op.kind == op_kind::write && !nosignal_writes_) ++signalling_writes_;
+  op.backend_seq = static_cast<std::uint32_t>(close_seq_);
+  if (!cancel_by_fd_ && op.kind != op_kind::close) track(op);
   if (backlog_.head != nullptr || !submit_op(op)) {
     op.backend_state |= backlog_bit;
     backlog_.push(&op);  // keeps start order: no SQE until those before it have one
@@ -298,9 +355,56 @@ void IoUringBackend::flush_backlog() noexcept {
   }
 }
 
+void IoUringBackend::track(operation& op) noexcept {
+  std::vector<operation*>* ops = on_fd_.slot(op.fd);
+  if (ops == nullptr) return;  // out of memory: a close will not find it
+  try {
+    ops->push_back(&op);  // no allocation once the fd's vector has grown
+  } catch (const std::bad_alloc&) {
+    return;
+  }
+  op.backend_state |= tracked_bit;
+}
+
+void IoUringBackend::untrack(operation& op) noexcept {
+  if ((op.backend_state & tracked_bit) == 0) return;
+  std::vector<operation*>& ops = on_fd_[op.fd];
+  for (operation*& o : ops) {
+    if (o == &op) {
+      o = ops.back();
+      ops.pop_back();
+      break;
+    }
+  }
+  op.backend_state &= ~tracked_bit;
+}
+
+// Kernels before 5.19 cannot cancel by fd: ask each operation in flight on
+// the fd to end. Those still in the backlog go into the ring before the
+// close (it comes after them), and are then cancelled by the close's
+// sequence check, or run into a closed fd.
+void IoUringBackend::cancel_ops_on_fd(int fd) noexcept {
+  std::vector<operation*>* ops = on_fd_.find(fd);
+  if (ops == nullptr) return;
+  for (operation* o : *ops) {
+    if ((o->backend_state & in_flight_bit) != 0) cancel(*o);
+  }
+}
+
+bool IoUringBackend::closed_since_start(const operation& op) noexcept {
+  const std::uint64_t* at = closed_at_.find(op.fd);
+  if (at == nullptr) return false;
+  // The full count at the operation's start, from its low 32 bits (an
+  // operation outlives fewer than 2^32 closes).
+  std::uint64_t started =
+      close_seq_ - static_cast<std::uint32_t>(static_cast<std::uint32_t>(close_seq_) - op.backend_seq);
+  return *at > started;
+}
+
 void IoUringBackend::cancel(operation& op) noexcept {
   if ((op.backend_state & backlog_bit) != 0) {
     backlog_.remove(&op);
+    untrack(op);
     op.backend_state = 0;
     op.result = -ECANCELED;
     handed_back(op);
@@ -308,6 +412,8 @@ void IoUringBackend::cancel(operation& op) noexcept {
     return;
   }
   if ((op.backend_state & in_flight_bit) == 0) return;  // already completed
+  // Asked already, waiting for an SQE: a second push would corrupt the list.
+  if ((op.backend_state & cancel_unsent_bit) != 0) return;
   op.backend_state |= cancel_bit;
   if (!submit_cancel(op)) {
     // No SQE even after submitting: the next poll() sends it.
@@ -336,7 +442,23 @@ void IoUringBackend::wakeup() noexcept { waker_.wake(); }
 
 // --- completion ---------------------------------------------------------------
 
-void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept {
+void IoUringBackend::finish(operation& op, std::int64_t result,
+                            detail::ready_queue* ready) noexcept {
+  untrack(op);
+  op.result = result;
+  op.backend_state = 0;
+  handed_back(op);
+  if (ready != nullptr) ready->push(&op);
+}
+
+void IoUringBackend::retry_or_backlog(operation& op) noexcept {
+  if (!submit_op(op)) {
+    op.backend_state |= backlog_bit;
+    backlog_.push(&op);
+  }
+}
+
+void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* ready) noexcept {
   std::uint64_t tag = cqe.user_data;
   if (tag == cancel_tag) return;
   if (tag == wake_tag) {
@@ -353,49 +475,53 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& re
     unsent_cancels_.remove(op);  // it ended first: nothing left to cancel
     op->backend_state &= ~cancel_unsent_bit;
   }
-  if ((op->backend_state & cancel_bit) != 0 && cqe.res == -EAGAIN) {
-    // Asked to cancel while the kernel said "try again": do not re-arm.
-    op->result = -ECANCELED;
-    op->backend_state = 0;
-    handed_back(*op);
-    ready.push(op);
+  if (shutting_down_) [[unlikely]] {
+    // Its owner is about to be destroyed: no retry, nothing handed back,
+    // and an fd accepted meanwhile is nobody's but ours to close.
+    bool accepted = op->kind == op_kind::accept && cqe.res >= 0 &&
+                    (op->backend_state & retry_poll_bit) == 0;
+    if (accepted) ::close(static_cast<int>(cqe.res));
+    finish(*op, -ECANCELED, nullptr);
+    return;
+  }
+  bool cancelled = (op->backend_state & cancel_bit) != 0;
+  if (cancelled && (cqe.res == -EAGAIN || cqe.res == -EINTR)) {
+    // Asked to cancel while the kernel said "try again" (do not re-arm),
+    // or interrupted by the cancel (an io-wq worker's blocking call).
+    finish(*op, -ECANCELED, ready);
     return;
   }
   if ((op->backend_state & retry_poll_bit) != 0) {
-    // The readiness wait after -EAGAIN ended: retry the operation itself.
+    // The readiness wait after -EAGAIN ended: retry the operation itself,
+    // unless the cancel ended the wait or the fd was closed meanwhile (its
+    // number may belong to another file by now).
     op->backend_state &= ~retry_poll_bit;
-    if ((op->backend_state & cancel_bit) != 0) {
-      op->result = -ECANCELED;  // the readiness wait was what the cancel ended
-      op->backend_state = 0;
-      handed_back(*op);
-      ready.push(op);
+    if (cancelled || closed_since_start(*op)) {
+      finish(*op, -ECANCELED, ready);
       return;
     }
     if (cqe.res >= 0) {
-      if (!submit_op(*op)) {
-        op->backend_state |= backlog_bit;
-        backlog_.push(op);
-      }
+      retry_or_backlog(*op);
       return;
     }
   } else if (cqe.res == -EAGAIN && detail::retries_on_eagain(op->kind)) {
     // The fd is O_NONBLOCK, so the kernel did not wait for it: wait for
-    // readiness, then try again.
-    op->backend_state |= retry_poll_bit;
-    if (!submit_op(*op)) {
-      op->backend_state |= backlog_bit;
-      backlog_.push(op);
+    // readiness, then try again; not on an fd closed since the start.
+    if (closed_since_start(*op)) {
+      finish(*op, -ECANCELED, ready);
+      return;
     }
+    op->backend_state |= retry_poll_bit;
+    retry_or_backlog(*op);
     return;
   }
-  op->result = cqe.res;
-  op->backend_state = 0;
-  handed_back(*op);
-  ready.push(op);
+  finish(*op, cqe.res, ready);
 }
 
-void IoUringBackend::reap(detail::ready_queue& ready) noexcept {
-  while (true) {
+// Returns 0, or -errno when the kernel's overflow list cannot be fetched.
+int IoUringBackend::reap(detail::ready_queue* ready) noexcept {
+  // Bounded: a CQ that keeps overflowing is fetched again next iteration.
+  for (int round = 0; round < 16; ++round) {
     unsigned head;
     unsigned seen = 0;
     io_uring_cqe* cqe;
@@ -407,21 +533,94 @@ void IoUringBackend::reap(detail::ready_queue& ready) noexcept {
     // Completions the CQ ring had no room for wait in the kernel (NODROP):
     // fetch them now rather than a whole iteration later.
     if (!io_uring_cq_has_overflow(&ring_)) break;
-    io_uring_get_events(&ring_);
+    int r = io_uring_get_events(&ring_);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return r;
   }
+  return 0;
+}
+
+// Cancels every operation in flight: one ASYNC_CANCEL with CANCEL_ANY, or
+// one per operation where the kernel cannot cancel by fd (before 5.19).
+void IoUringBackend::cancel_everything() noexcept {
+  if (cancel_by_fd_) {
+    if (io_uring_sqe* sqe = get_sqe()) {
+      io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+      io_uring_sqe_set_data64(sqe, cancel_tag);
+    }
+    return;
+  }
+  for (std::vector<operation*>& ops : on_fd_) {
+    for (operation* o : ops) {
+      if ((o->backend_state & in_flight_bit) != 0) submit_cancel(*o);
+    }
+  }
+}
+
+void IoUringBackend::shutdown() noexcept {
+  shutting_down_ = true;
+  // Never submitted, or finished without a CQE: nothing in the kernel.
+  while (operation* o = backlog_.pop()) finish(*o, -ECANCELED, nullptr);
+  while (operation* o = completed_.pop()) o->backend_state = 0;
+  while (operation* o = unsent_cancels_.pop()) o->backend_state &= ~cancel_unsent_bit;
+  if (in_flight_ == 0) return;
+  bool other_thread = enabled_ && owner_ != std::this_thread::get_id();
+  if (!enabled_ || (other_thread && (ring_.flags & IORING_SETUP_SINGLE_ISSUER) != 0)) {
+    // Never enabled: the kernel has not seen an SQE. Or another thread may
+    // not enter a SINGLE_ISSUER ring; it was set up with DEFER_TASKRUN,
+    // whose completions run only inside the owner's io_uring_enter, so
+    // nothing touches the operations until the ring is torn down (which
+    // cancels them). Forget them.
+    for (std::vector<operation*>& ops : on_fd_) ops.clear();
+    in_flight_ = 0;
+    return;
+  }
+  if (other_thread && register_ring_fd_) {
+    // The registered index is the owner's: enter through the ring's own fd
+    // (what io_uring_unregister_ring_fd leaves, without its syscall, which
+    // would fail on this thread).
+    ring_.enter_ring_fd = ring_.ring_fd;
+    ring_.int_flags &= static_cast<__u8>(~1u);  // liburing's INT_FLAG_REG_RING
+  }
+  std::optional<detail::sigpipe_guard> sigpipe;
+  if (signalling_writes_ != 0) sigpipe.emplace();
+  // Each round asks again (an operation may have been between a CQE and
+  // its retry), and waits up to 100 ms; after 10 s the rest is left to the
+  // ring's teardown, said on stderr.
+  for (int round = 0; in_flight_ != 0; ++round) {
+    if (round == 100) {
+      std::fprintf(stderr,
+                   "polyloop: io_uring: %zu operations did not end within 10 s of the loop's "
+                   "close(); leaving them to the ring's teardown\n",
+                   in_flight_);
+      break;
+    }
+    cancel_everything();
+    __kernel_timespec ts{.tv_sec = 0, .tv_nsec = 100'000'000};
+    io_uring_cqe* cqe = nullptr;
+    int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      std::fprintf(stderr, "polyloop: io_uring: close() could not reap its operations: %s\n",
+                   std::strerror(-r));
+      break;
+    }
+    reap(nullptr);
+  }
+  if (sigpipe) sigpipe->consume_if_raised();
 }
 
 std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
                                      detail::ready_queue& ready) noexcept {
   enable_once();
+  // The wake-up first: a wait with none armed could miss wakeup().
+  if (!wake_armed_) arm_wake();
   flush_backlog();
   while (operation* op = unsent_cancels_.head) {
     if (!submit_cancel(*op)) break;
     unsent_cancels_.pop();
     op->backend_state &= ~cancel_unsent_bit;
   }
-  if (!wake_armed_) arm_wake();
   if (completed_.move_to(ready)) timeout = std::chrono::nanoseconds(0);
+  if (!wake_armed_) timeout = std::chrono::nanoseconds(0);  // not even after a submit
   // Nothing can complete and the caller will not wait: no syscall. (The
   // eventfd read stays armed; a wake-up is seen by the next wait.)
   if (timeout.count() == 0 && in_flight_ == 0 && backlog_.head == nullptr) return {};
@@ -447,12 +646,15 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
     r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, detail::timespec_or_null(timeout, ts),
                                          nullptr);
   }
+  // Whatever the enter said, what is in the CQ ring is handed back: an error
+  // that repeats must not starve the completions already there.
+  int reaped = reap(&ready);
+  if (sigpipe) sigpipe->consume_if_raised();
+  if (!wake_armed_) arm_wake();
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
     return {-r, std::generic_category()};
   }
-  reap(ready);
-  if (sigpipe) sigpipe->consume_if_raised();
-  if (!wake_armed_) arm_wake();
+  if (reaped < 0) return {-reaped, std::generic_category()};
   return {};
 }
 

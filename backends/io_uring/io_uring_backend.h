@@ -17,10 +17,15 @@
 
 #include <liburing.h>
 
+#include <memory>
 #include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
 
 #include "core/backend/backend.h"
 #include "backends/support/eventfd_waker.h"
+#include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
 
 namespace polyloop::backends {
@@ -32,6 +37,10 @@ class IoUringBackend final : public Backend {
     bool defer_taskrun = true;    // SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them
     bool coop_taskrun = true;     // else COOP_TASKRUN
     bool register_ring_fd = true;
+    // Closing an fd and shutdown() cancel with one IORING_ASYNC_CANCEL_FD|ALL
+    // (or ANY) where the kernel has it (5.19); false, or an older kernel:
+    // each operation known to be on the fd is cancelled by its user_data.
+    bool cancel_by_fd = true;
   };
   // Throws BackendError saying why io_uring cannot be used, or
   // std::system_error naming the syscall for other failures.
@@ -49,6 +58,13 @@ class IoUringBackend final : public Backend {
   // for rings of more than `above_entries` entries (0: every ring), in the
   // probe and in construction; err = 0 restores normal behaviour.
   static void force_setup_error_for_testing(int err, unsigned above_entries = 0) noexcept;
+  // Whether this kernel cancels by fd with IORING_ASYNC_CANCEL_FD|ALL (and
+  // ANY): a cancel tried on a ring of its own, once per process.
+  static bool kernel_cancels_by_fd();
+  // The set-ups tests run the behaviour suite on besides the default
+  // ("io_uring:coop", ...: the paths of kernels 5.11-6.0 on a newer one);
+  // throws BackendError naming them for another name.
+  static std::unique_ptr<Backend> make_setup(std::string_view setup);
 
   std::string_view name() const noexcept override { return "io_uring"; }
   void start(operation& op) noexcept override;
@@ -56,6 +72,7 @@ class IoUringBackend final : public Backend {
   std::error_code poll(std::chrono::nanoseconds timeout,
                        detail::ready_queue& ready) noexcept override;
   void wakeup() noexcept override;
+  void shutdown() noexcept override;
 
   // The SQ ring's size after set-up (for tests).
   unsigned sq_entries() const noexcept { return ring_.sq.ring_entries; }
@@ -69,8 +86,16 @@ class IoUringBackend final : public Backend {
   bool submit_cancel(operation& op) noexcept;
   void arm_wake() noexcept;
   void flush_backlog() noexcept;
-  void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue& ready) noexcept;
-  void reap(detail::ready_queue& ready) noexcept;
+  // ready is null in shutdown(): nothing is handed back then.
+  void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* ready) noexcept;
+  int reap(detail::ready_queue* ready) noexcept;
+  void finish(operation& op, std::int64_t result, detail::ready_queue* ready) noexcept;
+  void retry_or_backlog(operation& op) noexcept;
+  bool closed_since_start(const operation& op) noexcept;
+  void cancel_ops_on_fd(int fd) noexcept;
+  void track(operation& op) noexcept;
+  void untrack(operation& op) noexcept;
+  void cancel_everything() noexcept;
   void enable_once() noexcept;
   // Every completion passes here on its way back to the loop.
   void handed_back(const operation& op) noexcept {
@@ -90,6 +115,18 @@ class IoUringBackend final : public Backend {
   op_list backlog_;            // started while the SQ ring was full
   op_list completed_;          // ended without a CQE (cancelled in the backlog)
   op_list unsent_cancels_;     // in flight, cancel asked, no SQE for it yet
+  bool cancel_by_fd_ = true;   // the kernel has CANCEL_FD|ALL and ANY, and the options allow it
+  bool shutting_down_ = false;
+  std::thread::id owner_;      // the thread that enabled the ring
+  // Closes submitted so far; closed_at_[fd], the count when fd's last close
+  // was submitted. An operation keeps the count of its start in
+  // backend_seq, so a retry after -EAGAIN can tell that its fd was closed
+  // (maybe reused) since: it then ends with -ECANCELED instead.
+  std::uint64_t close_seq_ = 0;
+  detail::fd_table<std::uint64_t> closed_at_;
+  // Without cancel_by_fd_ only: the operations started on each fd, to
+  // cancel one by one when it is closed or the backend shuts down.
+  detail::fd_table<std::vector<operation*>> on_fd_;
 };
 
 }  // namespace polyloop::backends

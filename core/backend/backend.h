@@ -22,6 +22,10 @@
 //   completes with -ECANCELED, or its result if it finished first) and makes
 //   the backend forget the fd before the number can be reused. Close an fd
 //   that had operations this way, not with ::close.
+// - shutdown() (EventLoop::close() calls it before it destroys any frame)
+//   ends every operation still started and returns only once nothing the
+//   backend or the kernel does can touch their memory again; none of them is
+//   handed back. An fd an accept returned meanwhile is closed, not leaked.
 #pragma once
 
 #include <sys/socket.h>
@@ -64,7 +68,10 @@ struct operation : detail::ready_node {
   // Backend-private.
   operation* next = nullptr;
   std::uint32_t backend_state = 0;
+  std::uint32_t backend_seq = 0;
 };
+// backend_seq fills what was padding: an operation costs its frame no more.
+static_assert(sizeof(void*) != 8 || sizeof(operation) == 80);
 
 // Where backends really differ, each says so here, and code queries this,
 // never the backend's name. Each flag, when true, promises exactly:
@@ -87,6 +94,11 @@ struct backend_traits {
   // before RLIMIT_NOFILE was lowered can still succeed after). False: each
   // attempt is a syscall made then, and sees the state of then.
   bool kernel_performs_ops = false;
+  // Once a thread has run the backend's poll(), only that thread may call
+  // start(), cancel() and poll() (io_uring: SINGLE_ISSUER and the registered
+  // ring fd belong to the thread). False: the loop may move between threads,
+  // one at a time. The loop turns a run from another thread into an error.
+  bool bound_to_first_thread = false;
 };
 
 class Backend {
@@ -118,6 +130,15 @@ class Backend {
   // Makes a poll() that is blocked, or the next one, return soon. The only
   // method any thread may call.
   virtual void wakeup() noexcept = 0;
+
+  // Ends every operation started and not yet handed back by poll(): cancels
+  // each, waits until neither the backend nor the kernel can write to its
+  // buffer or address any more, closes an fd that an accept returned in the
+  // meantime, and forgets them all (none is pushed to a ready queue; their
+  // owners are about to be destroyed). EventLoop::close() calls it before it
+  // destroys frames; afterwards only wakeup() and the destructor are called.
+  // Blocks for as long as the kernel takes to confirm the cancels.
+  virtual void shutdown() noexcept = 0;
 
   // Where an exception thrown by user code that poll() ran is reported (the
   // asio backend runs the user's Asio handlers there). The loop that owns

@@ -151,11 +151,19 @@ Backend& EventLoop::backend() {
 
 void EventLoop::check_can_run() const {
   check_open();
-  if (running_) {
-    throw EventLoopError("this event loop is already running; use create_task() to add work");
+  if (running_.load()) {
+    throw EventLoopError(
+        "this event loop is already running (on this or another thread); use create_task() "
+        "to add work, or call_soon_threadsafe() from another thread");
   }
   if (current_loop != nullptr) {
     throw EventLoopError("cannot run an event loop while another loop is running on this thread");
+  }
+  std::thread::id owner = owner_.load(std::memory_order_relaxed);
+  if (owner != std::thread::id() && owner != std::this_thread::get_id()) {
+    throw EventLoopError("this event loop's backend (" + backend_name_ +
+                         ") is bound to the thread that first ran the loop; run it on that "
+                         "thread only, or make one loop per thread");
   }
 }
 
@@ -163,11 +171,18 @@ void EventLoop::check_can_run() const {
 struct EventLoop::running_scope {
   explicit running_scope(EventLoop& l) : loop(l) {
     loop.check_can_run();
-    loop.running_ = true;
+    // Two threads may pass the check at once: only one takes the loop.
+    if (loop.running_.exchange(true)) {
+      throw EventLoopError("this event loop is already running on another thread");
+    }
+    if (loop.backend_->traits().bound_to_first_thread &&
+        loop.owner_.load(std::memory_order_relaxed) == std::thread::id()) {
+      loop.owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    }
     current_loop = &loop;
   }
   ~running_scope() {
-    loop.running_ = false;
+    loop.running_.store(false);
     loop.stopping_ = false;
     current_loop = nullptr;
   }
@@ -197,6 +212,8 @@ void EventLoop::close() {
   // its own that another thread holds while it calls call_soon_threadsafe
   // (run_coroutine_threadsafe's cancel() does).
   for (detail::ready_node* n : never_run) n->fn(n, detail::ready_node::action::discard);
+  // Before any frame goes: no operation may outlive its memory in the kernel.
+  backend_->shutdown();
   ready_.discard_all();
   // Out of the heap first: releasing runs user destructors.
   for (timer_entry& t : timers_.take()) pool_->release(t.node);

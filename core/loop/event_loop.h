@@ -38,6 +38,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -173,7 +174,7 @@ class EventLoop {
   // destroyed, so objects made on it (Asio's) may be destroyed after close().
   // Throws EventLoopError while running; closing twice does nothing.
   void close();
-  bool is_running() const noexcept { return running_; }
+  bool is_running() const noexcept { return running_.load(std::memory_order_relaxed); }
   bool is_closed() const noexcept { return (flags_.load(std::memory_order_relaxed) & closed_bit) != 0; }
 
   // Schedules a coroutine to run on this loop; the returned future completes
@@ -317,8 +318,12 @@ class EventLoop {
   std::unique_ptr<detail::loop_extension> default_executor_;  // core/executor
   std::unique_ptr<detail::loop_extension> signal_handlers_;   // core/signals
   ExceptionHandler handler_;
-  bool running_ = false;
+  // Atomic: another thread's run (a misuse) must see it, to throw.
+  std::atomic<bool> running_{false};
   bool stopping_ = false;
+  // The thread that first ran the loop, kept when the backend is bound to
+  // it (backend_traits::bound_to_first_thread).
+  std::atomic<std::thread::id> owner_{};  // atomic: a misusing thread reads it
 };
 
 // A loop whose backend type B (a final class: EpollBackend, IoUringBackend,
