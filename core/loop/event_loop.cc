@@ -345,7 +345,15 @@ void EventLoop::fire_expired_timers() {
 }
 
 void EventLoop::throw_poll_error(std::error_code ec) const {
-  throw std::system_error(ec, backend_name_ + " backend: waiting for events");
+  std::string what = backend_name_ + " backend: waiting for events";
+  // Refused, not failed: a seccomp filter or security policy that let the
+  // backend set up denies its wait (io_uring_enter after io_uring_setup).
+  if (ec == std::errc::operation_not_permitted || ec == std::errc::permission_denied ||
+      ec == std::errc::function_not_supported) {
+    what += " (the wait's system call was refused, e.g. by a seccomp filter or security "
+            "policy; choose another backend with --backend=NAME or POLYLOOP_BACKEND)";
+  }
+  throw std::system_error(ec, what);
 }
 
 void EventLoop::run_ready() {

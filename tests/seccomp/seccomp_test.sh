@@ -43,8 +43,8 @@ for call in io_uring_enter; do
     fail "${call} refused: the loop hung (killed after 20 s)"
   elif [[ $rc -ne 3 ]]; then
     fail "${call} refused: exit ${rc}, expected 3 (a polyloop error caught by the program)"
-  elif ! grep -q "^error: .*io_uring.*Operation not permitted" "$out"; then
-    fail "${call} refused: the error does not name io_uring and EPERM"
+  elif ! grep -q "^error: io_uring backend: waiting for events (the wait's system call was refused.*--backend=NAME.*Operation not permitted" "$out"; then
+    fail "${call} refused: the error does not say the wait was refused, what to do, and EPERM"
   fi
   echo "(took $((SECONDS - start)) s)"
 done
