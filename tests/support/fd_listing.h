@@ -1,7 +1,7 @@
 // The file descriptors this process has open, read from /proc/self/fd.
 // Every behaviour test binary checks at its end that the set is what it was
 // at its start (a Boost.Test global fixture in fd_check.cc); the soak test
-// uses the same listing between rounds.
+// and the stream fuzzer use the same listing between rounds and inputs.
 #pragma once
 
 #include <map>
