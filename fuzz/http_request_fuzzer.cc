@@ -8,8 +8,8 @@
 // answer is one of the server's.
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string_view>
 
 #include "examples/http_hello_handler.h"
@@ -42,7 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // (another parser could end a line there: request smuggling).
   for (std::size_t i = 0; i < head.size(); ++i) {
     require(head[i] != '\0', "NUL in a valid head");
-    if (head[i] == '\r') require(i + 1 < head.size() && head[i + 1] == '\n', "bare CR in a valid head");
+    if (head[i] == '\r')
+      require(i + 1 < head.size() && head[i + 1] == '\n', "bare CR in a valid head");
     if (head[i] == '\n') require(i > 0 && head[i - 1] == '\r', "bare LF in a valid head");
   }
   std::string_view answer = http_hello::response_for(r);

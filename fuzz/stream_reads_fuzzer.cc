@@ -92,9 +92,15 @@ script decode(std::string_view in) {
       case 1:
         if (feeding) s.feed.push_back({feed_kind::yield, {}, static_cast<int>(a)});
         break;
-      case 2: s.reads.push_back({read_kind::read, a + 1, {}}); break;
-      case 3: s.reads.push_back({read_kind::read_into, a + 1, {}}); break;
-      case 4: s.reads.push_back({read_kind::read_exactly, a, {}}); break;
+      case 2:
+        s.reads.push_back({read_kind::read, a + 1, {}});
+        break;
+      case 3:
+        s.reads.push_back({read_kind::read_into, a + 1, {}});
+        break;
+      case 4:
+        s.reads.push_back({read_kind::read_exactly, a, {}});
+        break;
       case 5: {
         std::string_view sep = in.substr(0, a % 3 + 1);
         in.remove_prefix(sep.size());
@@ -220,7 +226,8 @@ pl::Task<bool> read_once(net::Stream& s, const read_step& step, outcome& out) {
 
 pl::Task<> reader(net::Stream s, const std::vector<read_step>& steps, outcome& out) {
   bool more = true;
-  for (std::size_t i = 0; more && i < steps.size(); ++i) more = co_await read_once(s, steps[i], out);
+  for (std::size_t i = 0; more && i < steps.size(); ++i)
+    more = co_await read_once(s, steps[i], out);
   // Then plain reads until end of stream or an error: everything fed is read.
   const read_step rest{read_kind::read, 4096, {}};
   while (more) more = co_await read_once(s, rest, out);

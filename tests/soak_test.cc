@@ -171,10 +171,11 @@ pl::Task<> soak() {
   const std::string fd_diff =
       pl::testing::fd_differences(fds_after_warm_up, pl::testing::open_fds());
 
-  std::printf("%s: %zu connections (%zu clean, %zu half-closed, %zu reset, %zu abandoned); "
-              "RSS after warm-up %ld KiB, growth %ld KiB; %zu fds open\n",
-              pl::testing::backend_under_test().c_str(), done, t.clean, t.half_closed, t.reset,
-              t.abandoned, rss_after_warm_up / 1024, rss_growth / 1024, fds_after_warm_up.size());
+  std::printf(
+      "%s: %zu connections (%zu clean, %zu half-closed, %zu reset, %zu abandoned); "
+      "RSS after warm-up %ld KiB, growth %ld KiB; %zu fds open\n",
+      pl::testing::backend_under_test().c_str(), done, t.clean, t.half_closed, t.reset, t.abandoned,
+      rss_after_warm_up / 1024, rss_growth / 1024, fds_after_warm_up.size());
   BOOST_TEST(t.clean + t.half_closed + t.reset + t.abandoned == done);
   BOOST_TEST(fd_diff.empty(), "descriptors differ from after the warm-up:\n" << fd_diff);
 #ifdef SOAK_UNDER_ASAN

@@ -17,9 +17,10 @@ struct fd_leak_check {
   void setup() { at_start = open_fds(); }
   void teardown() {
     std::string diff = fd_differences(at_start, open_fds());
-    BOOST_TEST(diff.empty(), "file descriptors differ at the end of the test binary from its "
-                             "start (close what the tests open):\n"
-                                 << diff);
+    BOOST_TEST(diff.empty(),
+               "file descriptors differ at the end of the test binary from its "
+               "start (close what the tests open):\n"
+                   << diff);
   }
 };
 
