@@ -97,6 +97,27 @@ inline bool is_token(std::string_view s) {
   return true;
 }
 
+// A request-target is visible ASCII (RFC 9112 3.2: no whitespace, no
+// control characters: a bare CR or a NUL in it is an error, not a path).
+inline bool is_target(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 32 || u >= 127) return false;
+  }
+  return true;
+}
+
+// A field value has no control characters but HTAB (RFC 9110 5.5): a bare
+// CR or LF in it could be read as a line end by another parser on the way.
+inline bool is_field_value(std::string_view s) {
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u < 32 && c != '\t') || u == 127) return false;
+  }
+  return true;
+}
+
 // Whether a comma-separated header value lists `token`.
 inline bool lists(std::string_view value, std::string_view token) {
   while (!value.empty()) {
@@ -124,7 +145,7 @@ inline request parse_request(std::string_view head) {
   r.method = line.substr(0, sp1);
   r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
-  if (!detail::is_token(r.method) || r.target.empty()) return r;
+  if (!detail::is_token(r.method) || !detail::is_target(r.target)) return r;
   if (version == "HTTP/1.1") {
     r.keep_alive = true;
   } else if (version == "HTTP/1.0") {
@@ -144,7 +165,7 @@ inline request parse_request(std::string_view head) {
     if (colon == std::string_view::npos) return r;
     std::string_view name = field.substr(0, colon);
     std::string_view value = detail::trim(field.substr(colon + 1));
-    if (!detail::is_token(name)) return r;
+    if (!detail::is_token(name) || !detail::is_field_value(value)) return r;
     if (detail::iequals(name, "Connection")) {
       if (detail::lists(value, "close")) r.keep_alive = false;
     } else if (detail::iequals(name, "Content-Length")) {

@@ -51,7 +51,10 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
             test_name = "%s_%s_%s" % (name, backend, setup)
             _one_test(test_name, srcs, deps, backend, backend + ":" + setup, [], [], kwargs)
             tests.append(":" + test_name)
-    native.test_suite(name = name, tests = tests)
+    # A manual test stays out of `bazel test //...` only if its suite is
+    # manual too: //... expands a test_suite into all its tests.
+    suite_tags = ["manual"] if "manual" in kwargs.get("tags", []) else []
+    native.test_suite(name = name, tests = tests, tags = suite_tags)
 
 def _one_test(test_name, srcs, deps, backend, backend_arg, extra_args, extra_tags, kwargs):
     args = dict(kwargs)

@@ -6,6 +6,8 @@ set -euo pipefail
 
 PACKAGES=(
   bazel-bootstrap    # Bazel 4.2.3 (WORKSPACE mode; pulls in a JDK)
+  clang-14           # the second compiler (--config=clang) and libFuzzer's (--config=fuzz)
+  libclang-rt-14-dev # clang's sanitizer runtimes and libFuzzer (fuzz/)
   g++                # g++ 12 with the ASan/UBSan/TSan/LSan runtimes
   git
   libboost-dev       # Boost.Asio (header-only)

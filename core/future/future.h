@@ -261,9 +261,23 @@ class Future {
 
   // Schedules f(future) when the future is done (at once, if it is). Returns
   // an id for remove_done_callback().
+  // (Defined here, not out of line: clang 14 cannot match an out-of-line
+  // definition of a constrained member template of a class template.)
   template <class F>
   requires std::is_invocable_v < std::decay_t<F>
-  &, Future& > callback_id add_done_callback(F&& f);
+  &, Future& > callback_id add_done_callback(F&& f) {
+    using Node = detail::user_done_node<T, std::decay_t<F>>;
+    EventLoop& loop = st()->checked_loop();
+    detail::loop_access::check_open(loop);
+    auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), st()->next_callback_id());
+    std::uint64_t id = node->user_id;
+    if (st()->done()) {
+      detail::loop_access::schedule(loop, node);
+    } else {
+      st()->add_link(node);
+    }
+    return id;
+  }
   // Removes a callback that has not been scheduled yet; returns how many
   // were removed (0 or 1).
   std::size_t remove_done_callback(callback_id id);
@@ -315,23 +329,6 @@ void detail::user_done_node<T, F>::run(ready_node* n, ready_node::action what) {
       loop->call_exception_handler({"exception in a done callback", std::current_exception()});
     }
   }
-}
-
-template <class T>
-template <class F>
-requires std::is_invocable_v < std::decay_t<F>
-&, Future<T>& > typename Future<T>::callback_id Future<T>::add_done_callback(F&& f) {
-  using Node = detail::user_done_node<T, std::decay_t<F>>;
-  EventLoop& loop = st()->checked_loop();
-  detail::loop_access::check_open(loop);
-  auto* node = new Node(*state_, std::decay_t<F>(std::forward<F>(f)), st()->next_callback_id());
-  std::uint64_t id = node->user_id;
-  if (st()->done()) {
-    detail::loop_access::schedule(loop, node);
-  } else {
-    st()->add_link(node);
-  }
-  return id;
 }
 
 template <class T>
