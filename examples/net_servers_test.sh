@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts an example server ($1: echo_server or http_hello; $2 which one it
 # is: "echo" or "http"; further arguments are passed on) on port 0, talks to
-# it over bash's /dev/tcp, then stops it with SIGTERM, which must end it with
-# status 0.
+# it over bash's /dev/tcp, then stops it with SIGTERM (echo) or SIGINT (http),
+# which must end it with status 0 (core/signals delivers both to the loop).
 set -euo pipefail
 bin=$1
 kind=$2
@@ -74,9 +74,11 @@ case $kind in
     ;;
 esac
 
-kill -TERM "$pid"
+stop_signal=TERM
+[[ $kind == http ]] && stop_signal=INT
+kill -"$stop_signal" "$pid"
 rc=0
 wait "$pid" || rc=$?
 trap - EXIT
-[[ $rc == 0 ]] || fail "exit status $rc after SIGTERM"
+[[ $rc == 0 ]] || fail "exit status $rc after SIG$stop_signal"
 echo "PASS: $kind on $addr $*"

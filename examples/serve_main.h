@@ -12,9 +12,7 @@
 // could not listen (the message says why); 2: a bad command line.
 #pragma once
 
-#include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -79,34 +77,19 @@ inline server_options parse_options(std::string_view program, int argc, char** a
   return o;
 }
 
-// SIGINT and SIGTERM write a byte to this pipe; the serving task reads it.
-inline int signal_pipe[2] = {-1, -1};
-
-inline void on_stop_signal(int) {
-  int saved = errno;
-  [[maybe_unused]] ssize_t n = ::write(signal_pipe[1], "x", 1);
-  errno = saved;
-}
-
-inline void install_signal_handlers() {
-  if (::pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-    throw std::system_error(errno, std::generic_category(), "pipe2");
-  }
-  struct sigaction sa {};
-  sa.sa_handler = &on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this is for anything else
-}
-
 inline polyloop::Task<int> serve(polyloop::net::ConnectionHandler handler, server_options o) {
   polyloop::net::Server server =
       co_await polyloop::net::start_server(std::move(handler), o.host, o.port);
   std::cout << "listening on " << server.address().to_string() << std::endl;
-  char c;
-  co_await polyloop::async_read(signal_pipe[0], &c, 1);  // until SIGINT or SIGTERM
+  // Until SIGINT or SIGTERM (core/signals: delivered on the loop's thread).
+  polyloop::EventLoop& loop = polyloop::get_running_loop();
+  polyloop::Future<> stop = loop.create_future<>();
+  auto on_stop = [stop]() mutable {
+    if (!stop.done()) stop.set_result();
+  };
+  polyloop::add_signal_handler(loop, SIGINT, on_stop);
+  polyloop::add_signal_handler(loop, SIGTERM, on_stop);
+  co_await stop;
   server.close();
   co_await server.wait_closed();
   co_return 0;  // polyloop::run cancels the connections still open
@@ -120,7 +103,7 @@ inline int serve_main(std::string_view program, int argc, char** argv,
   try {
     std::string backend = polyloop::backend_from_args(argc, argv);
     server_options o = detail::parse_options(program, argc, argv);
-    detail::install_signal_handlers();
+    ::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this is for anything else
     return polyloop::run(detail::serve(std::move(handler), std::move(o)), backend);
   } catch (const std::exception& e) {
     std::cerr << program << ": " << e.what() << "\n";
