@@ -12,7 +12,9 @@
 #include "core/loop/event_loop.h"    // IWYU pragma: export
 #include "core/future/future.h"        // IWYU pragma: export
 #include "core/combinators/gather.h"        // IWYU pragma: export
+#include "core/combinators/timeout.h"       // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export
+#include "core/task/introspection.h" // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export

@@ -39,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,6 +61,12 @@ class Task;
 namespace detail {
 struct loop_access;
 struct state_link;
+// What a task keeps only once asked to (set_name, cancel(message)), held
+// by its loop so that tasks without it pay nothing.
+struct task_notes {
+  std::string name;
+  std::string cancel_message;
+};
 }  // namespace detail
 
 // What call_soon() returns: lets the caller cancel the callback before it
@@ -172,6 +179,10 @@ class EventLoop {
   // with its result. Defined in core/task/task.h.
   template <class T>
   Future<T> create_task(Task<T> task);
+  // The same, with the task's name (asyncio's create_task(coro, name=...)):
+  // shown in every report about it; by default "Task-N".
+  template <class T>
+  Future<T> create_task(Task<T> task, std::string name);
   template <class T>
   Future<T> ensure_future(Task<T> task) {
     return create_task(std::move(task));
@@ -305,6 +316,10 @@ class EventLoop {
   std::atomic<std::uint8_t> flags_{0};
 
   detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
+  // Scheduled tasks are numbered from 1 (their default name, "Task-N").
+  std::uint32_t tasks_created_ = 0;
+  // Keyed by the task's task_root; an entry lives as long as its task.
+  std::unordered_map<const void*, detail::task_notes> task_notes_;
   ExceptionHandler handler_;
   bool running_ = false;
   bool stopping_ = false;
