@@ -13,6 +13,8 @@
 #include "core/future/future.h"        // IWYU pragma: export
 #include "core/combinators/gather.h"        // IWYU pragma: export
 #include "core/combinators/timeout.h"       // IWYU pragma: export
+#include "core/combinators/task_group.h"    // IWYU pragma: export
+#include "core/combinators/shield.h"        // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export

@@ -120,7 +120,10 @@ class task_promise_common : public future_state<T>,
   void set_continuation(std::coroutine_handle<> c) noexcept { this->continuation = c; }
 
   std::coroutine_handle<> on_final() noexcept {
-    if (!is_task()) return this->continuation ? this->continuation : std::noop_coroutine();
+    // The field, not the virtual is_task(): this runs at the end of every coroutine.
+    if (this->task_state == nullptr) {
+      return this->continuation ? this->continuation : std::noop_coroutine();
+    }
     publish();
     this->release();  // the running task's own reference; may free the frame
     return std::noop_coroutine();
