@@ -63,7 +63,9 @@ class task_promise_common : public future_state<T>,
                             public task_root {
  public:
   task_promise_common() : future_state<T>(nullptr) {}
-  ~task_promise_common() { forget_notes(*this); }
+  ~task_promise_common() {
+    if (this->has_notes) [[unlikely]] forget_notes(*this);
+  }
 
   static void* operator new(std::size_t size) { return allocate_frame(size); }
   static void operator delete(void* p, std::size_t size) noexcept { free_frame(p, size); }
@@ -141,16 +143,20 @@ class task_promise_common : public future_state<T>,
     if (what != ready_node::action::run) return;
     // A reference cast: no null check for a node that cannot be null.
     auto* p = &static_cast<task_promise_common&>(task_next::of(n));
-    if (p->must_cancel) {
-      // Cancelled before its first step: it ends cancelled, its body never
-      // runs (the frame goes with the last reference).
-      p->must_cancel = false;
-      if (p->has_notes) p->keep_cancel_message();
-      p->finish(status::cancelled);
-      p->release();  // the running task's own reference
+    if (p->must_cancel) [[unlikely]] {
+      end_unstarted(p);
       return;
     }
     p->handle().resume();
+  }
+  // Cancelled before its first step: it ends cancelled, its body never
+  // runs (the frame goes with the last reference). Out of line, so that
+  // the first step of every task stays as short as it was.
+  [[gnu::cold, gnu::noinline]] static void end_unstarted(task_promise_common* p) {
+    p->must_cancel = false;
+    if (p->has_notes) p->keep_cancel_message();
+    p->finish(status::cancelled);
+    p->release();  // the running task's own reference
   }
 
   void publish() noexcept {
