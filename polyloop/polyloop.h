@@ -14,6 +14,9 @@
 #include "core/combinators/gather.h"        // IWYU pragma: export
 #include "core/executor/concurrent_future.h"  // IWYU pragma: export
 #include "core/executor/executor.h"  // IWYU pragma: export
+#include "core/combinators/timeout.h"       // IWYU pragma: export
+#include "core/combinators/task_group.h"    // IWYU pragma: export
+#include "core/combinators/shield.h"        // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
 #include "core/signals/signals.h"  // IWYU pragma: export
 #include "core/sync/barrier.h"     // IWYU pragma: export
@@ -24,4 +27,5 @@
 #include "core/sync/semaphore.h"   // IWYU pragma: export
 #include "core/task/sleep.h"         // IWYU pragma: export
 #include "core/task/task.h"          // IWYU pragma: export
+#include "core/task/introspection.h" // IWYU pragma: export
 #include "policies/backends.h"  // IWYU pragma: export

@@ -917,9 +917,13 @@ std::ostream& operator<<(std::ostream& o, outcome x) {
 }
 // How `t` ends within `timeout`: done, TimeoutError, or CancelledError
 // although nobody cancelled the awaiting task.
+// `t` runs as a task of its own, as wait_for ran a Task before it ran it
+// inline (asyncio 3.12): it then starts an iteration later, after the
+// writer task took its turn, which the back-pressure test's byte counts
+// assume.
 pl::Task<outcome> within(pl::Task<> t, std::chrono::milliseconds timeout) {
   try {
-    co_await pl::wait_for(std::move(t), timeout);
+    co_await pl::wait_for(pl::create_task(std::move(t)), timeout);
   } catch (const pl::TimeoutError&) {
     co_return outcome::timed_out;
   } catch (const pl::CancelledError&) {

@@ -1,4 +1,4 @@
-// Waiting for several things at once: gather, wait_all, wait, wait_for.
+// Waiting for several things at once: gather, wait_all, wait.
 //
 // Named by what they do with errors (as cppcoro and asyncio do):
 //   wait_all(...)  never throws for a child: returns the settled futures
@@ -6,15 +6,14 @@
 //   gather(...)    returns the results in argument order; the first child
 //                  exception (in completion order) propagates at once, the
 //                  other children keep running;
-//   wait(fs, ...)  returns done and pending futures; never cancels them;
-//   wait_for(aw, timeout)  the result of `aw`, or TimeoutError after
-//                  cancelling it and waiting for it to end.
+//   wait(fs, ...)  returns done and pending futures; never cancels them.
+// (wait_for is in core/combinators/timeout.h, built on timeout().)
 // All accept Task<T> (scheduled on the running loop) and Future<T>
 // arguments. Cancelling a gather or wait_all cancels its children and ends
 // once they have all ended. All of them must run on a loop: as a task, or
 // awaited by one.
 //
-// All four are views of one primitive, detail::when_ready (core/combinators/
+// All three are views of one primitive, detail::when_ready (core/combinators/
 // when_ready.h): suspend until a condition over the children holds; gather
 // adds the unwrapping of results.
 #pragma once
@@ -261,38 +260,6 @@ template <class T, class Rep, class Period>
 Task<WaitResult<T>> wait(std::vector<Future<T>> fs, std::chrono::duration<Rep, Period> timeout,
                          return_when when = ALL_COMPLETED) {
   return wait(std::move(fs), when, std::chrono::ceil<Clock::duration>(timeout));
-}
-
-// The result of `aw` (a Task or Future) if it ends within `timeout`. Else
-// cancels it, waits for it to end, and throws TimeoutError. Cancelling the
-// wait_for cancels `aw` as well.
-template <class A, class Rep, class Period>
-Task<detail::awaitable_value_t<A>> wait_for(A aw, std::chrono::duration<Rep, Period> timeout) {
-  auto f = detail::to_future(get_running_loop(), std::move(aw));
-  std::array<detail::future_state_base*, 1> states{detail::future_access::state(f)};
-  const auto limit = std::chrono::ceil<Clock::duration>(timeout);
-  bool cancelled = false;
-  try {
-    co_await detail::when_ready(states, detail::until::first_done,
-                                detail::on_cancel::cancel_children, limit);
-  } catch (const CancelledError&) {
-    cancelled = true;  // usually `aw` was cancelled with us; not if the timeout won the race
-  }
-  bool timed_out = false;
-  if (!f.done()) {
-    timed_out = !cancelled;
-    f.cancel();
-    co_await detail::when_ready(states, detail::until::all_done, detail::on_cancel::ignore);
-  }
-  if (cancelled) throw CancelledError();
-  // Only the cancellation the timeout caused becomes TimeoutError; whatever
-  // else `aw` ended with (a result, its own exception) is what wait_for gives.
-  if (timed_out && f.cancelled()) throw TimeoutError(detail::timeout_message(limit));
-  if constexpr (std::is_void_v<detail::awaitable_value_t<A>>) {
-    f.result();
-  } else {
-    co_return detail::take_result<detail::awaitable_traits<A>::owned>(f);
-  }
 }
 
 }  // namespace polyloop

@@ -5,8 +5,10 @@
 // wrong and what to do about it.
 #pragma once
 
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace polyloop {
 
@@ -37,6 +39,18 @@ class InvalidStateError : public std::logic_error {
 class EventLoopError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// Several exceptions at once (asyncio's ExceptionGroup): what a TaskGroup
+// throws when its children (or its body) failed. exceptions() holds them
+// in the order they happened; what() says how many and what each said.
+class ExceptionGroup : public std::runtime_error {
+ public:
+  ExceptionGroup(const std::string& message, std::vector<std::exception_ptr> exceptions);
+  const std::vector<std::exception_ptr>& exceptions() const noexcept { return exceptions_; }
+
+ private:
+  std::vector<std::exception_ptr> exceptions_;
 };
 
 // A backend name is unknown, not compiled in, or cannot run on this host.

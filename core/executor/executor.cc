@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "core/combinators/gather.h"
+#include "core/combinators/timeout.h"
 
 namespace polyloop {
 

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -86,8 +87,8 @@ class executor_future_state final : public future_state<T> {
  public:
   executor_future_state(EventLoop& loop, std::shared_ptr<executor_call_base> call)
       : future_state<T>(&loop), call_(std::move(call)) {}
-  bool cancel() override {
-    bool cancelled = future_state<T>::cancel();
+  bool cancel_with(std::string message) override {
+    bool cancelled = future_state<T>::cancel_with(std::move(message));
     if (cancelled && call_) call_->cancel_if_queued();
     return cancelled;
   }

@@ -1,6 +1,7 @@
 #include "core/future/future.h"
 
 #include <atomic>
+#include <string>
 
 namespace polyloop::detail {
 
@@ -33,9 +34,10 @@ void future_state_base::check_can_complete(const char* what) {
   loop_access::check_open(checked_loop());
 }
 
-bool future_state_base::cancel() {
+bool future_state_base::cancel_with(std::string message) {
   if (done()) return false;
   loop_access::check_open(checked_loop());
+  if (!message.empty()) exception_ = std::make_exception_ptr(CancelledError(std::move(message)));
   finish(status::cancelled);
   return true;
 }
@@ -53,6 +55,7 @@ void future_state_base::check_result_slow() {
       throw InvalidStateError(
           "result is not ready: the future is still pending; await it or check done() first");
     case status::cancelled:
+      if (exception_) std::rethrow_exception(exception_);  // a CancelledError with its message
       throw CancelledError("the future was cancelled");
     case status::exception:
       retrieved_ = true;
@@ -67,7 +70,7 @@ std::exception_ptr future_state_base::exception() {
     throw InvalidStateError(
         "exception is not set: the future is still pending; await it or check done() first");
   }
-  if (status_ == status::cancelled) throw CancelledError("the future was cancelled");
+  if (status_ == status::cancelled) check_result_slow();  // throws the CancelledError
   retrieved_ = true;
   return exception_;
 }
@@ -128,9 +131,10 @@ void future_state_base::finish(status s) noexcept {
 }
 
 void future_state_base::report_unretrieved_slow() noexcept {
-  ExceptionContext context{
-      is_task() ? "Task exception was never retrieved" : "Future exception was never retrieved",
-      exception_};
+  ExceptionContext context{"Future exception was never retrieved", exception_};
+  if (task_root* task = as_task()) {
+    context.message = "Task exception was never retrieved (" + describe_task(*task) + ")";
+  }
   if (loop_ != nullptr) {
     loop_->call_exception_handler(context);
   } else {
@@ -147,6 +151,44 @@ void future_state_base::drop_callbacks() noexcept {
     l->fn(l, ready_node::action::discard);
     l = next;
   }
+}
+
+std::string task_name(const task_root& task) {
+  EventLoop* loop = task.task_state != nullptr ? task.task_state->loop() : nullptr;
+  if (task.has_notes && loop != nullptr) {
+    auto& notes = loop_access::notes_table(*loop);
+    auto it = notes.find(&task);
+    if (it != notes.end() && !it->second.name.empty()) return it->second.name;
+  }
+  return "Task-" + std::to_string(task.number);
+}
+
+std::string describe_task(const task_root& task) { return "task '" + task_name(task) + "'"; }
+
+task_notes& notes_of(task_root& task) {
+  EventLoop& loop = task.task_state->checked_loop();
+  task.has_notes = true;
+  return loop_access::notes_table(loop)[&task];
+}
+
+void forget_notes(task_root& task) noexcept {
+  if (!task.has_notes || task.task_state == nullptr) return;
+  if (EventLoop* loop = task.task_state->loop()) loop_access::notes_table(*loop).erase(&task);
+  task.has_notes = false;
+}
+
+std::string task_root::cancel_message() const {
+  if (!has_notes || task_state == nullptr || task_state->loop() == nullptr) return {};
+  auto& notes = loop_access::notes_table(*task_state->loop());
+  auto it = notes.find(this);
+  return it != notes.end() ? it->second.cancel_message : std::string();
+}
+
+void task_root::throw_cancelled() {
+  must_cancel = false;
+  std::string message = cancel_message();
+  if (message.empty()) throw CancelledError();
+  throw CancelledError(std::move(message));
 }
 
 }  // namespace polyloop::detail

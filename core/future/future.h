@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -25,6 +26,13 @@ namespace polyloop {
 namespace detail {
 
 class future_state_base;
+
+// Task names and cancel messages, kept by the loop for the tasks that have
+// one (future.cc).
+std::string task_name(const task_root& task);      // the name, or "Task-N"
+std::string describe_task(const task_root& task);  // "task 'NAME'", for reports
+task_notes& notes_of(task_root& task);             // made on first use
+void forget_notes(task_root& task) noexcept;       // when the task is destroyed
 
 // An entry of a future's done list. notify() is called when the future
 // completes; most entries then put themselves on the ready queue. notify()
@@ -68,9 +76,13 @@ class future_state_base : public state_link {
   EventLoop* loop() const noexcept { return loop_; }
   EventLoop& checked_loop() const;
   virtual bool is_task() const noexcept { return false; }
+  // The root of a scheduled task; null for a plain future.
+  virtual task_root* as_task() noexcept { return nullptr; }
 
-  // asyncio's Future.cancel(); a task overrides it to cancel what it awaits.
-  virtual bool cancel();
+  // asyncio's Future.cancel(msg); a task overrides it to cancel what it
+  // awaits. A non-empty message is what the CancelledError says.
+  virtual bool cancel_with(std::string message);
+  bool cancel() { return cancel_with(std::string()); }
   void set_exception(std::exception_ptr e);
   // Throws InvalidStateError while pending, CancelledError if cancelled.
   std::exception_ptr exception();
@@ -238,7 +250,10 @@ class Future {
   // Cancels a pending future and schedules its callbacks; false if it was
   // already done. For a task: cancels what the task awaits (asyncio's
   // Task.cancel), so the task sees CancelledError and may still catch it.
+  // A message travels in that CancelledError (its what()), and in the one
+  // result() throws afterwards.
   bool cancel() { return st()->cancel(); }
+  bool cancel(std::string message) { return st()->cancel_with(std::move(message)); }
 
   // Completes the future. Throws InvalidStateError if it is done already,
   // or is a task (a task's result is what its coroutine returns).
@@ -382,7 +397,10 @@ class future_awaiter : public done_link {
  private:
   // Hands the cancel on: a task awaited this way may catch it and return a
   // result, which is then this task's too (asyncio's Task.cancel).
-  static bool on_cancel(void* self) { return static_cast<future_awaiter*>(self)->future_.cancel(); }
+  static bool on_cancel(void* self) {
+    auto* me = static_cast<future_awaiter*>(self);
+    return me->future_.cancel(me->task.root->cancel_message());
+  }
 
   Future<T> future_;
   bool linked_ = false;

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <coroutine>
+#include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "core/errors/errors.h"
@@ -28,11 +30,26 @@ struct cancel_hook {
   void* self = nullptr;
 };
 
+class future_state_base;
+
 // (A suspended task's loop is the one that was running it: the awaiter
 // keeps it, see suspended_task, so the root need not.)
+//
+// 32 bytes in every task frame. The counters and the number fill what
+// was padding; only task_state is new (8 bytes: current_task() needs the
+// way from the root back to the task).
 struct task_root {
   cancel_hook waiting;
+  // The scheduled task this is the root of; null in the promise of a
+  // coroutine awaited inline (its root is its awaiter's).
+  future_state_base* task_state = nullptr;
   bool must_cancel = false;  // deliver CancelledError at the next resume_point
+  // The loop keeps a name or a cancel message for this task (task_notes).
+  bool has_notes = false;
+  // asyncio's Task.cancelling(): cancel() calls not yet taken back by
+  // uncancel(). Saturates at 65535.
+  std::uint16_t cancel_requests = 0;
+  std::uint32_t number = 0;  // "Task-N": the order in which its loop scheduled it
 
   // Called by an awaiter as the task suspends on it.
   void suspend_on(cancel_hook hook) {
@@ -50,11 +67,18 @@ struct task_root {
   // Called by an awaiter as the task resumes from it.
   void resume_point() {
     waiting = {};
-    if (must_cancel) {
-      must_cancel = false;
-      throw CancelledError();
-    }
+    if (must_cancel) [[unlikely]] throw_cancelled();
   }
+  // asyncio's Task.uncancel(): takes back one cancel() request; at zero, a
+  // cancel not yet delivered is dropped too (Python 3.13). Returns what is left.
+  std::uint32_t uncancel() noexcept {
+    if (cancel_requests != 0 && --cancel_requests == 0) must_cancel = false;
+    return cancel_requests;
+  }
+  // The message of the last cancel(message), or "" (future.cc).
+  std::string cancel_message() const;
+  // CancelledError with the cancel message (future.cc).
+  [[noreturn]] void throw_cancelled();
 
  private:
   void take(cancel_hook hook) {

@@ -21,6 +21,7 @@
 #include <system_error>
 
 #include "core/backend/backend.h"
+#include "core/errors/invariant.h"
 #include "core/future/suspended_task.h"
 #include "core/loop/event_loop.h"
 #include "core/loop/loop_access.h"
@@ -43,6 +44,11 @@ class io_awaiter : public operation {
     flags = op_flags;
     addr = address;
     addrlen = address_len;
+  }
+  // Movable until awaited, so that it can be handed to wait_for() or
+  // timeout() by value; once started, the backend holds its address.
+  io_awaiter(io_awaiter&& o) noexcept : operation(o), addrlen_out_(o.addrlen_out_) {
+    POLYLOOP_INVARIANT(o.task.waiter == nullptr, "an io_awaiter moved after it was awaited");
   }
   io_awaiter(const io_awaiter&) = delete;
   io_awaiter& operator=(const io_awaiter&) = delete;

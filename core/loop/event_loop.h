@@ -40,6 +40,7 @@
 #include <string_view>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -68,6 +69,12 @@ struct state_link;
 struct loop_extension {
   virtual ~loop_extension() = default;
   virtual void on_close() noexcept = 0;
+};
+// What a task keeps only once asked to (set_name, cancel(message)), held
+// by its loop so that tasks without it pay nothing.
+struct task_notes {
+  std::string name;
+  std::string cancel_message;
 };
 }  // namespace detail
 
@@ -181,6 +188,10 @@ class EventLoop {
   // with its result. Defined in core/task/task.h.
   template <class T>
   Future<T> create_task(Task<T> task);
+  // The same, with the task's name (asyncio's create_task(coro, name=...)):
+  // shown in every report about it; by default "Task-N".
+  template <class T>
+  Future<T> create_task(Task<T> task, std::string name);
   template <class T>
   Future<T> ensure_future(Task<T> task) {
     return create_task(std::move(task));
@@ -317,6 +328,10 @@ class EventLoop {
   // Made on first use by the layers above, torn down by close().
   std::unique_ptr<detail::loop_extension> default_executor_;  // core/executor
   std::unique_ptr<detail::loop_extension> signal_handlers_;   // core/signals
+  // Scheduled tasks are numbered from 1 (their default name, "Task-N").
+  std::uint32_t tasks_created_ = 0;
+  // Keyed by the task's task_root; an entry lives as long as its task.
+  std::unordered_map<const void*, detail::task_notes> task_notes_;
   ExceptionHandler handler_;
   // Atomic: another thread's run (a misuse) must see it, to throw.
   std::atomic<bool> running_{false};

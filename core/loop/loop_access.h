@@ -46,6 +46,14 @@ struct loop_access {
   // Test-only: how many entries the timer heap holds, cancelled ones
   // included, so a test can see that compaction really happened.
   static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }
+  // The number of the next task scheduled on `loop` (its "Task-N").
+  static std::uint32_t next_task_number(EventLoop& loop) noexcept { return ++loop.tasks_created_; }
+  // The names and cancel messages of tasks that have one (see task_root).
+  static std::unordered_map<const void*, task_notes>& notes_table(EventLoop& loop) noexcept {
+    return loop.task_notes_;
+  }
+  // The head of the list of live future states (all_tasks() walks it).
+  static state_link* live_states(EventLoop& loop) noexcept { return loop.states_; }
   // Every live future state is linked into its loop (see EventLoop::close).
   // Inline: every task a loop schedules is linked and unlinked once.
   static void link_state(EventLoop& loop, state_link* s) noexcept {

@@ -14,6 +14,8 @@
 
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
+#include <string>
 #include <exception>
 #include <memory>
 #include <type_traits>
@@ -53,8 +55,7 @@ struct task_next {
 };
 static_assert(std::is_standard_layout_v<task_next> && sizeof(task_next) == sizeof(void*));
 
-// The parts of the promise that do not depend on T. task_next comes before
-// task_root, so that scheduled_ fills task_root's tail padding.
+// The parts of the promise that do not depend on T.
 template <class T>
 class task_promise_common : public future_state<T>,
                             public promise_base,
@@ -62,6 +63,9 @@ class task_promise_common : public future_state<T>,
                             public task_root {
  public:
   task_promise_common() : future_state<T>(nullptr) {}
+  ~task_promise_common() {
+    if (this->has_notes) [[unlikely]] forget_notes(*this);
+  }
 
   static void* operator new(std::size_t size) { return allocate_frame(size); }
   static void operator delete(void* p, std::size_t size) noexcept { free_frame(p, size); }
@@ -88,17 +92,23 @@ class task_promise_common : public future_state<T>,
     this->loop_ = &loop;
     loop_access::link_state(loop, this);
     root = this;
-    scheduled_ = true;
+    this->task_state = this;
+    this->number = loop_access::next_task_number(loop);
     this->add_ref();
     std::construct_at(&this->step);  // continuation is never used by a scheduled task
     this->step.fn = &run_first_step;
     loop_access::schedule(loop, &this->step);
   }
 
-  bool is_task() const noexcept override { return scheduled_; }
-  bool cancel() override {
+  bool is_task() const noexcept override { return this->task_state != nullptr; }
+  task_root* as_task() noexcept override { return is_task() ? this : nullptr; }
+  // asyncio's Task.cancel(msg): counts the request (cancelling()), keeps
+  // the message for the CancelledError, cancels what the task awaits.
+  bool cancel_with(std::string message) override {
     if (this->done()) return false;
     loop_access::check_open(this->checked_loop());
+    if (this->cancel_requests != UINT16_MAX) ++this->cancel_requests;
+    if (!message.empty() || this->has_notes) notes_of(*this).cancel_message = std::move(message);
     request_cancel();
     return true;
   }
@@ -112,7 +122,10 @@ class task_promise_common : public future_state<T>,
   void set_continuation(std::coroutine_handle<> c) noexcept { this->continuation = c; }
 
   std::coroutine_handle<> on_final() noexcept {
-    if (!scheduled_) return this->continuation ? this->continuation : std::noop_coroutine();
+    // The field, not the virtual is_task(): this runs at the end of every coroutine.
+    if (this->task_state == nullptr) {
+      return this->continuation ? this->continuation : std::noop_coroutine();
+    }
     publish();
     this->release();  // the running task's own reference; may free the frame
     return std::noop_coroutine();
@@ -130,15 +143,20 @@ class task_promise_common : public future_state<T>,
     if (what != ready_node::action::run) return;
     // A reference cast: no null check for a node that cannot be null.
     auto* p = &static_cast<task_promise_common&>(task_next::of(n));
-    if (p->must_cancel) {
-      // Cancelled before its first step: it ends cancelled, its body never
-      // runs (the frame goes with the last reference).
-      p->must_cancel = false;
-      p->finish(status::cancelled);
-      p->release();  // the running task's own reference
+    if (p->must_cancel) [[unlikely]] {
+      end_unstarted(p);
       return;
     }
     p->handle().resume();
+  }
+  // Cancelled before its first step: it ends cancelled, its body never
+  // runs (the frame goes with the last reference). Out of line, so that
+  // the first step of every task stays as short as it was.
+  [[gnu::cold, gnu::noinline]] static void end_unstarted(task_promise_common* p) {
+    p->must_cancel = false;
+    if (p->has_notes) p->keep_cancel_message();
+    p->finish(status::cancelled);
+    p->release();  // the running task's own reference
   }
 
   void publish() noexcept {
@@ -151,7 +169,7 @@ class task_promise_common : public future_state<T>,
     try {
       std::rethrow_exception(this->exception_);
     } catch (const CancelledError&) {
-      this->exception_ = nullptr;
+      // Kept: result() rethrows it, with the cancel message it carries.
       this->finish(status::cancelled);
     } catch (...) {
       this->finish(status::exception);
@@ -159,13 +177,18 @@ class task_promise_common : public future_state<T>,
   }
 
   void destroy_self() noexcept override { handle().destroy(); }
+  // A task cancelled before its first step: its result() says the message.
+  void keep_cancel_message() {
+    std::string message = this->cancel_message();
+    if (!message.empty()) this->exception_ = std::make_exception_ptr(CancelledError(message));
+  }
 
   bool on_loop_event(state_link::loop_event e) override {
     switch (e) {
       case state_link::loop_event::cancel_task:
-        return scheduled_ && cancel();
+        return is_task() && this->cancel();
       case state_link::loop_event::is_pending_task:
-        return scheduled_ && !this->done();
+        return is_task() && !this->done();
       case state_link::loop_event::closed:
         this->drop_callbacks();
         end_unfinished();
@@ -178,16 +201,14 @@ class task_promise_common : public future_state<T>,
 
   // The loop closed under a scheduled task that had not ended: it never can.
   void end_unfinished() noexcept {
-    if (!scheduled_ || this->done()) return;
+    if (!is_task() || this->done()) return;
     this->loop_->call_exception_handler(
-        {"Task was destroyed but it is pending! (the loop was closed while it was suspended)",
+        {"Task was destroyed but it is pending! (" + describe_task(*this) +
+             "; the loop was closed while it was suspended)",
          nullptr});
     this->status_ = status::cancelled;
     this->release();  // the running task's reference: its frame goes now or with the last Future
   }
-
-  // Right after task_root, so that it fills task_root's tail padding.
-  bool scheduled_ = false;
 
   friend class Task<T>;
 };
@@ -314,6 +335,15 @@ Future<T> EventLoop::create_task(Task<T> task) {
 }
 
 template <class T>
+Future<T> EventLoop::create_task(Task<T> task, std::string name) {
+  Future<T> future = create_task(std::move(task));
+  if (!name.empty()) {
+    detail::notes_of(*detail::future_access::state(future)->as_task()).name = std::move(name);
+  }
+  return future;
+}
+
+template <class T>
 T EventLoop::run_until_complete(Future<T> future) {
   if (!future.valid()) throw InvalidStateError("run_until_complete: the Future is empty");
   detail::run_until_done(*this, *detail::future_access::state(future));
@@ -342,6 +372,10 @@ T EventLoop::run_until_complete(Task<T> task) {
 template <class T>
 Future<T> create_task(Task<T> task) {
   return get_running_loop().create_task(std::move(task));
+}
+template <class T>
+Future<T> create_task(Task<T> task, std::string name) {
+  return get_running_loop().create_task(std::move(task), std::move(name));
 }
 template <class A>
 auto ensure_future(A awaitable) {
