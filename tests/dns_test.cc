@@ -41,20 +41,6 @@ struct dns_fixture : loop_fixture {
   }
 };
 
-int thread_count() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "Threads:") {
-      int n = 0;
-      in >> n;
-      return n;
-    }
-    std::getline(in, key);
-  }
-  return -1;
-}
-
 int open_fds() {
   int n = 0;
   DIR* d = ::opendir("/proc/self/fd");

@@ -45,21 +45,6 @@ pl::Task<T> await_it(pl::Future<T> f) {
   co_return co_await f;
 }
 
-// The threads of this process (/proc/self/status), to see a pool's threads end.
-int thread_count() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "Threads:") {
-      int n = 0;
-      in >> n;
-      return n;
-    }
-    std::getline(in, key);
-  }
-  return -1;
-}
-
 // Polls `cond` for up to 5 s (threads are scheduled when they are).
 template <class F>
 bool eventually(F cond) {

@@ -21,15 +21,6 @@ using namespace pl::testing;
 
 namespace {
 
-struct vloop {
-  pl::VirtualClock clock;
-  std::unique_ptr<pl::EventLoop> loop = make_loop(clock);
-  ~vloop() {
-    if (!loop->is_closed()) loop->close();
-  }
-  pl::Clock::duration elapsed(pl::Clock::time_point t0) const { return loop->time() - t0; }
-};
-
 struct zero_division : std::runtime_error {
   zero_division() : std::runtime_error("division by zero") {}
 };

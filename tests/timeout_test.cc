@@ -22,14 +22,6 @@ using namespace pl::testing;
 
 namespace {
 
-struct vloop {
-  pl::VirtualClock clock;
-  std::unique_ptr<pl::EventLoop> loop = make_loop(clock);
-  ~vloop() {
-    if (!loop->is_closed()) loop->close();
-  }
-};
-
 // Runs `t` to completion on `v`; true if it ended with TimeoutError.
 bool times_out(vloop& v, pl::Task<> t) {
   try {

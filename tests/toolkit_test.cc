@@ -22,14 +22,6 @@ using namespace pl::testing;
 
 namespace {
 
-struct vloop {
-  pl::VirtualClock clock;
-  std::unique_ptr<pl::EventLoop> loop = make_loop(clock);
-  ~vloop() {
-    if (!loop->is_closed()) loop->close();
-  }
-};
-
 pl::Task<int> after(pl::Clock::duration d, int v) {
   co_await pl::sleep(d);
   co_return v;

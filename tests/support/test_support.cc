@@ -1,6 +1,7 @@
 #include "tests/support/test_support.h"
 
 #include <boost/test/unit_test.hpp>
+#include <fstream>
 #include <string_view>
 
 namespace polyloop::testing {
@@ -34,6 +35,20 @@ std::unique_ptr<EventLoop> make_loop() { return make_loop(SteadyClock::instance(
 std::unique_ptr<EventLoop> make_loop(Clock& clock) {
   if (static_dispatch()) return new_static_event_loop(backend_under_test(), clock);
   return new_event_loop(backend_under_test(), clock);
+}
+
+int thread_count() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "Threads:") {
+      int n = 0;
+      in >> n;
+      return n;
+    }
+    std::getline(in, key);
+  }
+  return -1;
 }
 
 double ms(std::chrono::nanoseconds d) {

@@ -65,6 +65,22 @@ struct loop_fixture {
   }
 };
 
+// A loop on the backend under test driven by a VirtualClock: sleeps and
+// timeouts take no real time and their durations are exact.
+struct vloop {
+  VirtualClock clock;
+  std::unique_ptr<EventLoop> loop = make_loop(clock);
+  ~vloop() {
+    if (!loop->is_closed()) loop->close();
+  }
+  // Loop time since `t0`.
+  Clock::duration elapsed(Clock::time_point t0) const { return loop->time() - t0; }
+};
+
+// The threads of this process now (/proc/self/status), to see a pool's
+// threads start and end.
+int thread_count();
+
 // An exception type no library code throws, for tests that throw their own.
 struct my_error : std::runtime_error {
   using std::runtime_error::runtime_error;
