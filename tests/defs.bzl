@@ -23,12 +23,16 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
     under ASan, not TSan, to keep CI's time.
     """
     # Compiled once, linked into every variant (alwayslink: the test cases
-    # register themselves from static initialisers).
+    # register themselves from static initialisers). linkstatic: into the
+    # executable, not a shared library, so that a test's replacement
+    # operator new (tests/support/allocation_counter.h) takes precedence
+    # over the sanitizers' own, as a definition in the executable does.
     cc_library(
         name = name + "_cases",
         srcs = srcs,
         testonly = True,
         alwayslink = True,
+        linkstatic = True,
         deps = deps + [
             "//:polyloop",
             "//tests/support",
