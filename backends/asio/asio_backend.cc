@@ -29,6 +29,11 @@ std::uint32_t waits(const operation& op) noexcept { return op.backend_state / on
 AsioBackend::fd_entry::fd_entry(boost::asio::io_context& ctx, int fd) : descriptor(ctx) {
   boost::system::error_code ec;
   descriptor.assign(fd, ec);  // regular files: Asio accepts them, never waits
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) {
+    dev = st.st_dev;
+    ino = st.st_ino;
+  }
 }
 
 // start() always makes one attempt first; the waits that follow
@@ -116,6 +121,7 @@ void AsioBackend::wait_for_readiness(operation& op, fd_entry& entry) noexcept {
   bool out = (events & POLLOUT) != 0;
   op.next = entry.waiting;
   entry.waiting = &op;
+  audit_.waiting(op.fd, entry.audit);
   // A poll for in and out needs a wait of each type; the operation completes
   // only after both handlers ran, so neither can outlive it.
   for (wait type : {wait::wait_read, wait::wait_write}) {
@@ -147,6 +153,9 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
   op.backend_state -= one_wait;
   --waits_;
   bool last = waits(op) == 0;
+  if (!ec && (op.backend_state & fd_closed_bit) == 0) {
+    detail::quiet_wait_audit::event(fds_[op.fd]->audit);
+  }
   if ((op.backend_state & done_bit) == 0) {
     if ((op.backend_state & (cancel_bit | fd_closed_bit)) != 0) {
       op.result = -ECANCELED;
@@ -196,6 +205,23 @@ void AsioBackend::close_fd(operation& op) noexcept {
   complete(op);
 }
 
+void AsioBackend::recheck_registration(int fd) noexcept {
+  // Asio cannot be asked whether its reactor still has the fd, so ask
+  // whether the number still names the file registered. If not, release()
+  // makes every wait on it end with operation_aborted (on_ready then tries
+  // the operation and waits again), and assign() registers the fd anew; if
+  // it fails (the fd was closed), the tries report EBADF.
+  fd_entry& e = *fds_[fd];
+  struct stat st {};
+  bool same_file = ::fstat(fd, &st) == 0 && st.st_dev == e.dev && st.st_ino == e.ino;
+  if (same_file) return;
+  e.dev = st.st_dev;
+  e.ino = st.st_ino;
+  e.descriptor.release();
+  boost::system::error_code ignored;
+  e.descriptor.assign(fd, ignored);
+}
+
 // Runs at most `limit` of Asio's ready handlers: poll() alone would run a
 // handler that re-posts itself forever, and polyloop's callbacks never.
 void AsioBackend::run_ready(std::size_t limit) {
@@ -217,6 +243,14 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
   }
   skipped_iterations_ = 0;
   skipped_ready_ = 0;
+  timeout = audit_.before_wait(
+      timeout,
+      [this](int fd) -> detail::quiet_wait_audit::marks* {
+        std::unique_ptr<fd_entry>* slot = fds_.find(fd);
+        return slot != nullptr && *slot ? &(*slot)->audit : nullptr;
+      },
+      [this](int fd) { return fds_[fd]->waiting != nullptr; },
+      [this](int fd) { recheck_registration(fd); });
   ready_ = &ready;
   if (context_.stopped()) context_.restart();
   try {

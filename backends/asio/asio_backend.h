@@ -24,6 +24,7 @@
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
+#include "backends/support/quiet_wait_audit.h"
 
 namespace polyloop::backends {
 
@@ -52,6 +53,11 @@ class AsioBackend final : public Backend {
     boost::asio::posix::stream_descriptor descriptor;
     operation* waiting = nullptr;  // operations with an async_wait outstanding
     reactive::write_hint hint;     // for writes on kernels without RWF_NOSIGNAL
+    detail::quiet_wait_audit::marks audit;
+    // Which file the descriptor was registered for (fstat at creation): the
+    // audit's check compares it with the file the number names now.
+    dev_t dev = 0;
+    ino_t ino = 0;
   };
 
   // The entry of `fd`, made if there is none; null
@@ -66,6 +72,10 @@ class AsioBackend final : public Backend {
     complete(op);
   }
   void unlink_waiting(operation& op) noexcept;
+  // The audit's check of a quiet fd: if the number names another file than
+  // the one registered (closed with ::close() and reused), registers it with
+  // Asio's reactor anew; its waits end and are made again on it.
+  void recheck_registration(int fd) noexcept;
   void run_ready(std::size_t limit);
 
   // Asio's turn (docs/backends.md): a poll() that will not block skips the
@@ -80,6 +90,7 @@ class AsioBackend final : public Backend {
   boost::asio::io_context context_{1};  // one thread: the loop's
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   detail::fd_table<std::unique_ptr<fd_entry>> fds_;
+  detail::quiet_wait_audit audit_;
   std::atomic<bool> wake_pending_{false};
   detail::ready_queue* ready_ = nullptr;  // set while poll() runs handlers
   detail::op_list completed_;             // finished outside poll()

@@ -137,6 +137,7 @@ void EpollBackend::start(operation& op) noexcept {
                                       : st->writers)
       .push(&op);
   ++queued_;
+  audit_.waiting(op.fd, st->audit);
 }
 
 void EpollBackend::cancel(operation& op) noexcept {
@@ -180,10 +181,27 @@ void EpollBackend::drain(op_queue& q, bool& ready_flag, reactive::write_hint& hi
   }
 }
 
+void EpollBackend::recheck_registration(int fd) noexcept {
+  fd_state& st = fds_[fd];
+  if (!st.pollable) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.fd = fd;
+  int rc = ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  if (rc != 0 && errno == EEXIST) return;  // registered, as believed
+  // Added now (the registration had been dropped: a new file has the
+  // number), or the fd cannot be added (closed: EBADF; a regular file now:
+  // EPERM): try every waiting operation, which completes those that can
+  // with their own result or error and leaves the rest waiting.
+  if (rc != 0 && errno == EPERM) st.pollable = false;
+  dispatch(EPOLLIN | EPOLLOUT, fd);
+}
+
 void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   fd_state* found = fds_.find(fd);
   if (found == nullptr) return;
   fd_state& st = *found;
+  detail::quiet_wait_audit::event(st.audit);
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable, st.hint);
   if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable, st.hint);
@@ -205,6 +223,14 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
   // Nothing can complete and the caller will not wait: skip the syscall. (A
   // pending wake-up stays in the eventfd for the next blocking wait.)
   if (timeout.count() != 0 || queued_ != 0) {
+    timeout = audit_.before_wait(
+        timeout, [this](int fd) { return fds_.find(fd) ? &fds_[fd].audit : nullptr; },
+        [this](int fd) {
+          const fd_state& st = fds_[fd];
+          return st.readers.head || st.writers.head || st.pollers.head;
+        },
+        [this](int fd) { recheck_registration(fd); });
+    if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
     std::error_code ec = wait(timeout);
     if (ec) return ec;
   }

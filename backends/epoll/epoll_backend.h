@@ -18,6 +18,7 @@
 #include "backends/support/eventfd_waker.h"
 #include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
+#include "backends/support/quiet_wait_audit.h"
 
 namespace polyloop::backends {
 
@@ -55,6 +56,7 @@ class EpollBackend final : public Backend {
     bool readable = true;  // no EAGAIN seen since the last edge
     bool writable = true;
     reactive::write_hint hint;  // for writes on kernels without RWF_NOSIGNAL
+    detail::quiet_wait_audit::marks audit;
   };
 
   // epoll_pwait2 (or epoll_wait) for at most `timeout`; what is ready lands
@@ -69,12 +71,17 @@ class EpollBackend final : public Backend {
     complete(op);
   }
   void dispatch(std::uint32_t events, int fd) noexcept;
+  // The audit's check of a quiet fd: registers it again if the kernel had
+  // dropped it (closed with ::close() and the number reused), and retries
+  // its operations.
+  void recheck_registration(int fd) noexcept;
 
   detail::eventfd_waker waker_{detail::eventfd_waker::mode::nonblocking};
   int epfd_ = -1;
   bool have_pwait2_ = true;
   std::size_t queued_ = 0;  // operations waiting for readiness
   detail::fd_table<fd_state> fds_;
+  detail::quiet_wait_audit audit_;
   op_queue completed_;  // finished in start()/cancel(), handed over by poll()
 };
 
