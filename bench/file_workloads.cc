@@ -20,8 +20,7 @@ namespace pl = polyloop;
 namespace {
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // to_thread: N calls of a trivial function through the default executor,

@@ -7,14 +7,13 @@
 #include "core/file/file_ops.h"
 
 #define BOOST_TEST_MODULE files
-#include <boost/test/unit_test.hpp>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -85,7 +84,8 @@ std::chrono::nanoseconds run_queue_wait() {
 }
 
 // The first offset where `a` and `b` differ, or -1.
-long long first_difference(const std::vector<unsigned char>& a, const std::vector<unsigned char>& b) {
+long long first_difference(const std::vector<unsigned char>& a,
+                           const std::vector<unsigned char>& b) {
   auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
   return ia == a.end() && ib == b.end() ? -1 : ia - a.begin();
 }
@@ -200,8 +200,8 @@ BOOST_FIXTURE_TEST_CASE(a_64_MiB_file_is_written_and_read_at_offsets_while_a_tim
 // On io_uring the read ends cancelled. A thread's read(2) cannot be
 // stopped, so on the executor path the task resumes only once it returned,
 // with its result; the cancel then reaches the task at its end.
-BOOST_FIXTURE_TEST_CASE(a_cancelled_pending_read_never_writes_into_the_buffer_after_the_task_resumed,
-                        loop_fixture) {
+BOOST_FIXTURE_TEST_CASE(
+    a_cancelled_pending_read_never_writes_into_the_buffer_after_the_task_resumed, loop_fixture) {
   int p[2];
   BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
   const bool native = native_file_ops(*loop);
@@ -301,22 +301,20 @@ BOOST_FIXTURE_TEST_CASE(opening_a_missing_file_names_the_path_and_the_call, loop
                                  message_has("File::open(\"" + path + "\"): openat")(e);
                         });
   auto read_missing = [&]() -> pl::Task<> { co_await pl::read_file(path); };
-  BOOST_CHECK_EXCEPTION(loop->run_until_complete(read_missing()), std::system_error,
-                        [&](const std::system_error& e) {
-                          return e.code() == std::errc::no_such_file_or_directory &&
-                                 message_has(path)(e);
-                        });
+  BOOST_CHECK_EXCEPTION(
+      loop->run_until_complete(read_missing()), std::system_error, [&](const std::system_error& e) {
+        return e.code() == std::errc::no_such_file_or_directory && message_has(path)(e);
+      });
 }
 
 BOOST_FIXTURE_TEST_CASE(a_directory_is_not_a_file_to_read_or_write, loop_fixture) {
   temp_dir dir;
   auto read_dir = [&]() -> pl::Task<> { co_await pl::read_file(dir.path); };
-  BOOST_CHECK_EXCEPTION(loop->run_until_complete(read_dir()), std::system_error,
-                        [&](const std::system_error& e) {
-                          return e.code() == std::errc::is_a_directory &&
-                                 message_has("File::read_at(\"" + dir.path + "\"")(e) &&
-                                 message_has("pread")(e);
-                        });
+  BOOST_CHECK_EXCEPTION(
+      loop->run_until_complete(read_dir()), std::system_error, [&](const std::system_error& e) {
+        return e.code() == std::errc::is_a_directory &&
+               message_has("File::read_at(\"" + dir.path + "\"")(e) && message_has("pread")(e);
+      });
   auto write_dir = [&]() -> pl::Task<> { co_await pl::write_file(dir.path, "x"); };
   BOOST_CHECK_EXCEPTION(loop->run_until_complete(write_dir()), std::system_error,
                         [&](const std::system_error& e) {
@@ -330,17 +328,15 @@ BOOST_FIXTURE_TEST_CASE(a_bad_fd_or_a_closed_file_is_EBADF_with_the_call_named, 
   const std::string path = dir / "f";
   char buf[4];
   auto raw = [&]() -> pl::Task<> { co_await pl::async_pread(-1, buf, sizeof buf, 0); };
-  BOOST_CHECK_EXCEPTION(loop->run_until_complete(raw()), std::system_error,
-                        [](const std::system_error& e) {
-                          return e.code() == std::errc::bad_file_descriptor &&
-                                 message_has("pread(fd -1)")(e);
-                        });
+  BOOST_CHECK_EXCEPTION(
+      loop->run_until_complete(raw()), std::system_error, [](const std::system_error& e) {
+        return e.code() == std::errc::bad_file_descriptor && message_has("pread(fd -1)")(e);
+      });
   auto raw_sync = [&]() -> pl::Task<> { co_await pl::async_fsync(-1); };
-  BOOST_CHECK_EXCEPTION(loop->run_until_complete(raw_sync()), std::system_error,
-                        [](const std::system_error& e) {
-                          return e.code() == std::errc::bad_file_descriptor &&
-                                 message_has("fsync(fd -1)")(e);
-                        });
+  BOOST_CHECK_EXCEPTION(
+      loop->run_until_complete(raw_sync()), std::system_error, [](const std::system_error& e) {
+        return e.code() == std::errc::bad_file_descriptor && message_has("fsync(fd -1)")(e);
+      });
   auto closed = [&]() -> pl::Task<> {
     pl::File f = co_await pl::File::open(path, O_RDWR | O_CREAT);
     co_await f.close();

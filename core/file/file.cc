@@ -67,8 +67,9 @@ File::~File() {
 int File::checked_fd(const char* call) const {
   if (fd_ < 0) {
     throw std::system_error(EBADF, std::generic_category(),
-                            std::string(call) + ": the File is closed (or was moved from); "
-                                                "open one with File::open");
+                            std::string(call) +
+                                ": the File is closed (or was moved from); "
+                                "open one with File::open");
   }
   return fd_;
 }
@@ -100,15 +101,14 @@ Task<> File::write_at(const void* buf, std::size_t len, std::uint64_t offset) {
   while (done < len) {
     std::int64_t n = 0;
     try {
-      n = co_await async_pwrite(fd, p + done, len - done,
-                                static_cast<std::int64_t>(offset + done));
+      n = co_await async_pwrite(fd, p + done, len - done, static_cast<std::int64_t>(offset + done));
     } catch (const std::system_error& e) {
       throw_with_path(e, "File::write_at", path_, "pwrite", at(offset + done));
     }
     if (n == 0) {  // a full device answers ENOSPC; 0 would loop for ever
-      throw std::system_error(EIO, std::generic_category(),
-                              "File::write_at(\"" + path_ + "\", " + at(offset + done) +
-                                  "): pwrite wrote nothing");
+      throw std::system_error(
+          EIO, std::generic_category(),
+          "File::write_at(\"" + path_ + "\", " + at(offset + done) + "): pwrite wrote nothing");
     }
     done += static_cast<std::size_t>(n);
   }
