@@ -454,3 +454,60 @@ BOOST_FIXTURE_TEST_CASE(raw_operations_transfer_at_their_offsets, loop_fixture) 
   };
   loop->run_until_complete(main());
 }
+
+// 64 tasks read 64 pieces of one file at once (each its own offset and
+// buffer): on the executor up to the pool's size run in parallel, on
+// io_uring all are in the ring together. Every byte checked.
+BOOST_FIXTURE_TEST_CASE(concurrent_reads_at_different_offsets_each_get_their_own_bytes,
+                        loop_fixture) {
+  temp_dir dir;
+  const std::string path = dir / "pieces";
+  constexpr std::size_t pieces = 64;
+  constexpr std::size_t piece = 64u << 10;
+  const std::vector<unsigned char> data = pattern(pieces * piece);
+  std::vector<unsigned char> back(data.size());
+  auto main = [&]() -> pl::Task<> {
+    co_await pl::write_file(path, {reinterpret_cast<const char*>(data.data()), data.size()});
+    pl::File f = co_await pl::File::open(path);
+    std::vector<pl::Task<std::size_t>> reads;
+    for (std::size_t i = 0; i < pieces; ++i) {
+      std::size_t at = ((i * 37) % pieces) * piece;  // not in file order
+      reads.push_back(f.read_at(back.data() + at, piece, at));
+    }
+    std::vector<std::size_t> got = co_await pl::gather(std::move(reads));
+    BOOST_TEST(std::count(got.begin(), got.end(), piece) == static_cast<long>(pieces));
+    co_await f.close();
+  };
+  loop->run_until_complete(main());
+  BOOST_TEST(first_difference(data, back) == -1);
+}
+
+// Which path runs is the backend's trait: a backend without native_file_ops
+// refuses a file operation started on it directly (core/file never does
+// that) with EOPNOTSUPP rather than blocking the loop; one with it performs
+// the operation.
+BOOST_FIXTURE_TEST_CASE(a_backend_without_native_file_ops_refuses_them_with_EOPNOTSUPP,
+                        loop_fixture) {
+  temp_dir dir;
+  const std::string path = dir / "direct";
+  const bool native = native_file_ops(*loop);
+  auto main = [&]() -> pl::Task<std::int64_t> {
+    co_await pl::write_file(path, "direct");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    char buf[8] = {};
+    pl::detail::io_awaiter direct{pl::op_kind::pread, fd, buf, sizeof buf, 0};
+    direct.offset = 0;
+    std::int64_t n = -1;
+    try {
+      n = co_await std::move(direct);
+    } catch (const std::system_error& e) {
+      BOOST_TEST(!native);
+      BOOST_TEST(e.code().value() == EOPNOTSUPP);
+      BOOST_TEST(message_has("pread(fd ")(e));
+    }
+    ::close(fd);
+    co_return n;
+  };
+  std::int64_t n = loop->run_until_complete(main());
+  BOOST_TEST(n == (native ? 6 : -1));
+}
