@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bench/alloc_count.h"
+#include "bench/file_workloads.h"
 #include "polyloop/polyloop.h"
 
 namespace loopbench {
@@ -251,6 +252,8 @@ constexpr core_workload core_workloads[] = {
     {"sleep_chain", &sleep_chain, true},
     {"queue", &queue, false},
     {"lock", &lock, false},
+    {"to_thread", &to_thread_workload, false},
+    {"file_read", &file_read_workload, false},
 };
 
 const core_workload* find(std::string_view name) {

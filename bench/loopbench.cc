@@ -46,7 +46,7 @@ namespace {
 
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
-                                              "http"};
+                                              "http",      "to_thread", "file_read"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -60,7 +60,8 @@ struct options {
   std::cerr << "loopbench: " << problem
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH]\n"
-               "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http\n";
+               "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http to_thread "
+               "file_read\n";
   std::exit(2);
 }
 

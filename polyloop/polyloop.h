@@ -18,6 +18,8 @@
 #include "core/combinators/task_group.h"    // IWYU pragma: export
 #include "core/combinators/shield.h"        // IWYU pragma: export
 #include "core/io/io.h"            // IWYU pragma: export
+#include "core/file/file.h"        // IWYU pragma: export
+#include "core/file/file_ops.h"    // IWYU pragma: export
 #include "core/signals/signals.h"  // IWYU pragma: export
 #include "core/sync/barrier.h"     // IWYU pragma: export
 #include "core/sync/condition.h"   // IWYU pragma: export

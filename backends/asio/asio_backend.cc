@@ -90,6 +90,10 @@ void AsioBackend::start(operation& op) noexcept {
     close_fd(op);
     return;
   }
+  if (is_file_op(op.kind)) {  // not native_file_ops: core/file uses the executor
+    complete(op, -EOPNOTSUPP);
+    return;
+  }
   fd_entry* entry = entry_for(op.fd);
   if (entry == nullptr) {
     complete(op, fds_.slot_error(op.fd));

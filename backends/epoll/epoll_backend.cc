@@ -97,6 +97,10 @@ void EpollBackend::start(operation& op) noexcept {
     close_fd(op);
     return;
   }
+  if (is_file_op(op.kind)) {  // not native_file_ops: core/file uses the executor
+    complete(op, -EOPNOTSUPP);
+    return;
+  }
   fd_state* st = fds_.slot(op.fd);
   if (st == nullptr) {
     complete(op, fds_.slot_error(op.fd));

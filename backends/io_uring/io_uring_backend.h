@@ -27,6 +27,7 @@
 #include "backends/support/eventfd_waker.h"
 #include "backends/support/fd_table.h"
 #include "backends/support/op_list.h"
+#include "backends/support/op_traits.h"
 
 namespace polyloop::backends {
 
@@ -99,7 +100,7 @@ class IoUringBackend final : public Backend {
   void enable_once() noexcept;
   // Every completion passes here on its way back to the loop.
   void handed_back(const operation& op) noexcept {
-    if (op.kind == op_kind::write && !nosignal_writes_) --signalling_writes_;
+    if (detail::may_raise_sigpipe(op.kind) && !nosignal_writes_) --signalling_writes_;
   }
 
   // Blocking: the ring keeps a read of it armed (into wake_buf_).

@@ -51,7 +51,17 @@ enum class op_kind : std::uint8_t {
   connect,  // connect(fd, addr, addrlen); result: 0
   poll,     // wait until fd is ready for `flags` (POLLIN/POLLOUT); result: revents
   close,    // close(fd); the backend forgets everything about fd first
+  // File operations (backend_traits::native_file_ops says whether the backend
+  // performs them; where it does not, core/file runs them on the executor).
+  pread,   // preadv2(fd, buf, len, offset); offset -1: the file position
+  pwrite,  // pwritev2(fd, buf, len, offset); offset -1: the file position
+  fsync,   // fsync(fd); flags IORING_FSYNC_DATASYNC (1): fdatasync(fd)
+  openat,  // openat(fd, path, flags, mode = len); result: new fd
+  statx,   // statx(fd, path, flags, mask = len, buf = struct statx*)
 };
+
+// True for the kinds above that only a backend with native_file_ops takes.
+constexpr bool is_file_op(op_kind k) noexcept { return k >= op_kind::pread; }
 
 // One operation. The caller fills the request fields and `fn` (what runs when
 // the completed operation is taken off the loop's ready queue), then starts
@@ -62,7 +72,15 @@ struct operation : detail::ready_node {
   int flags = 0;
   void* buf = nullptr;
   std::size_t len = 0;
-  sockaddr* addr = nullptr;  // accept: filled in; connect: the peer
+  // accept, connect: the address; file operations have none, so their
+  // offset (pread, pwrite) or path (openat, statx) shares its storage: each
+  // kind reads only the member it set, and the union keeps the operation at
+  // 80 bytes, the size every awaiting frame pays.
+  union {
+    sockaddr* addr = nullptr;  // accept: filled in; connect: the peer
+    std::int64_t offset;
+    const char* path;
+  };
   socklen_t addrlen = 0;     // accept: capacity in, length out; connect: length
   std::int64_t result = 0;
   // Backend-private.
@@ -99,6 +117,12 @@ struct backend_traits {
   // ring fd belong to the thread). False: the loop may move between threads,
   // one at a time. The loop turns a run from another thread into an error.
   bool bound_to_first_thread = false;
+  // start() takes the file operations (op_kind::pread ... statx, and close
+  // on a regular file) and the kernel performs them without blocking the
+  // loop's thread (io_uring: io-wq). False: start() fails them with
+  // -EOPNOTSUPP, and core/file runs the syscall on the loop's default
+  // executor instead (a regular file cannot be waited on by readiness).
+  bool native_file_ops = false;
 };
 
 class Backend {

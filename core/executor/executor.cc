@@ -8,10 +8,12 @@ namespace polyloop {
 
 namespace detail {
 
-void executor_call_base::cancel_if_queued() noexcept {
+bool executor_call_base::cancel_if_queued() noexcept {
   stop_.request_stop();
   std::lock_guard<std::mutex> lock(mutex_);
-  if (phase_ == phase::queued) phase_ = phase::skipped;
+  if (phase_ != phase::queued) return false;
+  phase_ = phase::skipped;
+  return true;
 }
 
 void executor_call_base::abandon() noexcept {

@@ -54,8 +54,9 @@ class executor_call_base : public executor_job,
  public:
   enum class phase : std::uint8_t { queued, running, finished, skipped };
 
-  // Loop thread: the future was cancelled; a call not started is skipped.
-  void cancel_if_queued() noexcept;
+  // Loop thread: the future was cancelled; a call not started is skipped
+  // (true: skipped now, and the worker will not run it).
+  bool cancel_if_queued() noexcept;
   // Loop thread, close(): skip the call if queued, else wait until it has
   // returned; afterwards the worker no longer touches the loop.
   void abandon() noexcept;
@@ -93,6 +94,12 @@ class executor_future_state final : public future_state<T> {
     return cancelled;
   }
   void forget_call() noexcept { call_.reset(); }
+  // Skips the call if it has not started, without completing the future
+  // (true: skipped, and no thread will run it). Otherwise the future ends
+  // once the worker is done with the call. For a call that writes into
+  // memory its awaiter owns (core/file): the awaiter may resume at once if
+  // the call was skipped, else only when the future ends.
+  bool cancel_call_only() noexcept { return call_ && call_->cancel_if_queued(); }
 
  private:
   bool on_loop_event(state_link::loop_event e) override {

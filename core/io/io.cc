@@ -23,6 +23,16 @@ const char* kind_name(op_kind k) noexcept {
       return "poll";
     case op_kind::close:
       return "close";
+    case op_kind::pread:
+      return "pread";
+    case op_kind::pwrite:
+      return "pwrite";
+    case op_kind::fsync:
+      return "fsync";
+    case op_kind::openat:
+      return "openat";
+    case op_kind::statx:
+      return "statx";
   }
   return "operation";
 }
