@@ -9,17 +9,20 @@
 
 namespace polyloop::detail {
 
-// read, recv and accept consume input; write, send and connect wait for
-// output. (A poll waits for what its flags ask; close waits for nothing.)
+// read, recv, recvmsg and accept consume input; write, send, sendmsg and
+// connect wait for output. (A poll waits for what its flags ask; close waits
+// for nothing.)
 constexpr bool waits_for_input(op_kind k) noexcept {
-  return k == op_kind::read || k == op_kind::recv || k == op_kind::accept;
+  return k == op_kind::read || k == op_kind::recv || k == op_kind::accept ||
+         k == op_kind::recvmsg;
 }
 
 // The kinds that are one syscall a non-blocking fd answers with EAGAIN when
 // it is not ready: they are retried once the fd is ready. (connect reports
 // EINPROGRESS and is finished differently; poll and close never wait.)
 constexpr bool retries_on_eagain(op_kind k) noexcept {
-  return waits_for_input(k) || k == op_kind::write || k == op_kind::send;
+  return waits_for_input(k) || k == op_kind::write || k == op_kind::send ||
+         k == op_kind::sendmsg;
 }
 
 // The readiness `op` waits for, as poll(2) events: its flags for a poll,

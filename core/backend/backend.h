@@ -51,6 +51,10 @@ enum class op_kind : std::uint8_t {
   connect,  // connect(fd, addr, addrlen); result: 0
   poll,     // wait until fd is ready for `flags` (POLLIN/POLLOUT); result: revents
   close,    // close(fd); the backend forgets everything about fd first
+  // `buf` is a msghdr* (with its iovecs, name and control buffers) that
+  // stays put until the operation completes; `len` is unused.
+  recvmsg,  // recvmsg(fd, msg, flags); msg's namelen, controllen, flags filled in
+  sendmsg,  // sendmsg(fd, msg, flags | MSG_NOSIGNAL)
 };
 
 // One operation. The caller fills the request fields and `fn` (what runs when
