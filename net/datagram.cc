@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <coroutine>
 #include <cstring>
@@ -519,15 +520,8 @@ struct fds_recv {
 
 }  // namespace
 
-Task<std::size_t> send_fds(int sock, std::string_view data, std::span<const int> fds) {
-  if (data.empty()) {
-    throw std::invalid_argument("send_fds: give at least one byte of data to carry the fds");
-  }
-  if (fds.size() > max_fds_per_message) {
-    throw std::invalid_argument("send_fds: " + std::to_string(fds.size()) +
-                                " fds in one message, at most " +
-                                std::to_string(max_fds_per_message) + "; send them in parts");
-  }
+namespace {
+Task<std::size_t> send_fds_now(int sock, std::string_view data, std::span<const int> fds) {
   std::vector<char> control(fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size()));
   iovec iov{const_cast<char*>(data.data()), data.size()};
   msghdr msg{};
@@ -545,9 +539,23 @@ Task<std::size_t> send_fds(int sock, std::string_view data, std::span<const int>
   co_return static_cast<std::size_t>(co_await async_sendmsg(sock, &msg));
 }
 
-Task<ReceivedFds> recv_fds(int sock, std::size_t max_bytes, std::size_t max_fds) {
-  if (max_bytes == 0) throw std::invalid_argument("recv_fds: max_bytes must be at least 1");
-  if (max_fds > max_fds_per_message) max_fds = max_fds_per_message;
+}  // namespace
+
+// Not coroutines themselves: bad arguments are reported at the call.
+Task<std::size_t> send_fds(int sock, std::string_view data, std::span<const int> fds) {
+  if (data.empty()) {
+    throw std::invalid_argument("send_fds: give at least one byte of data to carry the fds");
+  }
+  if (fds.size() > max_fds_per_message) {
+    throw std::invalid_argument("send_fds: " + std::to_string(fds.size()) +
+                                " fds in one message, at most " +
+                                std::to_string(max_fds_per_message) + "; send them in parts");
+  }
+  return send_fds_now(sock, data, fds);
+}
+
+namespace {
+Task<ReceivedFds> recv_fds_now(int sock, std::size_t max_bytes, std::size_t max_fds) {
   ReceivedFds got;
   got.data.resize(max_bytes);
   fds_recv op(sock, got.data.data(), got.data.size(), max_fds);
@@ -566,6 +574,13 @@ Task<ReceivedFds> recv_fds(int sock, std::size_t max_bytes, std::size_t max_fds)
   });
   if ((op.msg.msg_flags & MSG_CTRUNC) != 0) got.fds_truncated = true;
   co_return got;
+}
+
+}  // namespace
+
+Task<ReceivedFds> recv_fds(int sock, std::size_t max_bytes, std::size_t max_fds) {
+  if (max_bytes == 0) throw std::invalid_argument("recv_fds: max_bytes must be at least 1");
+  return recv_fds_now(sock, max_bytes, std::min(max_fds, max_fds_per_message));
 }
 
 }  // namespace polyloop::net
