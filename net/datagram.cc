@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <coroutine>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -32,6 +33,12 @@ struct datagram_state {
   std::optional<Address> remote;
   Address local;
   Event closed;
+  // recvfrom()'s landing buffer, reused (never cleared: the kernel writes
+  // what is read) by one receive at a time; a receive started while it is
+  // taken gets its own.
+  std::unique_ptr<char[]> rx;
+  std::size_t rx_size = 0;
+  bool rx_taken = false;
 
   datagram_state(EventLoop* l, int f) : loop(l), fd(f) {}
   datagram_state(const datagram_state&) = delete;
@@ -236,10 +243,32 @@ Task<> send_one(std::shared_ptr<detail::datagram_state> keep, std::string_view d
 
 Task<Datagram> receive(std::shared_ptr<detail::datagram_state> keep, std::size_t max_size,
                        const char* what) {
+  detail::datagram_state& s = *keep;
+  // Received into a buffer of max_size that is not zero-filled each time,
+  // then copied into a string of the datagram's size.
+  std::unique_ptr<char[]> own;
+  char* landing;
+  bool shared = !s.rx_taken;
+  if (shared) {
+    if (s.rx_size < max_size) {
+      s.rx = std::make_unique_for_overwrite<char[]>(max_size);
+      s.rx_size = max_size;
+    }
+    s.rx_taken = true;
+    landing = s.rx.get();
+  } else {
+    own = std::make_unique_for_overwrite<char[]>(max_size);
+    landing = own.get();
+  }
+  struct release_rx {
+    detail::datagram_state* s;
+    ~release_rx() {
+      if (s != nullptr) s->rx_taken = false;
+    }
+  } release{shared ? &s : nullptr};
+  DatagramInfo info = co_await receive_into(keep, std::span<char>(landing, max_size), what);
   Datagram d;
-  d.data.resize(max_size);
-  DatagramInfo info = co_await receive_into(std::move(keep), d.data, what);
-  d.data.resize(info.size);
+  d.data.assign(landing, info.size);
   d.sender = std::move(info.sender);
   d.truncated = info.truncated;
   co_return d;

@@ -322,6 +322,37 @@ BOOST_FIXTURE_TEST_CASE(close_ends_a_pending_recvfrom_with_endpoint_closed_error
   loop->run_until_complete(close_pending());
 }
 
+namespace {
+// Two receives pending at once on one endpoint each get one whole datagram
+// (the first lands in the endpoint's reused buffer, the second in its own).
+pl::Task<> two_pending_receives() {
+  net::DatagramEndpoint a = co_await endpoint(ip("127.0.0.1"));
+  net::DatagramEndpoint b = co_await endpoint(ip("127.0.0.1"));
+  auto& loop = pl::get_running_loop();
+  auto first = loop.create_task(b.recvfrom());
+  auto second = loop.create_task(b.recvfrom());
+  co_await pl::sleep(10ms);
+  std::string one(3000, '1');
+  std::string two(2000, '2');
+  co_await a.sendto(one, b.local_address());
+  co_await a.sendto(two, b.local_address());
+  std::string x = (co_await first).data;
+  std::string y = (co_await second).data;
+  BOOST_TEST(((x == one && y == two) || (x == two && y == one)),
+             "got " << x.size() << " and " << y.size() << " bytes");
+  // And again, sequentially, through the reused buffer.
+  co_await a.sendto("short", b.local_address());
+  BOOST_TEST((co_await b.recvfrom()).data == "short");
+  co_await close_and_wait(a);
+  co_await close_and_wait(b);
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(two_pending_recvfroms_on_one_endpoint_each_get_a_whole_datagram,
+                        loop_fixture) {
+  loop->run_until_complete(two_pending_receives());
+}
+
 // --- CPython test_sock_lowlevel.py --------------------------------------------------
 
 namespace {
