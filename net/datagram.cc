@@ -1,6 +1,7 @@
 #include "net/datagram.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -405,6 +406,30 @@ Task<DatagramEndpoint> create_datagram_endpoint(std::optional<Address> local,
     }
   }
   co_return e;
+}
+
+DatagramEndpoint::DatagramEndpoint(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    throw_errno(errno, "DatagramEndpoint(fd " + std::to_string(fd) + ")");
+  }
+  if (type != SOCK_DGRAM) {
+    throw std::invalid_argument("DatagramEndpoint(fd " + std::to_string(fd) +
+                                "): not a datagram socket (SOCK_DGRAM); for a stream, use "
+                                "net::Stream");
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+    throw_errno(errno, "fcntl(O_NONBLOCK) on fd " + std::to_string(fd));
+  }
+  s_ = std::make_shared<detail::datagram_state>(&get_running_loop(), fd);
+  s_->local = local_address();
+  sockaddr_storage ss{};
+  len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    s_->remote = to_address(ss, len);
+  }
 }
 
 Task<Datagram> DatagramEndpoint::recvfrom(std::size_t max_size) {

@@ -75,6 +75,11 @@ class DatagramEndpoint {
   static constexpr std::size_t default_max_size = 65536;  // any UDP datagram fits
 
   DatagramEndpoint() = default;
+  // Adopts a datagram socket (asyncio's create_datagram_endpoint(sock=...)),
+  // on the running loop: it becomes the endpoint's (closed with it), made
+  // non-blocking; connected mode if it has a peer. std::invalid_argument for
+  // a socket that is not SOCK_DGRAM.
+  explicit DatagramEndpoint(int fd);
 
   // The next datagram, at most max_size bytes of it (see
   // Datagram::truncated). On a connected endpoint only the peer's arrive.

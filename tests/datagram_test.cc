@@ -486,6 +486,44 @@ BOOST_FIXTURE_TEST_CASE(create_datagram_endpoint_reuse_port_and_allow_broadcast,
   loop->run_until_complete(socket_options());
 }
 
+namespace {
+// CPython test_events.py: EventLoopTestsMixin.test_create_datagram_endpoint_sock
+// (an existing bound socket adopted), and a stream socket refused.
+pl::Task<> adopted(int fd) {
+  net::DatagramEndpoint e(fd);
+  BOOST_TEST(!e.remote_address().has_value());
+  net::DatagramEndpoint peer = co_await endpoint(ip("127.0.0.1"));
+  co_await peer.sendto("to the adopted socket", e.local_address());
+  net::Datagram d = co_await e.recvfrom();
+  BOOST_TEST(d.data == "to the adopted socket");
+  BOOST_TEST(d.sender.port == peer.local_address().port);
+  co_await close_and_wait(e);
+  co_await close_and_wait(peer);
+}
+
+pl::Task<> adopt_stream(int fd) {
+  BOOST_CHECK_EXCEPTION(net::DatagramEndpoint{fd}, std::invalid_argument,
+                        pl::testing::message_has("not a datagram socket"));
+  co_return;
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(an_existing_datagram_socket_is_adopted, loop_fixture) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);  // blocking: adoption fixes that
+  BOOST_TEST_REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_TEST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  loop->run_until_complete(adopted(fd));
+  BOOST_TEST((::fcntl(fd, F_GETFD) == -1 && errno == EBADF), "the endpoint did not close it");
+
+  int stream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  BOOST_TEST_REQUIRE(stream >= 0);
+  loop->run_until_complete(adopt_stream(stream));
+  ::close(stream);
+}
+
 // --- Unix datagram sockets ---------------------------------------------------------
 
 namespace {
