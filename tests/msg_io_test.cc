@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -397,4 +398,45 @@ BOOST_AUTO_TEST_CASE(an_fd_received_by_a_recvmsg_never_handed_back_is_closed_at_
   ssize_t r = ::read(p[0], &c, 1);
   BOOST_TEST(r == 0, "the passed write end is still open somewhere (read gave "
                          << r << ", " << std::strerror(errno) << ")");
+}
+
+namespace {
+pl::Task<> accept_into_nothing(int listener) {
+  co_await pl::async_accept(listener);
+  BOOST_ERROR("the task was not expected to resume: its loop closed");
+}
+}  // namespace
+
+// The same for an accept (the shutdown path the recvmsg one shares): the
+// connection it took is closed, so the client sees end of stream rather
+// than a connection nobody will ever serve.
+BOOST_AUTO_TEST_CASE(a_connection_accepted_but_never_handed_back_is_closed_at_loop_close) {
+  fds_guard g;
+  int listener = g.add(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_TEST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  BOOST_TEST_REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  BOOST_TEST_REQUIRE(::listen(listener, 4) == 0);
+  int client = g.add(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  BOOST_TEST_REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  {
+    auto loop = pl::testing::make_loop();
+    loop->create_task(accept_into_nothing(listener));
+    pl::testing::run_one_iteration(*loop);  // the task starts its accept, and no more
+    loop->close();
+  }
+  ::close(listener);
+  g.forget(listener);
+  // Closed by the backend (accepted, then discarded) or with the listener
+  // (never accepted): either way the client's connection ends.
+  timeval limit{5, 0};
+  BOOST_TEST_REQUIRE(::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0);
+  char c;
+  ssize_t r = ::recv(client, &c, 1, 0);
+  BOOST_TEST((r == 0 || (r < 0 && errno == ECONNRESET)),
+             "the accepted connection is still open (recv gave " << r << ", "
+                                                                 << std::strerror(errno) << ")");
 }
