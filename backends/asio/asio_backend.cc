@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/discard.h"
 #include "backends/support/op_traits.h"
 #include "core/errors/invariant.h"
 
@@ -286,7 +287,11 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
 // operations without handing them back.
 void AsioBackend::shutdown() noexcept {
   shutting_down_ = true;
-  while (operation* o = completed_.pop()) o->backend_state = 0;
+  // Finished in start() or by a readiness event, never to be handed back.
+  while (operation* o = completed_.pop()) {
+    o->backend_state = 0;
+    detail::discard_unreturned(*o, o->result);
+  }
   for (auto& e : fds_) {
     if (!e || e->waiting == nullptr) continue;
     for (operation* w = e->waiting; w != nullptr; w = w->next) w->backend_state |= cancel_bit;

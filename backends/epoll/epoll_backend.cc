@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "backends/reactive/nonblocking.h"
+#include "backends/support/discard.h"
 #include "backends/support/op_traits.h"
 #include "backends/support/timeout.h"
 #include "core/errors/errors.h"
@@ -63,7 +64,11 @@ void EpollBackend::shutdown() noexcept {
     }
   }
   queued_ = 0;
-  while (operation* o = completed_.pop()) o->backend_state = 0;
+  // Finished in start() or by a readiness event, never to be handed back.
+  while (operation* o = completed_.pop()) {
+    o->backend_state = 0;
+    detail::discard_unreturned(*o, o->result);
+  }
 }
 
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {

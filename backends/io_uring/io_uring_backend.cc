@@ -12,6 +12,7 @@
 #include <optional>
 #include <system_error>
 
+#include "backends/support/discard.h"
 #include "backends/support/op_traits.h"
 #include "backends/support/sigpipe.h"
 #include "backends/support/timeout.h"
@@ -318,6 +319,14 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
       case op_kind::poll:
         io_uring_prep_poll_add(sqe, op.fd, static_cast<unsigned>(op.flags));
         break;
+      case op_kind::recvmsg:
+        io_uring_prep_recvmsg(sqe, op.fd, static_cast<msghdr*>(op.buf),
+                              static_cast<unsigned>(op.flags));
+        break;
+      case op_kind::sendmsg:
+        io_uring_prep_sendmsg(sqe, op.fd, static_cast<const msghdr*>(op.buf),
+                              static_cast<unsigned>(op.flags | MSG_NOSIGNAL));
+        break;
       case op_kind::close:
         // First end every request still on the fd (as epoll does), then
         // close it; the hard link keeps the order whatever the cancel finds.
@@ -504,10 +513,8 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* re
   }
   if (shutting_down_) [[unlikely]] {
     // Its owner is about to be destroyed: no retry, nothing handed back,
-    // and an fd accepted meanwhile is nobody's but ours to close.
-    bool accepted = (op->kind == op_kind::accept || op->kind == op_kind::openat) &&
-                    cqe.res >= 0 && (op->backend_state & retry_poll_bit) == 0;
-    if (accepted) ::close(static_cast<int>(cqe.res));
+    // and an fd accepted or received meanwhile is nobody's but ours to close.
+    if ((op->backend_state & retry_poll_bit) == 0) detail::discard_unreturned(*op, cqe.res);
     finish(*op, -ECANCELED, nullptr);
     return;
   }

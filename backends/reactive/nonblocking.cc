@@ -85,6 +85,12 @@ bool try_op(operation& op, write_hint* hint) noexcept {
       case op_kind::send:
         r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
         break;
+      case op_kind::recvmsg:
+        r = ::recvmsg(op.fd, static_cast<msghdr*>(op.buf), op.flags);
+        break;
+      case op_kind::sendmsg:
+        r = ::sendmsg(op.fd, static_cast<const msghdr*>(op.buf), op.flags | MSG_NOSIGNAL);
+        break;
       case op_kind::accept: {
         socklen_t len = op.addrlen;
         r = ::accept4(op.fd, op.addr, op.addr != nullptr ? &len : nullptr,

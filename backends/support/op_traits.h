@@ -9,10 +9,12 @@
 
 namespace polyloop::detail {
 
-// read, recv and accept consume input; write, send and connect wait for
-// output. (A poll waits for what its flags ask; close waits for nothing.)
+// read, recv, recvmsg and accept consume input; write, send, sendmsg and
+// connect wait for output. (A poll waits for what its flags ask; close waits
+// for nothing.)
 constexpr bool waits_for_input(op_kind k) noexcept {
-  return k == op_kind::read || k == op_kind::recv || k == op_kind::accept;
+  return k == op_kind::read || k == op_kind::recv || k == op_kind::accept ||
+         k == op_kind::recvmsg;
 }
 
 // The kinds that are one syscall a non-blocking fd answers with EAGAIN when
@@ -20,7 +22,7 @@ constexpr bool waits_for_input(op_kind k) noexcept {
 // EINPROGRESS and is finished differently; poll and close never wait.)
 constexpr bool retries_on_eagain(op_kind k) noexcept {
   return waits_for_input(k) || k == op_kind::write || k == op_kind::send ||
-         k == op_kind::pread || k == op_kind::pwrite;
+         k == op_kind::sendmsg || k == op_kind::pread || k == op_kind::pwrite;
 }
 
 // The kinds whose write(2) to a pipe or socket with no reader raises SIGPIPE

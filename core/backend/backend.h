@@ -51,8 +51,13 @@ enum class op_kind : std::uint8_t {
   connect,  // connect(fd, addr, addrlen); result: 0
   poll,     // wait until fd is ready for `flags` (POLLIN/POLLOUT); result: revents
   close,    // close(fd); the backend forgets everything about fd first
-  // File operations (backend_traits::native_file_ops says whether the backend
-  // performs them; where it does not, core/file runs them on the executor).
+  // `buf` is a msghdr* (with its iovecs, name and control buffers) that
+  // stays put until the operation completes; `len` is unused.
+  recvmsg,  // recvmsg(fd, msg, flags); msg's namelen, controllen, flags filled in
+  sendmsg,  // sendmsg(fd, msg, flags | MSG_NOSIGNAL)
+  // File operations, kept last (is_file_op below): backend_traits::
+  // native_file_ops says whether the backend performs them; where it does
+  // not, core/file runs them on the executor.
   pread,   // preadv2(fd, buf, len, offset); offset -1: the file position
   pwrite,  // pwritev2(fd, buf, len, offset); offset -1: the file position
   fsync,   // fsync(fd); flags IORING_FSYNC_DATASYNC (1): fdatasync(fd)

@@ -23,6 +23,10 @@ const char* kind_name(op_kind k) noexcept {
       return "poll";
     case op_kind::close:
       return "close";
+    case op_kind::recvmsg:
+      return "recvmsg";
+    case op_kind::sendmsg:
+      return "sendmsg";
     case op_kind::pread:
       return "pread";
     case op_kind::pwrite:

@@ -14,11 +14,13 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <coroutine>
 #include <cstdint>
 #include <system_error>
+#include <utility>
 
 #include "core/backend/backend.h"
 #include "core/errors/invariant.h"
@@ -74,6 +76,44 @@ class io_awaiter : public operation {
   socklen_t* addrlen_out_;  // accept: where to report the peer's length
 };
 
+// recvfrom(2) / sendto(2) as one recvmsg / sendmsg operation (io_uring has
+// no recvfrom): the msghdr and its iovec live here, in the awaiting frame,
+// and are pointed at each other only once the awaiter is in place.
+class msg_awaiter {
+ public:
+  msg_awaiter(op_kind k, int file, void* buffer, std::size_t length, int op_flags,
+              sockaddr* address, socklen_t address_len, socklen_t* address_len_out) noexcept
+      : op_(k, file, nullptr, 0, op_flags), addrlen_out_(address_len_out) {
+    iov_ = {buffer, length};
+    msg_.msg_name = address;
+    msg_.msg_namelen = address != nullptr ? address_len : 0;
+  }
+  msg_awaiter(msg_awaiter&& o) noexcept
+      : op_(std::move(o.op_)), msg_(o.msg_), iov_(o.iov_), addrlen_out_(o.addrlen_out_) {}
+  msg_awaiter(const msg_awaiter&) = delete;
+  msg_awaiter& operator=(const msg_awaiter&) = delete;
+
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) {
+    msg_.msg_iov = &iov_;
+    msg_.msg_iovlen = 1;
+    op_.buf = &msg_;
+    op_.await_suspend(h);
+  }
+  std::int64_t await_resume() {
+    std::int64_t n = op_.await_resume();
+    if (addrlen_out_ != nullptr) *addrlen_out_ = msg_.msg_namelen;
+    return n;
+  }
+
+ private:
+  io_awaiter op_;
+  msghdr msg_{};
+  iovec iov_{};
+  socklen_t* addrlen_out_;  // recvfrom: where to report the sender's length
+};
+
 }  // namespace detail
 
 // read(2) / write(2): bytes transferred (0 from read: end of file).
@@ -101,6 +141,36 @@ inline detail::io_awaiter async_accept(int fd, sockaddr* addr = nullptr,
 // connect(2) on a socket; `addr` must stay valid until it completes.
 inline detail::io_awaiter async_connect(int fd, const sockaddr* addr, socklen_t addrlen) noexcept {
   return {op_kind::connect, fd, nullptr, 0, 0, const_cast<sockaddr*>(addr), addrlen};
+}
+// recvmsg(2) / sendmsg(2) on a socket: bytes received or sent. `msg` and
+// every buffer it names (iovecs, name, control) must stay valid until the
+// operation completes. recvmsg fills in msg's msg_namelen, msg_controllen and
+// msg_flags (MSG_TRUNC: the datagram was longer than the buffers, and the
+// rest is lost; MSG_CTRUNC: control data, such as passed fds, did not fit).
+// Pass MSG_CMSG_CLOEXEC to receive fds close-on-exec. sendmsg never raises
+// SIGPIPE.
+inline detail::io_awaiter async_recvmsg(int fd, msghdr* msg, int flags = 0) noexcept {
+  return {op_kind::recvmsg, fd, msg, 0, flags};
+}
+inline detail::io_awaiter async_sendmsg(int fd, const msghdr* msg, int flags = 0) noexcept {
+  return {op_kind::sendmsg, fd, const_cast<msghdr*>(msg), 0, flags};
+}
+// recvfrom(2): bytes received (with MSG_TRUNC in `flags`, a datagram's real
+// length even when longer than `len`). `addr` and `addrlen` may be null; if
+// given, *addrlen is the capacity in and the sender's address length out.
+// One recvmsg operation, so it is "recvmsg" in errors.
+inline detail::msg_awaiter async_recvfrom(int fd, void* buf, std::size_t len, int flags = 0,
+                                          sockaddr* addr = nullptr,
+                                          socklen_t* addrlen = nullptr) noexcept {
+  return {op_kind::recvmsg, fd, buf, len, flags, addr, addrlen != nullptr ? *addrlen : 0,
+          addrlen};
+}
+// sendto(2): bytes sent; `addr` null on a connected socket. Never raises
+// SIGPIPE. One sendmsg operation, so it is "sendmsg" in errors.
+inline detail::msg_awaiter async_sendto(int fd, const void* buf, std::size_t len, int flags,
+                                        const sockaddr* addr, socklen_t addrlen) noexcept {
+  return {op_kind::sendmsg, fd, const_cast<void*>(buf), len, flags, const_cast<sockaddr*>(addr),
+          addrlen, nullptr};
 }
 // Waits until `fd` is ready for any of `events` (POLLIN and/or POLLOUT): revents.
 inline detail::io_awaiter async_poll(int fd, short events) noexcept {
