@@ -441,13 +441,21 @@ bool broken_pipe(const std::system_error& e) {
 // Writes `input` and closes stdin; a child that exits first is no error.
 Task<> feed(std::optional<Stream> in, std::optional<std::string> input) {
   if (!in || !input) co_return;
+  bool broken = false;
   try {
     in->write(*input);
     in->close();
     co_await in->wait_closed();
   } catch (const std::system_error& e) {
     if (!broken_pipe(e)) throw;
+    broken = true;
+  }
+  if (broken) {
     in->close();
+    try {
+      co_await in->wait_closed();  // closed; it rethrows the EPIPE
+    } catch (const std::system_error&) {
+    }
   }
 }
 
@@ -460,6 +468,7 @@ Task<std::optional<std::string>> read_all(std::optional<Stream> s) {
     all += piece;
   }
   s->close();  // at its end: let the fd go now
+  co_await s->wait_closed();
   co_return all;
 }
 

@@ -61,6 +61,11 @@ const std::string child_program = "tests/subprocess_child";
 struct fixture : pl::testing::loop_fixture {
   pl::testing::handler_log log;
   fixture() { log.install(*loop); }
+  // Closed here, while the log still exists: nothing may be reported.
+  ~fixture() {
+    if (!loop->is_closed()) loop->close();
+    for (const std::string& m : log.messages) BOOST_ERROR("reported: " + m);
+  }
 
   template <class T>
   T run(pl::Task<T> t, std::chrono::milliseconds timeout = 20s) {
@@ -179,6 +184,7 @@ BOOST_AUTO_TEST_CASE(a_write_after_the_reader_closed_is_epipe) {
     BOOST_TEST(epipe);
     BOOST_CHECK_THROW(w.write("more"), std::system_error);
     w.close();
+    BOOST_CHECK_THROW(co_await w.wait_closed(), std::system_error);  // closed, and says why
   };
   run(body());
 }
@@ -458,6 +464,7 @@ BOOST_AUTO_TEST_CASE(an_fd_of_the_callers) {
     net::Stream r = net::connect_read_pipe(p[0]);
     BOOST_TEST(co_await read_to_end(r) == "through the fd\n");
     r.close();
+    co_await r.wait_closed();
   };
   run(body());
 }
