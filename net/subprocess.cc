@@ -16,7 +16,6 @@
 
 #include "core/backend/backend.h"
 #include "core/combinators/gather.h"
-#include "core/errors/invariant.h"
 #include "core/future/future.h"
 #include "core/loop/loop_access.h"
 
@@ -80,7 +79,7 @@ struct pidfd_closer : operation {
 // One child of a loop, watched from its spawn until it is reaped and its
 // pidfd closed. The operation it is waits for the pidfd to be readable
 // (the child exited); `closing` then closes the pidfd through the backend.
-struct child : operation {
+struct child : operation, std::enable_shared_from_this<child> {
   EventLoop* loop = nullptr;
   child_watcher* watcher = nullptr;
   pid_t pid = -1;
@@ -183,13 +182,10 @@ void child::pidfd_closed(polyloop::detail::ready_node* n,
 }
 
 void child::poll_later() {
-  // No pidfd: the fallback, a WNOHANG wait on a timer that backs off.
-  std::shared_ptr<child> self;
-  for (auto& p : watcher->children) {
-    if (p.get() == this) self = p;
-  }
-  POLYLOOP_INVARIANT(self != nullptr, "a child polled for after it was forgotten");
-  loop->call_later(backoff, [self] {
+  // No pidfd: the fallback, a WNOHANG wait on a timer that backs off. The
+  // timer holds the child (the loop's close() drops it, then on_close()
+  // reaps the child).
+  loop->call_later(backoff, [self = shared_from_this()] {
     int status = 0;
     pid_t r;
     while ((r = ::waitpid(self->pid, &status, WNOHANG)) < 0 && errno == EINTR) {
