@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <chrono>
@@ -24,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "core/combinators/gather.h"
@@ -483,6 +485,42 @@ BOOST_AUTO_TEST_CASE(the_child_inherits_no_other_fd) {
     co_await other.communicate(std::string(""));
   };
   run(body());
+}
+
+// Spawning while another thread runs its own loop and spawns children with
+// pipes: each child of this thread still has only 0, 1 and 2 (the other
+// thread's pipes, made meanwhile, are close-on-exec from their creation).
+BOOST_AUTO_TEST_CASE(spawning_from_two_threads_at_once_leaks_no_fd) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> other_spawned{0};
+  std::atomic<bool> other_failed{false};
+  std::thread other([&] {
+    auto other_loop = pl::testing::make_loop();
+    auto spin = [&]() -> pl::Task<> {
+      while (!stop) {
+        net::Process p = co_await net::create_subprocess_exec(argv("/bin/cat"),
+                                                              pipes(true, true, true));
+        net::Communicated got = co_await p.communicate(std::string("x"));
+        if (got.out != std::optional<std::string>("x") || p.returncode() != 0) other_failed = true;
+        ++other_spawned;
+      }
+    };
+    other_loop->run_until_complete(pl::wait_for(spin(), 60s));
+    other_loop->close();
+  });
+  auto body = [&]() -> pl::Task<> {
+    for (int i = 0; i < 20; ++i) {
+      net::Process p =
+          co_await net::create_subprocess_exec(argv(child_program.c_str(), "fds"), pipes(true, true, true));
+      net::Communicated got = co_await p.communicate();
+      BOOST_TEST((got.out == std::optional<std::string>("\n")));
+    }
+  };
+  run(body(), 60s);
+  stop = true;
+  other.join();
+  BOOST_TEST(other_spawned.load() > 0);
+  BOOST_TEST(!other_failed.load());
 }
 
 // A program that cannot be run is a std::system_error naming it, at
