@@ -297,8 +297,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       in = std::move(bigger);
       in_cap = cap;
     }
-    std::int64_t n =
-        co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
+    std::int64_t n = co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
     if (n == recv_ended_by_close) n = 0;
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
@@ -503,9 +502,8 @@ namespace {
 // A pipe end for the loop's backend: non-blocking (the readiness backends
 // make each attempt as a syscall on the loop's thread; io_uring waits for
 // readiness after EAGAIN), as asyncio's pipe transports set it too.
-std::shared_ptr<detail::stream_state> pipe_state(int fd, detail::stream_end end,
-                                                 const char* what) {
-  struct stat st{};
+std::shared_ptr<detail::stream_state> pipe_state(int fd, detail::stream_end end, const char* what) {
+  struct stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0) {
     throw_errno(fd < 0 ? EBADF : errno, std::string(what) + "(fd " + std::to_string(fd) + ")");
   }

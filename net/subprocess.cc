@@ -478,8 +478,8 @@ Task<Communicated> Process::communicate(std::optional<std::string> input) {
         "communicate: input was given but the child's stdin is not a pipe "
         "(SubprocessOptions::std_in = Redirect::pipe())");
   }
-  auto [fed, out, err] = co_await gather(feed(st.in, std::move(input)), read_all(st.out),
-                                         read_all(st.err));
+  auto [fed, out, err] =
+      co_await gather(feed(st.in, std::move(input)), read_all(st.out), read_all(st.err));
   (void)fed;
   co_await wait();
   co_return Communicated{std::move(out), std::move(err)};
@@ -489,16 +489,16 @@ void Process::send_signal(int sig) {
   detail::child& c = *state_of(s_).c;
   if (c.returncode) {
     throw ProcessLookupError("send_signal: process " + std::to_string(c.pid) +
-                             " has already exited (returncode " +
-                             std::to_string(*c.returncode) + ")");
+                             " has already exited (returncode " + std::to_string(*c.returncode) +
+                             ")");
   }
   long r = c.pidfd >= 0 ? ::syscall(SYS_pidfd_send_signal, c.pidfd, sig, nullptr, 0)
                         : ::kill(c.pid, sig);
   // ESRCH: it has exited and is about to be reaped; as asyncio (Popen), no
   // signal goes to a child known to have ended, and that is no error.
   if (r != 0 && errno != ESRCH) {
-    throw_errno(errno, "send_signal(" + std::to_string(sig) + ") to process " +
-                           std::to_string(c.pid));
+    throw_errno(errno,
+                "send_signal(" + std::to_string(sig) + ") to process " + std::to_string(c.pid));
   }
 }
 

@@ -61,7 +61,7 @@ class Redirect {
 };
 
 struct SubprocessOptions {
-  Redirect std_in;   // (stdin, stdout and stderr are macros of <cstdio>)
+  Redirect std_in;  // (stdin, stdout and stderr are macros of <cstdio>)
   Redirect std_out;
   Redirect std_err;
   // The child's working directory; the parent's if unset.
@@ -128,8 +128,7 @@ class Process {
 // argv. std::invalid_argument for an empty argv or an option that cannot
 // be (to_stdout for stdin or stdout); std::system_error naming the program
 // if it cannot be started.
-Task<Process> create_subprocess_exec(std::vector<std::string> argv,
-                                     SubprocessOptions options = {});
+Task<Process> create_subprocess_exec(std::vector<std::string> argv, SubprocessOptions options = {});
 // Runs `command` with /bin/sh -c.
 Task<Process> create_subprocess_shell(std::string command, SubprocessOptions options = {});
 

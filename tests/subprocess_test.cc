@@ -402,8 +402,8 @@ BOOST_AUTO_TEST_CASE(cancel_process_wait) {
 // child wrote before it exited is all read, slowly, after the exit.
 BOOST_AUTO_TEST_CASE(read_stdout_after_process_exit) {
   auto body = []() -> pl::Task<> {
-    net::Process p = co_await net::create_subprocess_shell(
-        "head -c 262144 /dev/zero; exit 1", pipes(false, true, false));
+    net::Process p = co_await net::create_subprocess_shell("head -c 262144 /dev/zero; exit 1",
+                                                           pipes(false, true, false));
     std::size_t total = 0;
     while (true) {
       std::string data = co_await p.std_out()->read(65536);
@@ -475,8 +475,8 @@ BOOST_AUTO_TEST_CASE(an_fd_of_the_callers) {
 // close-on-exec: the child has only 0, 1 and 2.
 BOOST_AUTO_TEST_CASE(the_child_inherits_no_other_fd) {
   auto body = []() -> pl::Task<> {
-    net::Process other = co_await net::create_subprocess_exec(argv("/bin/cat"),
-                                                              pipes(true, true, true));
+    net::Process other =
+        co_await net::create_subprocess_exec(argv("/bin/cat"), pipes(true, true, true));
     net::Process p = co_await net::create_subprocess_exec(argv(child_program.c_str(), "fds"),
                                                           pipes(true, true, true));
     net::Communicated got = co_await p.communicate();
@@ -498,8 +498,8 @@ BOOST_AUTO_TEST_CASE(spawning_from_two_threads_at_once_leaks_no_fd) {
     auto other_loop = pl::testing::make_loop();
     auto spin = [&]() -> pl::Task<> {
       while (!stop) {
-        net::Process p = co_await net::create_subprocess_exec(argv("/bin/cat"),
-                                                              pipes(true, true, true));
+        net::Process p =
+            co_await net::create_subprocess_exec(argv("/bin/cat"), pipes(true, true, true));
         net::Communicated got = co_await p.communicate(std::string("x"));
         if (got.out != std::optional<std::string>("x") || p.returncode() != 0) other_failed = true;
         ++other_spawned;
@@ -510,8 +510,8 @@ BOOST_AUTO_TEST_CASE(spawning_from_two_threads_at_once_leaks_no_fd) {
   });
   auto body = [&]() -> pl::Task<> {
     for (int i = 0; i < 20; ++i) {
-      net::Process p =
-          co_await net::create_subprocess_exec(argv(child_program.c_str(), "fds"), pipes(true, true, true));
+      net::Process p = co_await net::create_subprocess_exec(argv(child_program.c_str(), "fds"),
+                                                            pipes(true, true, true));
       net::Communicated got = co_await p.communicate();
       BOOST_TEST((got.out == std::optional<std::string>("\n")));
     }
@@ -540,8 +540,8 @@ BOOST_AUTO_TEST_CASE(exec_errors_name_the_program) {
     o.cwd = "/no/such/dir";
     BOOST_CHECK_EXCEPTION(co_await net::create_subprocess_exec(argv("/bin/true"), o),
                           std::system_error, pl::testing::message_has("'/no/such/dir'"));
-    BOOST_CHECK_EXCEPTION(co_await net::create_subprocess_exec(std::vector<std::string>()), std::invalid_argument,
-                          pl::testing::message_has("argv is empty"));
+    BOOST_CHECK_EXCEPTION(co_await net::create_subprocess_exec(std::vector<std::string>()),
+                          std::invalid_argument, pl::testing::message_has("argv is empty"));
     o = {};
     o.std_out = Redirect::to_stdout();
     BOOST_CHECK_EXCEPTION(co_await net::create_subprocess_exec(argv("/bin/true"), o),
@@ -559,9 +559,9 @@ BOOST_AUTO_TEST_CASE(exec_errors_name_the_program) {
 // The last handle of a running child goes: the child is not killed (it
 // finishes its work), its pipes are closed, and the loop reaps it.
 BOOST_AUTO_TEST_CASE(a_process_dropped_while_running_is_not_killed_and_is_reaped) {
-  std::string marker = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR")
-                                                               : "/tmp") +
-                       "/dropped_child_" + std::to_string(::getpid());
+  std::string marker =
+      std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") +
+      "/dropped_child_" + std::to_string(::getpid());
   ::unlink(marker.c_str());
   pid_t pid = -1;
   auto body = [&]() -> pl::Task<> {
@@ -578,7 +578,7 @@ BOOST_AUTO_TEST_CASE(a_process_dropped_while_running_is_not_killed_and_is_reaped
   run(body());
   struct stat st {};
   BOOST_TEST(::stat(marker.c_str(), &st) == 0);  // it ran to its end
-  BOOST_TEST(::kill(pid, 0) == -1);               // and is gone: no zombie
+  BOOST_TEST(::kill(pid, 0) == -1);              // and is gone: no zombie
   ::unlink(marker.c_str());
 }
 
@@ -588,8 +588,8 @@ BOOST_AUTO_TEST_CASE(closing_the_loop_kills_and_reaps_running_children) {
   pid_t pid = -1;
   std::optional<net::Process> kept;
   auto body = [&]() -> pl::Task<> {
-    kept = co_await net::create_subprocess_exec(argv("/bin/sleep", "3600"),
-                                                pipes(true, true, true));
+    kept =
+        co_await net::create_subprocess_exec(argv("/bin/sleep", "3600"), pipes(true, true, true));
     pid = kept->pid();
     net::Process dropped = co_await net::create_subprocess_exec(argv("/bin/sleep", "3600"));
     (void)dropped;
