@@ -169,6 +169,9 @@ struct stream_recv {
 struct stream_state : std::enable_shared_from_this<stream_state> {
   EventLoop* loop = nullptr;
   int fd = -1;
+  // A socket (recv/send), or one end of a pipe or another fd that is not a
+  // socket (connect_read_pipe, connect_write_pipe: read/write operations).
+  stream_end end = stream_end::socket;
 
   // Reading: in[in_head..in_size) is buffered and unread; in_cap bytes are
   // allocated. A plain array, not a std::string: growing a string zero-fills
@@ -209,10 +212,14 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   // per write measured no cheaper there.
   bool send_at_once = true;
 
-  stream_state(EventLoop& l, int socket_fd)
+  stream_state(EventLoop& l, int socket_fd, stream_end kind = stream_end::socket)
       : loop(&l),
         fd(socket_fd),
-        send_at_once(polyloop::detail::loop_access::backend(l).traits().tries_in_start) {}
+        end(kind),
+        // A pipe's writes go through the writer's write operation, which the
+        // backend makes without SIGPIPE (backends/support/sigpipe.h).
+        send_at_once(kind == stream_end::socket &&
+                     polyloop::detail::loop_access::backend(l).traits().tries_in_start) {}
   ~stream_state() {
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
@@ -230,6 +237,33 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       polyloop::detail::loop_access::backend(*loop).start(*op);
     } else {
       ::close(fd);
+    }
+  }
+
+  // One receive (recv on a socket, read on a pipe) and one send.
+  polyloop::detail::io_awaiter receive(char* buf, std::size_t n) const noexcept {
+    return end == stream_end::socket ? async_recv(fd, buf, n) : async_read(fd, buf, n);
+  }
+  polyloop::detail::io_awaiter transmit(const char* buf, std::size_t n) const noexcept {
+    return end == stream_end::socket ? async_send(fd, buf, n) : async_write(fd, buf, n);
+  }
+  // The sending side is done (write_eof): a socket is shut down for
+  // writing; a pipe's write end is closed, the only EOF a pipe has.
+  void end_sending() {
+    if (end == stream_end::socket) {
+      ::shutdown(fd, SHUT_WR);
+    } else {
+      close_requested = true;
+      loop->create_task(closer(shared_from_this()));
+    }
+  }
+  // Reading a write pipe or writing a read pipe: a clear error.
+  void check_direction(stream_end wrong, const char* what) const {
+    if (end == wrong) {
+      throw std::logic_error(std::string(what) + ": this Stream is the " +
+                             (wrong == stream_end::read_pipe ? "read" : "write") +
+                             " end of a pipe (connect_" +
+                             (wrong == stream_end::read_pipe ? "read" : "write") + "_pipe)");
     }
   }
 
@@ -263,8 +297,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       in = std::move(bigger);
       in_cap = cap;
     }
-    std::int64_t n =
-        co_await stream_recv{async_recv(fd, in.get() + in_size, chunk), &closed_locally};
+    std::int64_t n = co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
     if (n == recv_ended_by_close) n = 0;
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
@@ -272,6 +305,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
   }
 
   void check_can_read() const {
+    check_direction(stream_end::write_pipe, "read");
     if (fd < 0 && available() == 0) {
       throw std::logic_error("read: the stream is closed");
     }
@@ -295,7 +329,7 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
         if (pending.empty()) break;
         std::swap(sending, pending);
       }
-      std::int64_t n = co_await async_send(fd, sending.data() + sent, sending.size() - sent);
+      std::int64_t n = co_await transmit(sending.data() + sent, sending.size() - sent);
       sent += static_cast<std::size_t>(n);
       settle_drainers();
     }
@@ -417,7 +451,13 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
     s->writer_running = false;
     slot.ended = true;
     s->settle_drainers();
-    if (s->eof_requested && !s->write_error && s->fd >= 0) ::shutdown(s->fd, SHUT_WR);
+    if (s->eof_requested && !s->write_error && s->fd >= 0) {
+      if (s->end == stream_end::socket) {
+        ::shutdown(s->fd, SHUT_WR);
+      } else {
+        s->close_requested = true;  // a pipe's EOF is its close
+      }
+    }
     if (s->close_requested) co_await s->close_now();
   }
 
@@ -455,6 +495,38 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
 }  // namespace detail
 
 Stream::Stream(int fd) : s_(std::make_shared<detail::stream_state>(get_running_loop(), fd)) {}
+
+Stream::Stream(std::shared_ptr<detail::stream_state> state) : s_(std::move(state)) {}
+
+namespace {
+// A pipe end for the loop's backend: non-blocking (the readiness backends
+// make each attempt as a syscall on the loop's thread; io_uring waits for
+// readiness after EAGAIN), as asyncio's pipe transports set it too.
+std::shared_ptr<detail::stream_state> pipe_state(int fd, detail::stream_end end, const char* what) {
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) {
+    throw_errno(fd < 0 ? EBADF : errno, std::string(what) + "(fd " + std::to_string(fd) + ")");
+  }
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+    throw std::invalid_argument(std::string(what) + "(fd " + std::to_string(fd) +
+                                "): a regular file or directory is always ready and cannot be "
+                                "waited on; use a pipe, FIFO, socket or terminal");
+  }
+  EventLoop& loop = get_running_loop();
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ((fl & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+    throw_errno(errno, std::string(what) + ": fcntl(O_NONBLOCK) on fd " + std::to_string(fd));
+  }
+  return std::make_shared<detail::stream_state>(loop, fd, end);
+}
+}  // namespace
+
+Stream connect_read_pipe(int fd) {
+  return Stream(pipe_state(fd, detail::stream_end::read_pipe, "connect_read_pipe"));
+}
+Stream connect_write_pipe(int fd) {
+  return Stream(pipe_state(fd, detail::stream_end::write_pipe, "connect_write_pipe"));
+}
 
 namespace {
 detail::stream_state& state_of(const std::shared_ptr<detail::stream_state>& s) {
@@ -501,8 +573,8 @@ Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (s.eof) co_return 0;
   s.check_can_read();
   // Straight into the caller's buffer: no copy, no allocation.
-  std::int64_t n = co_await detail::stream_recv{async_recv(s.fd, out.data(), out.size()),
-                                                &s.closed_locally};
+  std::int64_t n =
+      co_await detail::stream_recv{s.receive(out.data(), out.size()), &s.closed_locally};
   if (n == detail::recv_ended_by_close) n = 0;
   if (n == 0) s.eof = true;
   co_return static_cast<std::size_t>(n);
@@ -548,6 +620,7 @@ bool Stream::at_eof() const {
 
 void Stream::write(std::string_view data) {
   detail::stream_state& s = state_of(s_);
+  s.check_direction(detail::stream_end::read_pipe, "write");
   if (s.write_error) std::rethrow_exception(s.write_error);
   if (s.close_requested || s.fd < 0) throw std::logic_error("write: the stream is closed");
   if (s.eof_requested) throw std::logic_error("write: write_eof() was called on this stream");
@@ -598,8 +671,9 @@ void Stream::set_write_buffer_limits(std::size_t high, std::size_t low) {
 void Stream::write_eof() {
   detail::stream_state& s = state_of(s_);
   if (s.eof_requested || s.fd < 0) return;
+  s.check_direction(detail::stream_end::read_pipe, "write_eof");
   s.eof_requested = true;
-  if (!s.writer_running) ::shutdown(s.fd, SHUT_WR);
+  if (!s.writer_running) s.end_sending();
 }
 
 void Stream::close() {
@@ -622,7 +696,19 @@ Task<> Stream::wait_closed() {
 
 bool Stream::is_closing() const { return state_of(s_).close_requested; }
 
+namespace {
+// peer_address, local_address and set_nodelay are for sockets only.
+void check_socket(const std::shared_ptr<detail::stream_state>& s, const char* what) {
+  if (s && s->end != detail::stream_end::socket) {
+    throw std::logic_error(std::string(what) +
+                           ": this Stream is over a pipe (connect_read_pipe or "
+                           "connect_write_pipe), which has no address and no TCP options");
+  }
+}
+}  // namespace
+
 Address Stream::peer_address() const {
+  check_socket(s_, "peer_address");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getpeername(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
@@ -632,6 +718,7 @@ Address Stream::peer_address() const {
 }
 
 Address Stream::local_address() const {
+  check_socket(s_, "local_address");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
@@ -641,6 +728,7 @@ Address Stream::local_address() const {
 }
 
 void Stream::set_nodelay(bool on) {
+  check_socket(s_, "set_nodelay");
   int v = on ? 1 : 0;
   if (::setsockopt(fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0 && errno != EOPNOTSUPP) {
     throw_errno(errno, "setsockopt(TCP_NODELAY)");

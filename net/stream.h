@@ -61,6 +61,7 @@ class LimitOverrunError : public std::runtime_error {
 namespace detail {
 struct stream_state;
 struct server_state;
+enum class stream_end : std::uint8_t { socket, read_pipe, write_pipe };
 }  // namespace detail
 
 class Stream {
@@ -119,8 +120,27 @@ class Stream {
   int fd() const;
 
  private:
+  friend Stream connect_read_pipe(int fd);
+  friend Stream connect_write_pipe(int fd);
+  explicit Stream(std::shared_ptr<detail::stream_state> state);
   std::shared_ptr<detail::stream_state> s_;
 };
+
+// A Stream over one end of a pipe, or another fd that is not a socket (a
+// FIFO, a terminal, a subprocess's pipe, the process's stdin or stdout):
+// asyncio's connect_read_pipe / connect_write_pipe, with the Stream API. It
+// takes the fd (closing the Stream closes it) and makes it non-blocking,
+// which its other users share (as in asyncio). Reads and writes are read(2)
+// and write(2) operations on the loop's backend. The read end only reads
+// (write() is a std::logic_error), the write end only writes; write_eof()
+// on the write end closes it once what was written is sent (the reader
+// then sees EOF). A write to a pipe whose reader has gone fails with
+// std::system_error EPIPE (from drain(), wait_closed() or the next
+// write()), never SIGPIPE. peer_address, local_address and set_nodelay
+// throw std::logic_error. A regular file is refused (std::invalid_argument):
+// it is never "not ready" (use the file operations for it).
+Stream connect_read_pipe(int fd);
+Stream connect_write_pipe(int fd);
 
 // How open_connection tries the addresses a name resolves to (asyncio's
 // open_connection arguments of the same names).

@@ -226,6 +226,7 @@ void EventLoop::close() {
   // this loop has been cancelled or waited for by now (core/executor).
   if (default_executor_) default_executor_->on_close();
   if (signal_handlers_) signal_handlers_->on_close();  // the process's handlers come back
+  if (child_watcher_) child_watcher_->on_close();      // children still running: killed, reaped
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {

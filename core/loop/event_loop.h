@@ -63,7 +63,8 @@ namespace detail {
 struct loop_access;
 struct state_link;
 // What a layer above the loop keeps per loop and must tear down with it:
-// the default executor (core/executor), the signal handlers (core/signals).
+// the default executor (core/executor), the signal handlers (core/signals),
+// the subprocesses (net/subprocess).
 // close() calls on_close() after every live future state heard the loop
 // close; the loop destroys it last.
 struct loop_extension {
@@ -328,6 +329,7 @@ class EventLoop {
   // Made on first use by the layers above, torn down by close().
   std::unique_ptr<detail::loop_extension> default_executor_;  // core/executor
   std::unique_ptr<detail::loop_extension> signal_handlers_;   // core/signals
+  std::unique_ptr<detail::loop_extension> child_watcher_;     // net/subprocess
   // Scheduled tasks are numbered from 1 (their default name, "Task-N").
   std::uint32_t tasks_created_ = 0;
   // Keyed by the task's task_root; an entry lives as long as its task.

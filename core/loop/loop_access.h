@@ -70,6 +70,10 @@ struct loop_access {
   static std::unique_ptr<loop_extension>& signal_handlers(EventLoop& loop) noexcept {
     return loop.signal_handlers_;
   }
+  // The loop's subprocesses (net/subprocess makes them on first use).
+  static std::unique_ptr<loop_extension>& child_watcher(EventLoop& loop) noexcept {
+    return loop.child_watcher_;
+  }
   static void unlink_state(EventLoop& loop, state_link* s) noexcept {
     if (s->prev != nullptr) {
       s->prev->next = s->next;

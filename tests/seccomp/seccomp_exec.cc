@@ -5,7 +5,8 @@
 // a clear error (issue 16).
 //
 // Each RULE is SYSCALL=ERRNO with SYSCALL one of io_uring_setup,
-// io_uring_enter, io_uring_register and ERRNO one of EPERM, ENOSYS, EACCES.
+// io_uring_enter, io_uring_register, pidfd_open (net/subprocess's fallback)
+// and ERRNO one of EPERM, ENOSYS, EACCES.
 // Every other system call is allowed. The filter is a hand-built classic BPF
 // program because libseccomp is not a dependency of the project; it is a few
 // instructions, checked against the architecture so that a foreign ABI's
@@ -43,6 +44,7 @@ int syscall_number(const std::string& name) {
   if (name == "io_uring_setup") return __NR_io_uring_setup;
   if (name == "io_uring_enter") return __NR_io_uring_enter;
   if (name == "io_uring_register") return __NR_io_uring_register;
+  if (name == "pidfd_open") return __NR_pidfd_open;  // subprocesses' fallback (issue 12)
   return -1;
 }
 
@@ -56,7 +58,7 @@ int errno_value(const std::string& name) {
 int usage(const char* why) {
   std::fprintf(stderr,
                "seccomp_exec: %s\nusage: seccomp_exec SYSCALL=ERRNO... -- PROGRAM ARGS...\n"
-               "  SYSCALL: io_uring_setup | io_uring_enter | io_uring_register\n"
+               "  SYSCALL: io_uring_setup | io_uring_enter | io_uring_register | pidfd_open\n"
                "  ERRNO:   EPERM | ENOSYS | EACCES\n",
                why);
   return 2;
