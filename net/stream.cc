@@ -22,6 +22,8 @@
 #include "core/io/io.h"
 #include "core/task/sleep.h"
 #include "core/combinators/gather.h"
+#include "core/combinators/timeout.h"
+#include "net/detail/stream_transport.h"
 #include "net/dns.h"
 
 namespace polyloop::net {
@@ -166,9 +168,34 @@ struct stream_recv {
   }
 };
 
-struct stream_state : std::enable_shared_from_this<stream_state> {
+struct stream_state : std::enable_shared_from_this<stream_state>, raw_socket {
   EventLoop* loop = nullptr;
   int fd = -1;
+
+  // TLS (start_tls): plain bytes go through it, and it uses the socket
+  // through raw_recv/raw_send. Null for a plain stream.
+  std::unique_ptr<stream_transport> transport;
+  std::chrono::milliseconds transport_close_timeout{0};
+
+  Task<std::size_t> raw_recv(char* buf, std::size_t len) override {
+    std::int64_t n = co_await stream_recv{async_recv(fd, buf, len), &closed_locally};
+    co_return n == recv_ended_by_close ? 0 : static_cast<std::size_t>(n);
+  }
+  Task<> raw_send(const char* buf, std::size_t len) override {
+    while (len > 0) {
+      auto n = static_cast<std::size_t>(co_await async_send(fd, buf, len));
+      buf += n;
+      len -= n;
+    }
+  }
+  std::string peer_name() const override {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (fd >= 0 && ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      return to_address(ss, len).to_string();
+    }
+    return "fd " + std::to_string(fd);
+  }
 
   // Reading: in[in_head..in_size) is buffered and unread; in_cap bytes are
   // allocated. A plain array, not a std::string: growing a string zero-fills
@@ -264,7 +291,8 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
       in_cap = cap;
     }
     std::int64_t n =
-        co_await stream_recv{async_recv(fd, in.get() + in_size, chunk), &closed_locally};
+        transport ? static_cast<std::int64_t>(co_await transport->recv(*this, in.get() + in_size, chunk))
+                  : co_await stream_recv{async_recv(fd, in.get() + in_size, chunk), &closed_locally};
     if (n == recv_ended_by_close) n = 0;
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
@@ -295,7 +323,10 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
         if (pending.empty()) break;
         std::swap(sending, pending);
       }
-      std::int64_t n = co_await async_send(fd, sending.data() + sent, sending.size() - sent);
+      std::int64_t n =
+          transport ? static_cast<std::int64_t>(co_await transport->send(
+                          *this, sending.data() + sent, sending.size() - sent))
+                    : co_await async_send(fd, sending.data() + sent, sending.size() - sent);
       sent += static_cast<std::size_t>(n);
       settle_drainers();
     }
@@ -428,6 +459,13 @@ struct stream_state : std::enable_shared_from_this<stream_state> {
 
   Task<> close_now() {
     if (fd < 0) co_return;
+    if (transport && !write_error) {  // TLS's close_notify, within its timeout
+      try {
+        co_await wait_for(transport->close(*this, reading), transport_close_timeout);
+      } catch (...) {  // not sent, or no answer in time: the socket closes all the same
+      }
+      if (fd < 0) co_return;  // closed meanwhile
+    }
     int f = std::exchange(fd, -1);
     closed_locally = true;  // a receive this close ends is end of stream (stream_recv)
     try {
@@ -500,6 +538,11 @@ Task<std::size_t> Stream::read_into(std::span<char> out) {
   }
   if (s.eof) co_return 0;
   s.check_can_read();
+  if (s.transport) {
+    std::size_t got = co_await s.transport->recv(s, out.data(), out.size());
+    if (got == 0) s.eof = true;
+    co_return got;
+  }
   // Straight into the caller's buffer: no copy, no allocation.
   std::int64_t n = co_await detail::stream_recv{async_recv(s.fd, out.data(), out.size()),
                                                 &s.closed_locally};
@@ -552,7 +595,7 @@ void Stream::write(std::string_view data) {
   if (s.close_requested || s.fd < 0) throw std::logic_error("write: the stream is closed");
   if (s.eof_requested) throw std::logic_error("write: write_eof() was called on this stream");
   if (data.empty()) return;
-  if (!s.writer_running && s.send_at_once) {
+  if (!s.writer_running && s.send_at_once && !s.transport) {
     // Nothing queued: hand the bytes to the kernel now, as asyncio's
     // transports do. Most writes go whole, and need neither a copy into
     // `pending` nor a writer task; what the kernel does not take yet goes to
@@ -598,6 +641,10 @@ void Stream::set_write_buffer_limits(std::size_t high, std::size_t low) {
 void Stream::write_eof() {
   detail::stream_state& s = state_of(s_);
   if (s.eof_requested || s.fd < 0) return;
+  if (s.transport) {  // asyncio: "SSL doesn't support half-closes"
+    throw std::logic_error("write_eof: a TLS stream cannot half-close (TLS 1.2 has no half-close); "
+                           "close() it, which sends close_notify");
+  }
   s.eof_requested = true;
   if (!s.writer_running) ::shutdown(s.fd, SHUT_WR);
 }
@@ -1184,6 +1231,121 @@ Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int 
   Server server;
   server.listeners_.push_back(listen_on(std::move(handler), fd, a));
   co_return server;
+}
+
+// --- TLS -------------------------------------------------------------------------
+
+namespace {
+// Lowers the stream's low-water mark to 0 while start_tls waits for what was
+// written to be sent, and puts it back however the wait ends.
+struct low_water_zero {
+  detail::stream_state& s;
+  std::size_t saved;
+  explicit low_water_zero(detail::stream_state& st) : s(st), saved(st.low_water) { s.low_water = 0; }
+  ~low_water_zero() { s.low_water = saved; }
+};
+}  // namespace
+
+Task<> Stream::start_tls(TlsOptions options) {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  if (s.transport) throw std::logic_error("start_tls: this stream already runs TLS");
+  if (s.close_requested || s.fd < 0) throw std::logic_error("start_tls: the stream is closed");
+  if (s.eof_requested) throw std::logic_error("start_tls: write_eof() was called on this stream");
+  if (s.reading) {
+    throw std::logic_error("start_tls: another task is reading this stream; upgrade between reads");
+  }
+  std::unique_ptr<detail::stream_transport> tls =
+      detail::make_tls_transport(options, options.server_hostname);
+  {
+    low_water_zero all_of_it(s);
+    while (s.writer_running || s.buffered_out() > 0) {  // the plain bytes go first
+      if (s.write_error) std::rethrow_exception(s.write_error);
+      Future<> sent = s.drain_waiters.add(*s.loop);
+      s.settle_drainers();
+      co_await sent;
+    }
+  }
+  if (s.write_error) std::rethrow_exception(s.write_error);
+  tls->received_before(s.buffered().data(), s.available());
+  s.consume(s.available());
+  s.transport = std::move(tls);
+  s.transport_close_timeout = options.shutdown_timeout;
+  read_guard guard(s);  // the handshake reads: nobody else may meanwhile
+  bool timed_out = false;
+  try {
+    co_await wait_for(s.transport->handshake(s), options.handshake_timeout);
+  } catch (const TimeoutError&) {
+    timed_out = true;
+  }
+  if (timed_out) {
+    throw TlsError("TLS handshake with " + s.peer_name() + " did not complete within " +
+                   std::to_string(options.handshake_timeout.count()) +
+                   " ms (TlsOptions::handshake_timeout)");
+  }
+}
+
+const TlsInfo* Stream::tls_info() const {
+  const detail::stream_state& s = state_of(s_);
+  return s.transport ? s.transport->tls_info() : nullptr;
+}
+
+Task<Stream> open_connection(std::string host, std::uint16_t port, TlsOptions tls,
+                             ConnectOptions options) {
+  if (tls.context.is_server()) {
+    throw std::invalid_argument("open_connection: the TlsContext is a server's; use TlsContext::client()");
+  }
+  if (tls.server_hostname.empty()) tls.server_hostname = host;
+  Stream stream = co_await open_connection(std::move(host), port, options);
+  std::exception_ptr failure;
+  try {
+    co_await stream.start_tls(std::move(tls));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    stream.close();
+    try {
+      co_await stream.wait_closed();
+    } catch (...) {
+    }
+    std::rethrow_exception(failure);
+  }
+  co_return stream;
+}
+
+namespace {
+// One connection of a TLS server: the handshake, then the user's handler.
+Task<> serve_tls(Stream stream, TlsOptions tls, ConnectionHandler handler) {
+  bool handshaken = false;
+  try {
+    co_await stream.start_tls(std::move(tls));
+    handshaken = true;
+  } catch (const CancelledError&) {
+    throw;
+  } catch (...) {  // the client's failure: closed, not reported (start_server's comment)
+  }
+  if (!handshaken) {
+    stream.close();
+    try {
+      co_await stream.wait_closed();
+    } catch (...) {
+    }
+    co_return;
+  }
+  co_await handler(std::move(stream));
+}
+}  // namespace
+
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, int backlog) {
+  if (!tls.context.is_server()) {
+    throw std::invalid_argument("start_server: the TlsContext is a client's; use TlsContext::server()");
+  }
+  ConnectionHandler over_tls = [tls = std::move(tls), handler = std::move(handler)](Stream s) {
+    return serve_tls(std::move(s), tls, handler);
+  };
+  co_return co_await start_server(std::move(over_tls), std::move(host), port, backlog);
 }
 
 }  // namespace polyloop::net
