@@ -194,6 +194,23 @@ int open_fd_count() {
   return n;
 }
 
+// The resident set (VmRSS of /proc/self/status), in KiB.
+long rss_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+// Sanitizers keep freed memory in quarantine: RSS grows by design there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool rss_meaningful = false;
+#else
+constexpr bool rss_meaningful = true;
+#endif
+
 // A blocking client socket connected to 127.0.0.1:port.
 int raw_connect(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -599,7 +616,9 @@ BOOST_FIXTURE_TEST_CASE(a_thousand_connections_leave_the_fd_count_flat, tls_fixt
       c.close();
       co_await c.wait_closed();
     };
+    long rss_warm = 0;
     for (int batch = 0; batch < 20; ++batch) {
+      if (batch == 4) rss_warm = rss_kib();  // after 200 connections: allocators warm
       std::vector<pl::Future<>> fs;
       for (int i = 0; i < 50; ++i) {
         fs.push_back(pl::get_running_loop().create_task(one(server.port(), cctx, batch * 50 + i)));
@@ -607,6 +626,9 @@ BOOST_FIXTURE_TEST_CASE(a_thousand_connections_leave_the_fd_count_flat, tls_fixt
       co_await pl::wait_all(std::move(fs));
     }
     BOOST_TEST(co_await wait_until([&] { return server.active_connections() == 0; }));
+    long growth = rss_kib() - rss_warm;
+    BOOST_TEST_MESSAGE("RSS growth over the last 800 TLS connections: " << growth << " KiB");
+    if (rss_meaningful) BOOST_TEST(growth < 2048, "RSS grew by " << growth << " KiB");
     server.close();
     co_await server.wait_closed();
   }(), 120s);
