@@ -453,6 +453,48 @@ BOOST_FIXTURE_TEST_CASE(client_resumes_its_session, tls_fixture) {
   }());
 }
 
+// A server that asks for client certificates sees the client's subject, and
+// refuses a client without one. CPython test_ssl.py:
+// ThreadedTests.test_verify_client_cert (not asyncio's, which has none).
+BOOST_FIXTURE_TEST_CASE(client_certificates_required_by_the_server, tls_fixture) {
+  run([]() -> pl::Task<> {
+    auto sctx = server_context();
+    sctx.set_verify_peer(true);
+    sctx.add_ca_pem(other_cert().cert_pem);  // the client's certificate, as its own CA
+    std::vector<std::string> subjects;
+    net::Server server = co_await net::start_server(
+        [&subjects](net::Stream s) -> pl::Task<> {
+          subjects.push_back(s.tls_info()->peer_subject);
+          co_await echo_handler(s);
+        },
+        "127.0.0.1", 0, net::TlsOptions{sctx});
+    auto with_cert = trusting_client();
+    with_cert.use_cert_chain(other_cert().cert_pem, other_cert().key_pem);
+    net::Stream c = co_await net::open_connection("127.0.0.1", server.port(), {with_cert});
+    c.write("x");
+    BOOST_TEST(co_await c.read_exactly(1) == "x");
+    c.close();
+    co_await c.wait_closed();
+    BOOST_TEST((subjects == std::vector<std::string>{"CN=other.example"}));
+    // Without one: TLS 1.3 ends the client's handshake before the server
+    // checks, so the refusal (the server's alert) comes with the first read.
+    bool refused = false;
+    try {
+      net::Stream d = co_await net::open_connection("127.0.0.1", server.port(), {trusting_client()});
+      d.write("x");
+      std::string got = co_await d.read();
+      BOOST_TEST(false, "the read returned \"" << got << "\" instead of the server's refusal");
+    } catch (const net::TlsError& e) {
+      refused = std::string(e.what()).find("alert certificate required") != std::string::npos;
+      BOOST_TEST(refused, e.what());
+    }
+    BOOST_TEST(refused);
+    BOOST_TEST(subjects.size() == 1u);  // the handler never saw the second client
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 // --- STARTTLS ----------------------------------------------------------------------------
 
 // CPython test_asyncio/test_ssl.py: test_start_tls_server_1 and
