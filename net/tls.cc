@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <utility>
 
 #include "core/future/future.h"
@@ -124,6 +125,9 @@ struct tls_context_state {
   std::vector<unsigned char> alpn_wire;  // length-prefixed, as ALPN sends it
   std::map<std::string, std::shared_ptr<tls_context_state>> server_names;  // lower-case
   std::map<std::string, SSL_SESSION*> sessions;  // clients: by server name
+  // Loops on several threads may share a context: what connections change
+  // in it (the sessions, the CA store loaded once) is guarded.
+  std::mutex connections_mutex;
 
   explicit tls_context_state(bool is_server) : server(is_server) {
     ctx = SSL_CTX_new(is_server ? TLS_server_method() : TLS_client_method());
@@ -160,6 +164,7 @@ struct tls_context_state {
   // The system's CAs, unless CAs were given: at the first connection, so
   // that giving CAs any time before replaces them.
   void ready_for_connections() {
+    std::lock_guard<std::mutex> lock(connections_mutex);
     if (verify_peer && !ca_given && !defaults_loaded) {
       ERR_clear_error();
       if (SSL_CTX_set_default_verify_paths(ctx) != 1) throw_openssl("loading the system's CA store");
@@ -247,6 +252,7 @@ class tls_transport final : public stream_transport {
         SSL_set1_host(ssl_, host_.c_str());
       }
     }
+    std::lock_guard<std::mutex> lock(c.connections_mutex);
     auto it = c.sessions.find(host_);
     if (it != c.sessions.end()) SSL_set_session(ssl_, it->second);
   }
@@ -503,6 +509,7 @@ int tls_context_state::on_server_name(SSL* ssl, int*, void* arg) {
 int tls_context_state::on_new_session(SSL* ssl, SSL_SESSION* session) {
   tls_transport* conn = connection_of(ssl);
   if (conn == nullptr || conn->host().empty()) return 0;
+  std::lock_guard<std::mutex> lock(conn->context().connections_mutex);
   auto& sessions = conn->context().sessions;
   auto [it, inserted] = sessions.try_emplace(conn->host(), session);
   if (!inserted) {

@@ -12,7 +12,8 @@
 // OpenSSL 3 does the cryptography over memory buffers; the bytes travel over
 // the stream's own socket operations, so TLS is the same on every backend.
 // A TlsContext is a counted handle: copies share one context (and the
-// client's session cache). Configure it before its first connection.
+// client's session cache). Configure it before its first connection, from
+// one thread; then loops on any threads may use it at once.
 #pragma once
 
 #include <chrono>

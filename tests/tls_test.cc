@@ -35,6 +35,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -675,6 +676,48 @@ BOOST_FIXTURE_TEST_CASE(a_thousand_connections_leave_the_fd_count_flat, tls_fixt
     co_await server.wait_closed();
   }(), 120s);
   BOOST_TEST(open_fd_count() == fds_before);
+}
+
+// One client context used by loops on two threads at once (its session
+// cache is shared); run under TSan by .ci/run (threads = True).
+BOOST_FIXTURE_TEST_CASE(one_client_context_on_two_threads, tls_fixture) {
+  auto cctx = trusting_client();
+  auto connect_many = [](std::uint16_t port, net::TlsContext ctx) -> pl::Task<int> {
+    int reused = 0;
+    for (int i = 0; i < 20; ++i) {
+      net::Stream c = co_await net::open_connection("127.0.0.1", port, {ctx, "localhost"});
+      c.write("ping");
+      // No Boost.Test macro here: Boost.Test is not thread-safe.
+      if (co_await c.read_exactly(4) != "ping") throw std::runtime_error("wrong echo");
+      reused += c.tls_info()->session_reused ? 1 : 0;
+      c.close();
+      co_await c.wait_closed();
+    }
+    co_return reused;
+  };
+  run([](net::TlsContext ctx, auto many) -> pl::Task<> {
+    net::Server server = co_await tls_echo_server();
+    std::uint16_t port = server.port();
+    std::atomic<bool> done{false};
+    std::atomic<int> other_reused{-1};
+    std::thread other([&] {
+      auto loop = pl::testing::make_loop();
+      try {
+        other_reused = loop->run_until_complete(pl::wait_for(many(port, ctx), 20s));
+      } catch (const std::exception&) {  // other_reused stays -1
+      }
+      loop->close();
+      done = true;
+    });
+    int reused = co_await many(port, ctx);
+    bool finished = co_await wait_until([&] { return done.load(); }, 20s);
+    other.join();
+    BOOST_TEST(finished);
+    BOOST_TEST(other_reused.load() >= 0, "the other thread's connections failed");
+    BOOST_TEST(reused + other_reused.load() >= 30, "sessions resumed: " << reused << " + " << other_reused.load());
+    server.close();
+    co_await server.wait_closed();
+  }(cctx, connect_many), 40s);
 }
 
 // --- bad input -----------------------------------------------------------------------------
