@@ -831,3 +831,50 @@ BOOST_FIXTURE_TEST_CASE(openssl_s_client_against_the_server, tls_fixture) {
     co_await server.wait_closed();
   }(&files), 30s);
 }
+
+// The minimum version: TLS 1.2 is served by default (`openssl s_client
+// -tls1_2` gets it), TLS 1.1 is not, and set_minimum_version(tls1_3) refuses
+// 1.2 too. CPython test_ssl.py: ThreadedTests.test_min_max_version_tlsv1_2.
+BOOST_FIXTURE_TEST_CASE(minimum_version_against_openssl_s_client, tls_fixture) {
+  if (!openssl_cli_found()) {
+    BOOST_TEST_MESSAGE("SKIPPED: no openssl on PATH (tools/install_deps.sh installs it)");
+    return;
+  }
+  run([]() -> pl::Task<> {
+    auto strict = server_context();
+    strict.set_minimum_version(net::TlsVersion::tls1_3);
+    net::Server normal = co_await tls_echo_server();
+    net::Server only13 = co_await tls_echo_server({strict});
+    // What `openssl s_client -brief` says about the handshake (on stderr).
+    auto handshake_with = [](std::uint16_t port, std::string version) -> pl::Task<std::string> {
+      std::string command = "printf x | timeout 10 openssl s_client -brief -" + version +
+                            " -connect 127.0.0.1:" + std::to_string(port) + " 2>&1";
+      std::string output;
+      std::atomic<bool> done{false};
+      std::thread client([&] {
+        if (FILE* p = ::popen(command.c_str(), "r")) {
+          char buf[256];
+          while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) output.append(buf, n);
+          ::pclose(p);
+        }
+        done = true;
+      });
+      co_await wait_until([&] { return done.load(); }, 15s);
+      client.join();
+      co_return output;
+    };
+    std::string out = co_await handshake_with(normal.port(), "tls1_2");
+    BOOST_TEST(out.find("Protocol version: TLSv1.2") != std::string::npos, out);
+    out = co_await handshake_with(normal.port(), "tls1_1");
+    BOOST_TEST(out.find("Protocol version") == std::string::npos, out);
+    out = co_await handshake_with(only13.port(), "tls1_2");
+    BOOST_TEST(out.find("Protocol version") == std::string::npos, out);
+    BOOST_TEST(out.find("alert protocol version") != std::string::npos, out);
+    out = co_await handshake_with(only13.port(), "tls1_3");
+    BOOST_TEST(out.find("Protocol version: TLSv1.3") != std::string::npos, out);
+    normal.close();
+    only13.close();
+    co_await normal.wait_closed();
+    co_await only13.wait_closed();
+  }(), 60s);
+}
