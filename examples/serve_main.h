@@ -6,6 +6,9 @@
 //                   --backend=list lists them
 //   --port=N        the port to listen on; 0 (the default) picks a free one
 //   --host=H        the address to listen on (default 127.0.0.1)
+//   --tls-cert=PATH --tls-key=PATH
+//                   serve TLS on that port with this certificate chain (PEM,
+//                   leaf first) and its private key (PEM); both or neither
 //
 // Prints "listening on HOST:PORT" (flushed) once it accepts connections, and
 // serves until SIGINT or SIGTERM, which end it with status 0. Status 1: it
@@ -33,13 +36,15 @@ namespace examples {
 struct server_options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
+  std::string tls_cert;  // with tls_key: serve TLS (net/tls.h)
+  std::string tls_key;
 };
 
 namespace detail {
 
 [[noreturn]] inline void usage(std::string_view program, const std::string& problem) {
   std::cerr << program << ": " << problem << "\nusage: " << program
-            << " [--backend=NAME] [--port=N] [--host=H]\n";
+            << " [--backend=NAME] [--port=N] [--host=H] [--tls-cert=PATH --tls-key=PATH]\n";
   std::exit(2);
 }
 
@@ -70,16 +75,29 @@ inline server_options parse_options(std::string_view program, int argc, char** a
     } else if (auto h = value_of("--host")) {
       if (h->empty()) usage(program, "--host is empty");
       o.host = *h;
+    } else if (auto c = value_of("--tls-cert")) {
+      o.tls_cert = *c;
+    } else if (auto k = value_of("--tls-key")) {
+      o.tls_key = *k;
     } else {
       usage(program, "unknown argument: " + std::string(arg));
     }
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    usage(program, "--tls-cert and --tls-key go together: give both to serve TLS, or neither");
   }
   return o;
 }
 
 inline polyloop::Task<int> serve(polyloop::net::ConnectionHandler handler, server_options o) {
-  polyloop::net::Server server =
-      co_await polyloop::net::start_server(std::move(handler), o.host, o.port);
+  polyloop::net::Server server;
+  if (o.tls_cert.empty()) {
+    server = co_await polyloop::net::start_server(std::move(handler), o.host, o.port);
+  } else {
+    auto tls = polyloop::net::TlsContext::server();
+    tls.load_cert_chain(o.tls_cert, o.tls_key);  // TlsError naming the file and why
+    server = co_await polyloop::net::start_server(std::move(handler), o.host, o.port, {tls});
+  }
   std::cout << "listening on " << server.address().to_string() << std::endl;
   // Until SIGINT or SIGTERM (core/signals: delivered on the loop's thread).
   polyloop::EventLoop& loop = polyloop::get_running_loop();

@@ -38,6 +38,7 @@
 #include "core/loop/event_loop.h"
 #include "core/task/task.h"
 #include "net/dns.h"
+#include "net/tls.h"
 
 namespace polyloop::net {
 
@@ -119,6 +120,19 @@ class Stream {
   void set_nodelay(bool on = true);
   int fd() const;
 
+  // TLS (net/tls.h, docs/tls.md) -----------------------------------------------
+  // Upgrades this connection to TLS (STARTTLS), as client or server as
+  // options.context says: what was written goes first in the clear, then
+  // the handshake, within options.handshake_timeout. Bytes the peer sent
+  // after its last plain ones (already buffered) are TLS's. Throws
+  // TlsError / TlsCertificateError (the stream then only closes), and
+  // std::logic_error if a read is in progress or the stream is closed.
+  // After it, the same API carries plain bytes over TLS; write_eof() throws
+  // (TLS has no half-close) and close() sends close_notify first.
+  Task<> start_tls(TlsOptions options);
+  // What the handshake settled; nullptr for a plain stream.
+  const TlsInfo* tls_info() const;
+
  private:
   friend Stream connect_read_pipe(int fd);
   friend Stream connect_write_pipe(int fd);
@@ -163,6 +177,10 @@ Task<Stream> open_connection(std::string host, std::uint16_t port, ConnectOption
 // try them).
 Task<Stream> open_connection(std::vector<AddrInfo> addresses, ConnectOptions options = {});
 Task<Stream> open_unix_connection(std::string path);
+// The same, then TLS (Stream::start_tls) with server_hostname defaulting to
+// `host`; on any failure the socket is closed before the error is thrown.
+Task<Stream> open_connection(std::string host, std::uint16_t port, TlsOptions tls,
+                             ConnectOptions options = {});
 
 using ConnectionHandler = std::function<Task<>(Stream)>;
 
@@ -202,5 +220,12 @@ class Server {
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog = 511);
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog = 511);
+// The same over TLS: each connection's handshake runs (within
+// tls.handshake_timeout) before handler sees it. A client that fails it
+// (bad certificate, garbage, a stall, a reset) is closed and not reported:
+// it is the client's failure, not the server's (asyncio logs it only in
+// debug mode).
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, int backlog = 511);
 
 }  // namespace polyloop::net

@@ -13,6 +13,8 @@ PACKAGES=(
   libboost-dev       # Boost.Asio (header-only)
   libboost-test-dev  # Boost.Test (libboost_unit_test_framework)
   liburing-dev       # liburing 2.3
+  libssl-dev         # OpenSSL 3 (net/tls.h)
+  openssl            # the openssl CLI: test certificates and the real TLS peers of tls_test
   wrk                # HTTP load generator for the http benchmark (bench/loopbench)
 )
 
