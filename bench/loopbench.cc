@@ -16,7 +16,8 @@
 // run's check failed, 2 for a bad command line.
 //
 // --peers (all) or --peers=libuv,asio,uvloop,asyncio,nginx also runs the
-// same workloads on other event loops (bench/peers.h), each repetition's runs
+// same workloads on other event loops (bench/peers.h; the Boost.Asio peer's
+// runs are named boost_asio, apart from the asio backend), each repetition's runs
 // interleaved with polyloop's, as more columns of the table and chart; a
 // peer that is not installed is skipped with a message saying what to install.
 #include <limits.h>
@@ -69,7 +70,7 @@ struct options {
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http\n"
-               "peers: libuv asio uvloop asyncio nginx\n";
+               "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
 

@@ -30,7 +30,8 @@ struct peer {
 const std::vector<peer>& peers() {
   static const std::vector<peer> all = {
       {"libuv", {"callbacks", "timers", "echo", "echo_16k", "http"}},
-      {"asio", {"callbacks", "tasks", "sleep_chain", "timers", "echo", "echo_16k", "http"}},
+      {"boost_asio",
+       {"callbacks", "tasks", "sleep_chain", "timers", "echo", "echo_16k", "http"}},
       {"uvloop",
        {"callbacks", "tasks", "sleep_chain", "timers", "queue", "lock", "echo", "echo_16k",
         "http"}},
@@ -77,7 +78,7 @@ std::optional<std::string> missing(std::string_view name, const std::string& dir
            " is missing: run loopbench with `bazel run -c opt //bench:loopbench`, which builds it";
   };
   if (name == "libuv") return built("bench/peers/libuv_peer");
-  if (name == "asio") return built("bench/peers/asio_peer");
+  if (name == "boost_asio") return built("bench/peers/asio_peer");
   if (name == "asyncio" || name == "uvloop") {
     if (auto m = built("bench/peers/asyncio_peer")) return m;
     if (access(python, X_OK) != 0) {
@@ -102,7 +103,7 @@ std::vector<std::string> core_command(std::string_view name, std::string_view wo
                                       const std::string& dir) {
   std::string run = "--run=" + std::string(workload);
   if (name == "libuv") return {dir + "/bench/peers/libuv_peer", run};
-  if (name == "asio") return {dir + "/bench/peers/asio_peer", run};
+  if (name == "boost_asio") return {dir + "/bench/peers/asio_peer", run};
   return {python, dir + "/bench/peers/asyncio_peer", "--loop=" + std::string(name), run};
 }
 
@@ -174,6 +175,7 @@ std::vector<std::string> peers_to_run(std::string_view list, const std::string& 
       std::string name(list.substr(start, end - start));
       start = end + 1;
       if (name.empty()) continue;
+      if (name == "asio") name = "boost_asio";  // the Boost.Asio program, not the asio backend
       const std::vector<std::string>& names = peer_names();
       if (std::find(names.begin(), names.end(), name) == names.end()) {
         throw std::invalid_argument("unknown peer '" + name +
@@ -238,7 +240,7 @@ run_record run_peer_net(std::string_view name, std::string_view workload,
   std::string prefix;
   if (name == "libuv") {
     o.server_command = {dir + "/bench/peers/libuv_peer", serve};
-  } else if (name == "asio") {
+  } else if (name == "boost_asio") {
     o.server_command = {dir + "/bench/peers/asio_peer", serve};
   } else if (name == "nginx") {
     const char* tmp = std::getenv("TMPDIR");

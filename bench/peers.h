@@ -4,6 +4,7 @@
 //
 //   libuv    bench/peers/libuv_peer.c   callbacks timers echo echo_16k http
 //   asio     bench/peers/asio_peer.cc   callbacks tasks sleep_chain timers echo echo_16k http
+//            (its runs and column are "boost_asio", apart from polyloop's asio backend)
 //   uvloop   bench/peers/asyncio_peer.py (/usr/bin/python3, python3-uvloop)
 //   asyncio  bench/peers/asyncio_peer.py   callbacks tasks sleep_chain timers queue lock
 //                                          echo echo_16k http
@@ -19,11 +20,12 @@
 
 namespace loopbench {
 
-// Every peer's name, in the order of the table's columns.
+// Every peer's name as its runs and column give it, in the order of the
+// table's columns.
 const std::vector<std::string>& peer_names();
 
-// The peers of `list` ("all" or names separated by commas) that can run here,
-// in peer_names() order. A peer that is not installed is left out with a line
+// The peers of `list` ("all" or names separated by commas; "asio" is
+// "boost_asio") that can run here, in peer_names() order. A peer that is not installed is left out with a line
 // on stderr saying what to install. Throws std::invalid_argument for a name
 // that is not a peer.
 std::vector<std::string> peers_to_run(std::string_view list, const std::string& programs_dir);

@@ -65,7 +65,7 @@ double current_rss_kib() {
 // One JSON line: the common fields, then `extra` (",\"key\":value..."), then ok.
 int report(const char* workload, double n, double seconds, const std::string& extra, bool ok,
            const std::string& error = "") {
-  std::printf("{\"workload\":\"%s\",\"backend\":\"asio\",\"n\":%.0f,\"seconds\":%.6f,"
+  std::printf("{\"workload\":\"%s\",\"backend\":\"boost_asio\",\"n\":%.0f,\"seconds\":%.6f,"
               "\"ns_per_op\":%.3f%s,\"peak_rss_kib\":%.0f,\"ok\":%s",
               workload, n, seconds, seconds * 1e9 / n, extra.c_str(), peak_rss_kib(),
               ok ? "true" : "false");
