@@ -5,8 +5,9 @@
 
 (the programs' paths). The http answers of examples/http_hello (epoll backend) are the reference:
 every peer must send the same bytes for GET /, HEAD /, an unknown target, a
-POST, pipelined requests (in one send and split across sends) and a line that
-is not HTTP (400, then the connection closed). (nginx, which adds headers and
+POST, pipelined requests (in one send and split across sends), a line that
+is not HTTP (400, then the connection closed), HTTP/1.0 and "Connection: close"
+(answered, then closed) and "Connection: keep-alive" (left open). (nginx, which adds headers and
 pages of its own, is held to GET /'s answer by loopbench_peers_test.) Every echo server must send back 200 KiB of varied bytes sent in
 uneven pieces. A peer that is not installed (python3-uvloop, nginx) is
 skipped with a line saying so (python3-uvloop); anything else that goes wrong
@@ -86,6 +87,13 @@ HTTP_CASES = [
     ("pipelined, split inside a head", [b"GET / HTTP/1.1\r\n\r\nGET / HT", b"TP/1.1\r\n\r\n"],
      False),
     ("not HTTP", [b"hello there\r\n\r\n"], True),
+    ("HTTP/1.0: answered, then closed", [b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n"],
+     True),
+    ("Connection: close, then closed",
+     [b"GET / HTTP/1.1\r\nHost: x\r\nconnection: Keep-Alive, CLOSE\r\n\r\nGET / HTTP/1.1\r\n\r\n"],
+     True),
+    ("Connection: keep-alive stays open", [b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"],
+     True),
 ]
 
 

@@ -13,6 +13,7 @@
 // (a coroutine goes to the back of the queue and resumes); a task is a
 // co_spawn'ed awaitable, gathered by completion handlers that store each
 // result in its slot (Asio 1.74 has no gather); timers are steady_timers.
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -231,10 +232,40 @@ awaitable<void> echo(tcp::socket s) {
   }
 }
 
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Whether the headers (one "Name: value" per line) hold a Connection header
+// listing "close".
+bool asks_to_close(std::string_view headers) {
+  while (!headers.empty()) {
+    std::string_view line = headers.substr(0, headers.find("\r\n"));
+    headers.remove_prefix(std::min(headers.size(), line.size() + 2));
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || !iequals(line.substr(0, colon), "connection")) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty()) {
+      std::size_t comma = value.find(',');
+      if (iequals(trim(value.substr(0, comma)), "close")) return true;
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
 // The answer to one request head: 200 for GET /, 404 for another target,
 // 405 for another method; empty for something that is not an HTTP/1.x
-// request line (400, then close).
-std::string_view answer_for(std::string_view head) {
+// request line (400, then close). *close_after: HTTP/1.0 or "Connection:
+// close" (answer, then close).
+std::string_view answer_for(std::string_view head, bool* close_after) {
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' ');
   std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
@@ -242,6 +273,7 @@ std::string_view answer_for(std::string_view head) {
   std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1),
                    version = line.substr(sp2 + 1);
   if (version != "HTTP/1.1" && version != "HTTP/1.0") return {};
+  *close_after = version == "HTTP/1.0" || asks_to_close(head.substr(line.size() + 2));
   std::string_view answer = method != "GET" && method != "HEAD" ? not_allowed_response
                             : target == "/"                    ? ok_response
                                                                : not_found_response;
@@ -260,10 +292,10 @@ awaitable<void> http(tcp::socket s) {
           asio::buffer(buf.data() + pending, buf.size() - pending), use_awaitable);
       std::string_view data(buf.data(), pending + n);
       out.clear();
-      bool bad = false;
+      bool bad = false, finish = false;
       std::size_t end;
-      while ((end = data.find("\r\n\r\n")) != std::string_view::npos) {
-        std::string_view answer = answer_for(data.substr(0, end + 4));
+      while (!finish && (end = data.find("\r\n\r\n")) != std::string_view::npos) {
+        std::string_view answer = answer_for(data.substr(0, end + 4), &finish);
         if (answer.empty()) {
           bad = true;
           break;
@@ -271,10 +303,10 @@ awaitable<void> http(tcp::socket s) {
         out += answer;
         data.remove_prefix(end + 4);
       }
-      bad = bad || data.size() > max_head;
+      bad = bad || (!finish && data.size() > max_head);
       if (bad) out += bad_request_response;
       if (!out.empty()) co_await asio::async_write(s, asio::buffer(out), use_awaitable);
-      if (bad) break;
+      if (bad || finish) break;
       pending = data.size();
       std::memmove(buf.data(), data.data(), pending);
     }

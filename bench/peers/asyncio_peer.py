@@ -205,21 +205,33 @@ class Echo(asyncio.Protocol):
         self.transport.resume_reading()
 
 
+def asks_to_close(headers):
+    """Whether the header lines hold a Connection header listing "close"."""
+    for line in headers.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"connection" and any(
+                token.strip(b" \t").lower() == b"close" for token in value.split(b",")):
+            return True
+    return False
+
+
 def answer_for(head):
-    """The answer to one request head; None if it is not an HTTP/1.x request."""
-    line = head[:head.find(b"\r\n")]
-    parts = line.split(b" ")
+    """The answer to one request head, and whether to close after it (HTTP/1.0
+    or "Connection: close"); None if it is not an HTTP/1.x request."""
+    eol = head.find(b"\r\n")
+    parts = head[:eol].split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (b"HTTP/1.1",
                                                                           b"HTTP/1.0"):
         return None
     method, target = parts[0], parts[1]
+    close_after = parts[2] == b"HTTP/1.0" or asks_to_close(head[eol + 2:])
     if method not in (b"GET", b"HEAD"):
         answer = NOT_ALLOWED
     else:
         answer = OK if target == b"/" else NOT_FOUND
     if method == b"HEAD":
         answer = answer[:answer.find(b"\r\n\r\n") + 4]
-    return answer
+    return answer, close_after
 
 
 class Http(asyncio.Protocol):
@@ -231,8 +243,8 @@ class Http(asyncio.Protocol):
         data = self.pending + data if self.pending else data
         answers = []
         start = 0
-        bad = False
-        while True:
+        bad = finish = False
+        while not finish:
             end = data.find(b"\r\n\r\n", start)
             if end < 0:
                 break
@@ -240,16 +252,17 @@ class Http(asyncio.Protocol):
             if answer is None:
                 bad = True
                 break
-            answers.append(answer)
+            answers.append(answer[0])
+            finish = answer[1]
             start = end + 4
         self.pending = data[start:]
-        if len(self.pending) > MAX_HEAD:
+        if not finish and len(self.pending) > MAX_HEAD:
             bad = True
         if bad:
             answers.append(BAD_REQUEST)
         self.transport.write(b"".join(answers) if len(answers) != 1 else answers[0])
-        if bad:
-            self.transport.close()
+        if bad or finish:
+            self.transport.close()  # once the answers are sent
 
     def pause_writing(self):
         self.transport.pause_reading()

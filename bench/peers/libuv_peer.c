@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <uv.h>
 
@@ -145,6 +146,7 @@ struct conn {
   uv_tcp_t tcp;
   int http;
   int closing;
+  int shutting;  // closes once its writes are sent
   char buf[read_size];
   size_t pending;  // http: bytes of an incomplete request head at the start of buf
   char* out;       // http: the answers of one read
@@ -183,7 +185,7 @@ static void written(uv_write_t* req, int status) {
   free(w);
   if (status < 0) {
     close_conn(c);
-  } else if (!c->closing) {
+  } else if (!c->closing && !c->shutting) {
     uv_read_start((uv_stream_t*)&c->tcp, on_alloc, on_read);
   }
 }
@@ -220,11 +222,30 @@ static void append_answer(struct conn* c, const char* text, size_t len) {
   c->out_len += len;
 }
 
+// Whether a header line "Name: value" is a Connection header listing "close".
+static int asks_to_close(const char* line, size_t len) {
+  const char* colon = memchr(line, ':', len);
+  if (colon == NULL || colon - line != 10 || strncasecmp(line, "connection", 10) != 0) return 0;
+  const char* p = colon + 1;
+  const char* end = line + len;
+  while (p < end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) ++p;
+    const char* token = p;
+    while (p < end && *p != ',') ++p;
+    const char* token_end = p;
+    while (token_end > token && (token_end[-1] == ' ' || token_end[-1] == '\t')) --token_end;
+    if (token_end - token == 5 && strncasecmp(token, "close", 5) == 0) return 1;
+  }
+  return 0;
+}
+
 // The answer to one request head (request line and headers, "\r\n\r\n"
 // included): 200 for GET /, 404 for another target, 405 for another method,
 // NULL for something that is not an HTTP/1.x request line (400, then close).
-static const char* answer_for(const char* head, size_t len, size_t* answer_len, int* is_head) {
-  const char* eol = memchr(head, '\r', len);
+// *close_after: HTTP/1.0, or "Connection: close" (answer, then close).
+static const char* answer_for(const char* head, size_t len, size_t* answer_len, int* is_head,
+                              int* close_after) {
+  const char* eol = memmem(head, len, "\r\n", 2);
   const char* sp1 = memchr(head, ' ', (size_t)(eol - head));
   if (sp1 == NULL || sp1 == head) return NULL;
   const char* sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
@@ -232,6 +253,12 @@ static const char* answer_for(const char* head, size_t len, size_t* answer_len, 
   if (eol - sp2 - 1 != 8 || (memcmp(sp2 + 1, "HTTP/1.1", 8) != 0 &&
                              memcmp(sp2 + 1, "HTTP/1.0", 8) != 0)) {
     return NULL;
+  }
+  *close_after = memcmp(sp2 + 1, "HTTP/1.0", 8) == 0;
+  for (const char* line = eol + 2; line < head + len - 2;) {
+    const char* line_end = memmem(line, (size_t)(head + len - line), "\r\n", 2);
+    if (asks_to_close(line, (size_t)(line_end - line))) *close_after = 1;
+    line = line_end + 2;
   }
   size_t method_len = (size_t)(sp1 - head);
   int get = method_len == 3 && memcmp(head, "GET", 3) == 0;
@@ -248,15 +275,35 @@ static const char* answer_for(const char* head, size_t len, size_t* answer_len, 
   return answer;
 }
 
+static void shut_down_done(uv_shutdown_t* req, int status) {
+  (void)status;
+  close_conn((struct conn*)req->handle);
+  free(req);
+}
+
+// Closes the connection once what was written has been sent (uv_close
+// alone would drop a queued write).
+static void shut_down(struct conn* c) {
+  if (c->closing || c->shutting) return;
+  c->shutting = 1;
+  uv_read_stop((uv_stream_t*)&c->tcp);
+  uv_shutdown_t* req = malloc(sizeof *req);
+  if (uv_shutdown(req, (uv_stream_t*)&c->tcp, shut_down_done) != 0) {
+    free(req);
+    close_conn(c);
+  }
+}
+
 static void serve_http(struct conn* c, size_t n) {
   size_t have = c->pending + n, start = 0;
   c->out_len = 0;
-  int bad = 0;
+  int bad = 0, finish = 0;
   const char* end;
   while ((end = memmem(c->buf + start, have - start, "\r\n\r\n", 4)) != NULL) {
     size_t head_len = (size_t)(end - (c->buf + start)) + 4, answer_len = 0;
-    int is_head = 0;
-    const char* answer = answer_for(c->buf + start, head_len, &answer_len, &is_head);
+    int is_head = 0, close_after = 0;
+    const char* answer =
+        answer_for(c->buf + start, head_len, &answer_len, &is_head, &close_after);
     if (answer == NULL) {
       bad = 1;
       break;
@@ -264,13 +311,17 @@ static void serve_http(struct conn* c, size_t n) {
     if (is_head) answer_len = (size_t)(strstr(answer, "\r\n\r\n") - answer) + 4;
     append_answer(c, answer, answer_len);
     start += head_len;
+    if (close_after) {
+      finish = 1;
+      break;
+    }
   }
-  if (!bad && have - start > max_head) bad = 1;
+  if (!bad && !finish && have - start > max_head) bad = 1;
   if (bad) append_answer(c, bad_request_response, sizeof bad_request_response - 1);
   c->pending = have - start;
   if (start > 0 && c->pending > 0) memmove(c->buf, c->buf + start, c->pending);
   if (c->out_len > 0) send_bytes(c, c->out, c->out_len);
-  if (bad) close_conn(c);
+  if (bad || finish) shut_down(c);
 }
 
 static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
