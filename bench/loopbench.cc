@@ -3,7 +3,7 @@
 //
 //   bazel run -c opt //bench:loopbench -- [--workload=NAME[,NAME]|all]
 //       [--backend=NAME[,NAME]|all] [--repeat=N] [--seconds=S] [--full]
-//       [--chart=PATH]
+//       [--chart=PATH] [--peers[=NAME[,NAME]]]
 //
 // Workloads: callbacks, tasks, timers, sleep_chain, queue, lock (in a worker process; the
 // callbacks and sleep_chain workloads run twice, with dynamic and static
@@ -14,6 +14,12 @@
 // directory bazel was run from). echo and http load the server for 1 s per
 // run (--seconds=S; --full: the specification's 5 s). Exit status 1 if any
 // run's check failed, 2 for a bad command line.
+//
+// --peers (all) or --peers=libuv,asio,uvloop,asyncio,nginx also runs the
+// same workloads on other event loops (bench/peers.h; the Boost.Asio peer's
+// runs are named boost_asio, apart from the asio backend), each repetition's runs
+// interleaved with polyloop's, as more columns of the table and chart; a
+// peer that is not installed is skipped with a message saying what to install.
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,12 +34,14 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "bench/core_workloads.h"
 #include "bench/net_workloads.h"
+#include "bench/peers.h"
 #include "bench/process.h"
 #include "bench/record.h"
 #include "bench/report.h"
@@ -54,14 +62,19 @@ struct options {
   int repeat = 3;
   double seconds = 1;
   std::string chart;
+  std::string peers;  // --peers' list ("all" for every peer); empty: none
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "loopbench: " << problem
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
-               " [--repeat=N] [--seconds=S] [--full] [--chart=PATH]\n"
+               " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]
+"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http to_thread "
-               "file_read\n";
+               "file_read
+"
+               "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)
+";
   std::exit(2);
 }
 
@@ -133,6 +146,10 @@ options parse(int argc, char** argv) {
       if (*seconds <= 0) usage("--seconds needs a positive number");
     } else if (auto v = value("--chart")) {
       o.chart = *v;
+    } else if (auto v = value("--peers")) {
+      o.peers = *v;
+    } else if (arg == "--peers") {
+      o.peers = "all";
     } else if (arg == "--full") {
       full = true;
     } else {
@@ -295,6 +312,14 @@ int main(int argc, char** argv) {
   }
   std::string dir = programs_dir();
   check_programs(o, dir);
+  std::vector<std::string> peers;
+  if (!o.peers.empty()) {
+    try {
+      peers = peers_to_run(o.peers, dir);
+    } catch (const std::invalid_argument& e) {
+      usage(e.what());
+    }
+  }
   std::cerr << "loopbench: " << machine_line(o) << "\n";
 
   std::vector<run_record> runs;
@@ -306,16 +331,25 @@ int main(int argc, char** argv) {
           runs.push_back(std::move(r));
         };
         if (is_net_workload(w)) {
-          record(run_net_workload(w, {b, o.seconds, dir}));
+          record(run_net_workload(w, {b, o.seconds, dir, {}, 0}));
         } else {
           record(run_worker(w, b, false));
           if (has_static_dispatch(w)) record(run_worker(w, b, true));
         }
       }
+      for (const std::string& p : peers) {
+        if (!peer_runs(p, w)) continue;
+        run_record r = is_net_workload(w) ? run_peer_net(p, w, {p, o.seconds, dir, {}, 0})
+                                          : run_peer_core(p, w, dir);
+        std::cout << to_json(r) << std::endl;
+        runs.push_back(std::move(r));
+      }
     }
   }
 
-  summary s = summarize(runs, o.backends);
+  std::vector<std::string> columns = o.backends;
+  columns.insert(columns.end(), peers.begin(), peers.end());
+  summary s = summarize(runs, columns);
   std::cout << "\n" << markdown_table(s);
   std::ofstream chart(o.chart);
   chart << svg_chart(s, "polyloop loopbench", machine_line(o));

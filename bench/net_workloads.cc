@@ -90,21 +90,47 @@ struct server {
   std::string error;
 };
 
+// Whether a connection to 127.0.0.1:port is accepted within `timeout`, while
+// the server `pid` runs.
+bool wait_accepting(pid_t pid, int port, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  while (true) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    if (connected) return true;
+    if (std::chrono::steady_clock::now() > deadline || waitpid(pid, nullptr, WNOHANG) != 0) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 server start_server(const std::string& program, const net_run_options& o,
                     const std::vector<int>& cpus) {
   server s;
-  s.proc = spawn({program, "--backend=" + o.backend, "--port=0"}, cpus.size() >= 2 ? cpus[0] : -1);
+  std::vector<std::string> command = o.server_command;
+  if (command.empty()) command = {program, "--backend=" + o.backend, "--port=0"};
+  s.proc = spawn(command, cpus.size() >= 2 ? cpus[0] : -1);
   if (s.proc.pid < 0) {
-    s.error = "cannot start " + program;
+    s.error = "cannot start " + command[0];
     return s;
   }
   std::string line;
-  if (read_line(s.proc.out, line, std::chrono::seconds(10)) &&
-      line.rfind("listening on ", 0) == 0) {
+  if (o.server_port > 0) {
+    s.port = o.server_port;
+  } else if (read_line(s.proc.out, line, std::chrono::seconds(10)) &&
+             line.rfind("listening on ", 0) == 0) {
     s.port = std::atoi(line.substr(line.rfind(':') + 1).c_str());
   }
-  if (s.port <= 0) {
-    s.error = program + " did not report a listening port (said: \"" + line + "\")";
+  if (s.port <= 0 || !wait_accepting(s.proc.pid, s.port, std::chrono::seconds(10))) {
+    s.error = s.port <= 0 ? command[0] + " did not report a listening port (said: \"" + line + "\")"
+                          : command[0] + " did not accept connections on port " +
+                                std::to_string(s.port) + " (it exited, or 10 s passed)";
     std::string ignored;
     stop_server(s.proc, ignored);
     s.proc.pid = -1;

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bench/record.h"
 
@@ -15,6 +16,11 @@ struct net_run_options {
   std::string backend;
   double seconds = 1;          // how long the load runs
   std::string programs_dir;    // where examples/ and bench/ binaries are
+  // A peer's server (bench/peers.h) instead of the example of examples/: its
+  // command line (`backend` then names the peer), and the port it listens on
+  // if it does not print "listening on HOST:PORT" (0: it prints it).
+  std::vector<std::string> server_command;
+  int server_port = 0;
 };
 
 bool is_net_workload(std::string_view name);

@@ -42,9 +42,12 @@ constexpr figure figures[] = {
     {"file_read, cat's GiB/s", "file_read", "", 0, "cat_gib_per_s"},
 };
 
+// A peer's runs have no dispatch (bench/peers.h): they go in the rows of
+// polyloop's usual, dynamic dispatch.
 bool matches(const figure& f, const run_record& r, const std::string& backend) {
   return r.workload == f.workload && r.backend == backend &&
-         (f.dispatch.empty() || r.dispatch == f.dispatch) &&
+         (f.dispatch.empty() || r.dispatch == f.dispatch ||
+          (r.dispatch.empty() && f.dispatch == "dynamic")) &&
          (f.size == 0 || r.get("size").value_or(0) == f.size);
 }
 
@@ -66,10 +69,13 @@ std::string format(double v) {
   return buf;
 }
 
+// The median, and the range of the runs when there are several (this
+// machine kind switches between speed states: the range shows it).
 std::string cell_text(const summary_cell& c) {
   if (c.runs == 0) return "-";
   if (c.failed > 0) return "FAILED " + std::to_string(c.failed) + "/" + std::to_string(c.runs);
-  return format(c.median);
+  if (c.runs == 1) return format(c.median);
+  return format(c.median) + " (" + format(c.min) + "-" + format(c.max) + ")";
 }
 
 std::string escape_xml(std::string_view s) {
@@ -108,7 +114,11 @@ summary summarize(const std::vector<run_record>& runs, const std::vector<std::st
           values.push_back(*v);
         }
       }
-      if (!values.empty()) cell.median = median(values);
+      if (!values.empty()) {
+        cell.median = median(values);
+        cell.min = *std::min_element(values.begin(), values.end());
+        cell.max = *std::max_element(values.begin(), values.end());
+      }
       any = any || cell.runs > 0;
       row.cells.push_back(cell);
     }
@@ -136,8 +146,9 @@ std::string markdown_table(const summary& s) {
 std::string svg_chart(const summary& s, const std::string& title, const std::string& subtitle) {
   // One panel per figure (their units differ), one bar per backend, each
   // bar's length relative to the largest median of its panel.
-  static constexpr std::string_view colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759"};
-  const int width = 760, label_x = 16, bar_x = 120, bar_max = 520, bar_h = 14, gap = 4;
+  static constexpr std::string_view colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759",
+                                                 "#76b7b2", "#edc948", "#b07aa1", "#9c755f"};
+  const int width = 880, label_x = 16, bar_x = 120, bar_max = 520, bar_h = 14, gap = 4;
   const int panel_h = 26 + static_cast<int>(s.backends.size()) * (bar_h + gap) + 8;
   const int top = 60;
   const int height = top + static_cast<int>(s.rows.size()) * panel_h;

@@ -14,6 +14,7 @@ struct summary_cell {
   int runs = 0;         // runs of this workload on this backend
   int failed = 0;       // runs whose check failed
   double median = 0;    // of the runs that passed
+  double min = 0, max = 0;
 };
 
 struct summary_row {
