@@ -68,13 +68,10 @@ struct options {
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "loopbench: " << problem
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
-               " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]
-"
+               " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http to_thread "
-               "file_read
-"
-               "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)
-";
+               "file_read\n"
+               "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
 
