@@ -34,36 +34,17 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/fd_guard.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
 using namespace std::chrono_literals;
+using pl::testing::close_all;
+using pl::testing::fd_set_guard;
 using pl::testing::loop_fixture;
 using wall = std::chrono::steady_clock;
 
 namespace {
-
-// File descriptors a test opened. The test closes them with async_close
-// (forget(), so the backend drops its state first); whatever is left, after
-// a failed assertion, is closed here.
-struct fd_set_guard {
-  std::vector<int> fds;
-  int add(int fd) {
-    BOOST_TEST_REQUIRE(fd >= 0, "could not open an fd: " << std::strerror(errno));
-    fds.push_back(fd);
-    return fd;
-  }
-  void forget(int fd) {
-    for (int& f : fds) {
-      if (f == fd) f = -1;
-    }
-  }
-  ~fd_set_guard() {
-    for (int f : fds) {
-      if (f >= 0) ::close(f);
-    }
-  }
-};
 
 struct pipe_pair {
   int r = -1;
@@ -81,15 +62,6 @@ pipe_pair make_socketpair(fd_set_guard& g, int extra_flags = 0) {
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | extra_flags, 0, s) == 0,
                      "socketpair: " << std::strerror(errno));
   return {g.add(s[0]), g.add(s[1])};
-}
-
-// Closes every fd in `fds` through the backend; each close must succeed.
-pl::Task<> close_all(fd_set_guard& g, std::vector<int> fds) {
-  for (int fd : fds) {
-    g.forget(fd);
-    std::int64_t rc = co_await pl::async_close(fd);
-    BOOST_TEST(rc == 0);
-  }
 }
 
 pl::Task<std::string> read_string(int fd, std::size_t max = 256) {

@@ -23,48 +23,23 @@
 #include <system_error>
 #include <vector>
 
+#include "tests/support/fd_guard.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
 using namespace std::chrono_literals;
+using pl::testing::close_all;
+using pl::testing::fd_set_guard;
 using pl::testing::loop_fixture;
 
 namespace {
-
-// Fds a test opened; closed through the backend by the test (forget()), or
-// here after a failed assertion.
-struct fds_guard {
-  std::vector<int> fds;
-  int add(int fd) {
-    BOOST_TEST_REQUIRE(fd >= 0, "could not open an fd: " << std::strerror(errno));
-    fds.push_back(fd);
-    return fd;
-  }
-  void forget(int fd) {
-    for (int& f : fds) {
-      if (f == fd) f = -1;
-    }
-  }
-  ~fds_guard() {
-    for (int f : fds) {
-      if (f >= 0) ::close(f);
-    }
-  }
-};
-
-pl::Task<> close_all(fds_guard& g, std::vector<int> fds) {
-  for (int fd : fds) {
-    g.forget(fd);
-    BOOST_TEST(co_await pl::async_close(fd) == 0);
-  }
-}
 
 struct udp_socket {
   int fd;
   sockaddr_in addr;  // as bound: 127.0.0.1 and the port the kernel chose
 };
 
-udp_socket bound_udp(fds_guard& g) {
+udp_socket bound_udp(fd_set_guard& g) {
   int fd = g.add(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -75,7 +50,7 @@ udp_socket bound_udp(fds_guard& g) {
   return {fd, a};
 }
 
-std::pair<int, int> socketpair_of(fds_guard& g, int type) {
+std::pair<int, int> socketpair_of(fd_set_guard& g, int type) {
   int s[2];
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, s) == 0);
   return {g.add(s[0]), g.add(s[1])};
@@ -103,7 +78,7 @@ pl::Task<> udp_round(udp_socket a, udp_socket b) {
 
 BOOST_FIXTURE_TEST_CASE(sendto_and_recvfrom_carry_the_datagram_and_the_senders_address,
                         loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   udp_socket a = bound_udp(g);
   udp_socket b = bound_udp(g);
   loop->run_until_complete(udp_round(a, b));
@@ -138,7 +113,7 @@ pl::Task<std::int64_t> sendmsg_later(int fd, std::string a, std::string b) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(a_pending_recvmsg_gets_a_datagram_sent_later_by_sendmsg, loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_DGRAM);
   int flags = -1;
   auto reader = loop->create_task(recvmsg_two_iovecs(b, flags));
@@ -167,7 +142,7 @@ pl::Task<> truncated_receive(int a, int b) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(a_datagram_longer_than_the_buffer_reports_msg_trunc, loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_DGRAM);
   loop->run_until_complete(truncated_receive(a, b));
   loop->run_until_complete(close_all(g, {a, b}));
@@ -212,7 +187,7 @@ pl::Task<std::int64_t> sendmsg_one_fd(int sock, int fd) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(sendmsg_passes_an_fd_that_recvmsg_receives_close_on_exec, loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_STREAM);
   int p[2];
   BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
@@ -274,7 +249,7 @@ pl::Task<std::int64_t> sendmsg_noting_cancel(int fd, bool& saw_cancelled) {
 
 BOOST_FIXTURE_TEST_CASE(a_cancelled_recvmsg_throws_cancelled_error_and_the_socket_still_works,
                         loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   udp_socket a = bound_udp(g);
   udp_socket b = bound_udp(g);
   bool saw_cancelled = false;
@@ -288,7 +263,7 @@ BOOST_FIXTURE_TEST_CASE(a_cancelled_recvmsg_throws_cancelled_error_and_the_socke
 
 BOOST_FIXTURE_TEST_CASE(a_cancelled_sendmsg_on_a_full_socket_throws_cancelled_error,
                         loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_DGRAM);
   fill(a);
   bool saw_cancelled = false;
@@ -300,7 +275,7 @@ BOOST_FIXTURE_TEST_CASE(a_cancelled_sendmsg_on_a_full_socket_throws_cancelled_er
 }
 
 namespace {
-pl::Task<> close_after(fds_guard& g, int fd, std::chrono::milliseconds delay) {
+pl::Task<> close_after(fd_set_guard& g, int fd, std::chrono::milliseconds delay) {
   co_await pl::sleep(delay);
   g.forget(fd);
   BOOST_TEST(co_await pl::async_close(fd) == 0);
@@ -308,7 +283,7 @@ pl::Task<> close_after(fds_guard& g, int fd, std::chrono::milliseconds delay) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(async_close_ends_a_pending_recvmsg_and_a_pending_sendmsg, loop_fixture) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_DGRAM);
   udp_socket u = bound_udp(g);
   fill(a);
@@ -348,7 +323,7 @@ BOOST_FIXTURE_TEST_CASE(sendmsg_to_a_socket_whose_peer_is_gone_throws_epipe_with
                         loop_fixture) {
   // SIGPIPE's default action would end this process (status 141).
   BOOST_TEST_REQUIRE(::signal(SIGPIPE, SIG_DFL) != SIG_ERR);
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_STREAM);
   loop->run_until_complete(close_all(g, {b}));
   BOOST_TEST(loop->run_until_complete(sendmsg_errno(a)) == EPIPE);
@@ -375,7 +350,7 @@ pl::Task<> recvmsg_into_nothing(int fd) {
 // completes in start() on epoll and asio, in the kernel on io_uring):
 // the passed pipe's write end then has no copy left, so its reader sees EOF.
 BOOST_AUTO_TEST_CASE(an_fd_received_by_a_recvmsg_never_handed_back_is_closed_at_loop_close) {
-  fds_guard g;
+  fd_set_guard g;
   auto [a, b] = socketpair_of(g, SOCK_STREAM);
   int p[2];
   BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
@@ -411,7 +386,7 @@ pl::Task<> accept_into_nothing(int listener) {
 // connection it took is closed, so the client sees end of stream rather
 // than a connection nobody will ever serve.
 BOOST_AUTO_TEST_CASE(a_connection_accepted_but_never_handed_back_is_closed_at_loop_close) {
-  fds_guard g;
+  fd_set_guard g;
   int listener = g.add(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
