@@ -433,6 +433,39 @@ BOOST_AUTO_TEST_CASE(the_task_itself_sees_the_cancel_message_whatever_it_awaits)
   BOOST_TEST(f.cancelled());  // the cancel went on to the awaited future, message and all
 }
 
+namespace {
+pl::Task<> record_cancel(std::string* seen) {
+  try {
+    co_await pl::sleep(10s);
+  } catch (const pl::CancelledError& e) {
+    *seen = e.what();
+    throw;
+  }
+}
+pl::Task<> gather_two(pl::Future<> a, pl::Future<> b) { co_await pl::gather(a, b); }
+}  // namespace
+
+// CPython test_tasks.py: test_cancel_gather_2 (the message of a cancel that
+// reaches a gather goes on to its children, as _GatheringFuture.cancel(msg)
+// passes msg to child.cancel), and the awaiting task sees it too.
+BOOST_AUTO_TEST_CASE(cancelling_a_gather_with_a_message_cancels_its_children_with_it) {
+  vloop v;
+  std::string seen_a, seen_b;
+  auto a = v.loop->create_task(record_cancel(&seen_a));
+  auto b = v.loop->create_task(record_cancel(&seen_b));
+  auto outer = v.loop->create_task(gather_two(a, b));
+  run_one_iteration(*v.loop);
+  run_one_iteration(*v.loop);
+  outer.cancel("shutting down");
+  BOOST_CHECK_EXCEPTION(v.loop->run_until_complete(outer), pl::CancelledError,
+                        is_message("shutting down"));
+  BOOST_TEST(a.cancelled());
+  BOOST_TEST(b.cancelled());
+  BOOST_TEST(seen_a == "shutting down");
+  BOOST_TEST(seen_b == "shutting down");
+  BOOST_CHECK_EXCEPTION(a.result(), pl::CancelledError, is_message("shutting down"));
+}
+
 // --- cancelling() / uncancel() -----------------------------------------------
 
 // CPython test_tasks.py: test_cancelling

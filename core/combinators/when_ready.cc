@@ -139,10 +139,13 @@ bool when_ready::on_cancel_hook(void* p) {
   }
   self->cancelling_ = true;
   self->timer_.cancel();
-  // Cancelling a plain future completes it at once, which re-enters
-  // on_child_done(); iterate by index over what is still linked.
+  // The children get the message of the cancel that reached the awaiting
+  // task (asyncio's gather: child.cancel(msg=msg)). Cancelling a plain
+  // future completes it at once, which re-enters on_child_done(); iterate by
+  // index over what is still linked.
+  std::string message = self->task.root != nullptr ? self->task.root->cancel_message() : std::string();
   for (std::size_t i = 0; i < self->children_.size; ++i) {
-    if (self->is_linked(i)) self->children_[i]->cancel();
+    if (self->is_linked(i)) self->children_[i]->cancel_with(message);
   }
   if (self->remaining_ == 0) self->end_wait();
   return false;  // the gather itself ends cancelled, whatever the children do
