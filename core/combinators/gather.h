@@ -9,7 +9,8 @@
 //   wait(fs, ...)  returns done and pending futures; never cancels them.
 // (wait_for is in core/combinators/timeout.h, built on timeout().)
 // All accept Task<T> (scheduled on the running loop) and Future<T>
-// arguments. Cancelling a gather or wait_all cancels its children and ends
+// arguments. Cancelling a gather or wait_all cancels its children (with the cancel's
+// message, as asyncio does) and ends
 // once they have all ended. All of them must run on a loop: as a task, or
 // awaited by one.
 //
