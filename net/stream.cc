@@ -168,7 +168,7 @@ struct stream_recv {
   }
 };
 
-struct stream_state : std::enable_shared_from_this<stream_state>, raw_socket {
+struct stream_state final : std::enable_shared_from_this<stream_state>, raw_socket {
   EventLoop* loop = nullptr;
   int fd = -1;
   // A socket (recv/send), or one end of a pipe or another fd that is not a
