@@ -1313,32 +1313,44 @@ Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint
   hints.socktype = SOCK_STREAM;
   hints.flags = AI_PASSIVE | AI_NUMERICSERV;
   std::vector<AddrInfo> addrs = co_await getaddrinfo(host, std::to_string(port), hints);
-  Server server;
-  std::uint16_t bound_port = port;
-  try {
-    for (AddrInfo& a : addrs) {
-      // Port 0: the first socket picks a free port and the others take the
-      // same, so that one port serves every address (asyncio would give
-      // each its own).
-      set_port(a, bound_port);
-      int fd = listen_socket(a, backlog);
-      if (fd < 0) continue;
-      sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-      Address bound = to_address(ss, len);
-      bound_port = bound.port;
-      server.listeners_.push_back(listen_on(handler, fd, std::move(bound)));
+  // Port 0 over several addresses: the port the first socket got can be
+  // taken on another family by another program before we bind it there;
+  // then every socket is closed and the set is bound again on a new port.
+  constexpr int port_zero_attempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    Server server;
+    std::uint16_t bound_port = port;
+    try {
+      for (AddrInfo& a : addrs) {
+        // Port 0: the first socket picks a free port and the others take the
+        // same, so that one port serves every address (asyncio would give
+        // each its own).
+        set_port(a, bound_port);
+        int fd = listen_socket(a, backlog);
+        if (fd < 0) continue;
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        Address bound = to_address(ss, len);
+        bound_port = bound.port;
+        server.listeners_.push_back(listen_on(handler, fd, std::move(bound)));
+      }
+    } catch (const std::system_error& e) {
+      bool port_taken_meanwhile = port == 0 && !server.listeners_.empty() &&
+                                  e.code() == std::errc::address_in_use;
+      server.close();
+      if (port_taken_meanwhile && attempt < port_zero_attempts) continue;
+      throw;
+    } catch (...) {
+      server.close();
+      throw;
     }
-  } catch (...) {
-    server.close();
-    throw;
+    if (server.listeners_.empty()) {
+      throw_errno(EAFNOSUPPORT, "listen on " + (host.empty() ? std::string("*") : host) +
+                                    ": no address of a family this host supports");
+    }
+    co_return server;
   }
-  if (server.listeners_.empty()) {
-    throw_errno(EAFNOSUPPORT, "listen on " + (host.empty() ? std::string("*") : host) +
-                                  ": no address of a family this host supports");
-  }
-  co_return server;
 }
 
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog) {

@@ -212,7 +212,9 @@ class Server {
 // Listens on host:port (port 0: any free port) and runs handler(stream) as
 // a task for each connection. A name is resolved off the loop's thread and
 // every address it resolves to is listened on, all on one port (host ""
-// means every interface: 0.0.0.0 and "::"). Running out of descriptors (EMFILE, ENFILE)
+// means every interface: 0.0.0.0 and "::"; with port 0, should another
+// program take the port the first socket got on another address meanwhile,
+// all are bound again on a new port, up to 8 times). Running out of descriptors (EMFILE, ENFILE)
 // does not stop the server: it is reported once through the loop's
 // exception handler, clients waiting meanwhile are accepted and closed at
 // once (with a spare descriptor kept for that, as libuv does), and
