@@ -7,12 +7,14 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <functional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <typeinfo>
 #include <vector>
 
+#include "core/sync/event.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
@@ -310,6 +312,60 @@ BOOST_AUTO_TEST_CASE(an_inner_group_failure_reaches_the_outer_group_as_a_nested_
   }
 }
 
+// A body that catches the outer cancel and keeps awaiting, then re-raises
+// the cancel. C++ cannot co_await inside a handler, so the cancel is kept
+// and rethrown after the wait, as the except-block does.
+pl::Task<> body_that_waits_out_a_cancel(pl::TaskGroup g) {
+  g.create_task(crash_after(300ms));
+  std::exception_ptr cancel;
+  try {
+    co_await pl::sleep(10s);
+  } catch (const pl::CancelledError&) {
+    cancel = std::current_exception();
+  }
+  BOOST_REQUIRE(cancel);
+  co_await pl::sleep(500ms);  // cancelled by the group when the child fails at 300 ms
+  std::rethrow_exception(cancel);
+}
+
+// CPython test_taskgroups.py: test_taskgroup_15 (as of 3.12, gh-95704: a
+// child's failure is not swallowed because the parent was cancelled from
+// outside; before, this test expected CancelledError)
+BOOST_AUTO_TEST_CASE(a_child_failing_while_the_body_handles_an_outer_cancel_is_reported) {
+  vloop v;
+  auto t0 = v.loop->time();
+  auto r = v.loop->create_task(pl::task_group(body_that_waits_out_a_cancel));
+  v.loop->run_until_complete(pause(100ms));
+  BOOST_TEST(!r.done());
+  r.cancel();
+  try {
+    v.loop->run_until_complete(r);
+    BOOST_FAIL("no ExceptionGroup");
+  } catch (const pl::ExceptionGroup& eg) {
+    BOOST_TEST(error_types(eg) == std::set<std::string>{"zero_division"});
+  }
+  // The body's 500 ms wait was cut short by the child's failure at 300 ms.
+  BOOST_TEST(ns(v.elapsed(t0)) == ns(300ms));
+}
+
+// CPython test_taskgroups.py: test_taskgroup_16 (the same, one task deeper)
+BOOST_AUTO_TEST_CASE(a_task_awaiting_the_group_task_sees_the_child_failure_too) {
+  vloop v;
+  auto r = v.loop->create_task([]() -> pl::Task<> {
+    auto t = pl::get_running_loop().create_task(pl::task_group(body_that_waits_out_a_cancel));
+    co_await t;
+  }());
+  v.loop->run_until_complete(pause(100ms));
+  BOOST_TEST(!r.done());
+  r.cancel();
+  try {
+    v.loop->run_until_complete(r);
+    BOOST_FAIL("no ExceptionGroup");
+  } catch (const pl::ExceptionGroup& eg) {
+    BOOST_TEST(error_types(eg) == std::set<std::string>{"zero_division"});
+  }
+}
+
 // CPython test_taskgroups.py: test_taskgroup_17
 BOOST_AUTO_TEST_CASE(an_empty_group_cancelled_from_outside_propagates_the_cancel) {
   vloop v;
@@ -533,4 +589,156 @@ BOOST_AUTO_TEST_CASE(a_child_can_be_named) {
     co_return;
   }));
   BOOST_TEST(name == "fetcher");
+}
+
+// CPython test_taskgroups.py: test_taskgroup_24
+BOOST_AUTO_TEST_CASE(a_child_adds_children_after_the_body_ended) {
+  vloop v;
+  auto t0 = v.loop->time();
+  int ended = 0;
+  auto coro1 = [&](pl::Clock::duration d) -> pl::Task<> {
+    co_await pl::sleep(d);
+    ++ended;
+  };
+  auto root = [&](pl::TaskGroup g) -> pl::Task<> {
+    co_await pl::sleep(100ms);
+    g.create_task(coro1(100ms));
+    g.create_task(coro1(200ms));
+  };
+  v.loop->run_until_complete(pl::task_group([&](pl::TaskGroup g) -> pl::Task<> {
+    g.create_task(root(g));
+    co_return;
+  }));
+  BOOST_TEST(ended == 2);
+  BOOST_TEST(ns(v.elapsed(t0)) == ns(300ms));
+}
+
+// CPython test_taskgroups.py: test_taskgroup_25 (hydra and hercules)
+BOOST_AUTO_TEST_CASE(children_spawning_children_are_all_cancelled_by_a_failure) {
+  vloop v;
+  int hydras = 0;
+  std::function<pl::Task<>(pl::TaskGroup)> hydra = [&](pl::TaskGroup g) -> pl::Task<> {
+    ++hydras;
+    co_await pl::sleep(10ms);
+    g.create_task(hydra(g));
+    g.create_task(hydra(g));
+  };
+  auto hercules = [&]() -> pl::Task<> {
+    while (hydras < 10) co_await pl::sleep(15ms);
+    throw zero_division();
+  };
+  try {
+    v.loop->run_until_complete(pl::task_group([&](pl::TaskGroup g) -> pl::Task<> {
+      g.create_task(hydra(g));
+      g.create_task(hercules());
+      co_return;
+    }));
+    BOOST_FAIL("no ExceptionGroup");
+  } catch (const pl::ExceptionGroup& eg) {
+    BOOST_TEST(error_types(eg) == std::set<std::string>{"zero_division"});
+  }
+  BOOST_TEST(hydras >= 10);
+}
+
+// CPython test_taskgroups.py: test_taskgroup_no_create_task_after_failure
+BOOST_AUTO_TEST_CASE(a_cancelled_child_cannot_add_to_a_failing_group) {
+  vloop v;
+  bool refused = false;
+  auto coro2 = [&](pl::TaskGroup g) -> pl::Task<> {
+    try {
+      co_await pl::sleep(1s);
+    } catch (const pl::CancelledError&) {
+      try {
+        g.create_task(crash_after(1ms));
+      } catch (const pl::InvalidStateError& e) {
+        refused = message_has("shutting down")(e);
+      }
+    }
+  };
+  try {
+    v.loop->run_until_complete(pl::task_group([&](pl::TaskGroup g) -> pl::Task<> {
+      g.create_task(crash_after(1ms));
+      g.create_task(coro2(g));
+      co_return;
+    }));
+    BOOST_FAIL("no ExceptionGroup");
+  } catch (const pl::ExceptionGroup& eg) {
+    BOOST_TEST(error_types(eg) == std::set<std::string>{"zero_division"});
+  }
+  BOOST_TEST(refused);
+}
+
+// CPython test_taskgroups.py: test_nested_groups_both_cancelled
+BOOST_AUTO_TEST_CASE(nested_groups_that_both_fail_leave_the_cancel_count_as_it_was) {
+  vloop v;
+  auto raise_after = [](pl::Clock::duration d, int which) -> pl::Task<> {
+    co_await pl::sleep(d);
+    if (which == 0) throw my_error("inner");
+    throw value_error("outer");
+  };
+  std::uint32_t between = 99, after_all = 99;
+  bool inner_caught = false, outer_caught = false;
+  v.loop->run_until_complete([&]() -> pl::Task<> {
+    try {
+      co_await pl::task_group([&](pl::TaskGroup outer) -> pl::Task<> {
+        try {
+          co_await pl::task_group([&](pl::TaskGroup inner) -> pl::Task<> {
+            inner.create_task(raise_after(0s, 0));
+            outer.create_task(raise_after(0s, 1));
+            co_return;
+          });
+        } catch (const pl::ExceptionGroup& eg) {
+          inner_caught = error_types(eg) == std::set<std::string>{"my_error"};
+        }
+        between = (co_await pl::current_task()).cancelling();
+      });
+    } catch (const pl::ExceptionGroup& eg) {
+      outer_caught = error_types(eg) == std::set<std::string>{"value_error"};
+    }
+    after_all = (co_await pl::current_task()).cancelling();
+  }());
+  BOOST_TEST(inner_caught);
+  BOOST_TEST(outer_caught);
+  BOOST_TEST(between == 1u);  // the outer group's cancel is still pending there
+  BOOST_TEST(after_all == 0u);
+}
+
+// CPython test_taskgroups.py: test_error_and_cancel
+BOOST_AUTO_TEST_CASE(an_outer_cancel_survives_a_group_that_failed_inside_the_task) {
+  vloop v;
+  std::uint32_t in_handler = 99, after_group = 99;
+  bool slept_after_group = false;
+  v.loop->run_until_complete([&]() -> pl::Task<> {
+    pl::Event started;
+    auto raise_error = [&]() -> pl::Task<> {
+      started.set();
+      co_await pl::sleep(0s);
+      throw my_error("child");
+    };
+    auto inner = [&]() -> pl::Task<> {
+      pl::TaskRef me = co_await pl::current_task();
+      try {
+        co_await pl::task_group([&](pl::TaskGroup g) -> pl::Task<> {
+          g.create_task(raise_error());
+          co_await pl::sleep(1s);
+          BOOST_FAIL("the sleep in the group should have been cancelled");
+        });
+      } catch (const pl::ExceptionGroup&) {
+        in_handler = me.cancelling();
+      }
+      after_group = me.cancelling();
+      co_await pl::sleep(1s);
+      slept_after_group = true;
+    };
+    auto t = pl::get_running_loop().create_task(inner());
+    co_await started.wait();
+    BOOST_TEST(pl::TaskRef(t).cancelling() == 0u);
+    t.cancel();
+    BOOST_TEST(pl::TaskRef(t).cancelling() == 1u);
+    BOOST_CHECK_THROW(co_await t, pl::CancelledError);
+    BOOST_TEST(t.cancelled());
+  }());
+  BOOST_TEST(in_handler == 1u);
+  BOOST_TEST(after_group == 1u);
+  BOOST_TEST(!slept_after_group);
 }
