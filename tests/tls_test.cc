@@ -15,9 +15,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
+#include <openssl/x509_vfy.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -41,6 +39,7 @@
 #include <vector>
 
 #include "net/stream.h"
+#include "tools/certs/self_signed.h"
 #include "tests/support/test_support.h"
 
 extern char** environ;
@@ -54,54 +53,8 @@ namespace {
 
 // --- certificates ----------------------------------------------------------------
 
-struct cert_pair {
-  std::string cert_pem;
-  std::string key_pem;
-};
-
-std::string bio_text(BIO* b) {
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  BIO_free(b);
-  return out;
-}
-
-// A self-signed ECDSA P-256 certificate for `cn` with subjectAltName `san`
-// ("DNS:localhost,IP:127.0.0.1").
-cert_pair make_self_signed(const std::string& cn, const std::string& san) {
-  static long serial = 1;
-  EVP_PKEY* key = EVP_EC_gen("P-256");
-  BOOST_TEST_REQUIRE(key != nullptr);
-  X509* x = X509_new();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-  X509_set_pubkey(x, key);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
-  for (auto [nid, value] : {std::pair{NID_subject_alt_name, san.c_str()},
-                            std::pair{NID_basic_constraints, "critical,CA:TRUE"}}) {
-    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value);
-    BOOST_TEST_REQUIRE(ext != nullptr);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  BOOST_TEST_REQUIRE(X509_sign(x, key, EVP_sha256()) > 0);
-  BIO* cb = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(cb, x);
-  BIO* kb = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(kb, key, nullptr, nullptr, 0, nullptr, nullptr);
-  X509_free(x);
-  EVP_PKEY_free(key);
-  return {bio_text(cb), bio_text(kb)};
-}
+using cert_pair = pl::tools::self_signed_pem;
+using pl::tools::make_self_signed;
 
 const cert_pair& localhost_cert() {
   static const cert_pair c = make_self_signed("localhost", "DNS:localhost,IP:127.0.0.1");
