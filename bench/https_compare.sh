@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The https figures of docs/benchmarks.md ("TLS"), until loopbench has an
-# https workload: examples/http_hello with --tls-cert/--tls-key on each
+# The handshake figures of docs/benchmarks.md ("TLS"); keep-alive https is
+# loopbench's `https` workload now (with nginx as a peer). This script runs
+# examples/http_hello with --tls-cert/--tls-key on each
 # backend, and nginx serving the same 13-byte reply over TLS with the same
 # ECDSA P-256 certificate, each pinned to CPU 0 with wrk on CPU 1 (64
 # keep-alive connections, 5 s); then full handshakes, one connection after

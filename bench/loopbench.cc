@@ -7,7 +7,8 @@
 //
 // Workloads: callbacks, tasks, timers, sleep_chain, queue, lock (in a worker process; the
 // callbacks and sleep_chain workloads run twice, with dynamic and static
-// dispatch), echo (64 B), echo_16k (16 KiB) and http (a server of examples/
+// dispatch), echo (64 B), echo_16k (16 KiB), http and https (http over TLS,
+// with a self-signed certificate made for the run) (a server of examples/
 // against bench/echo_client or wrk, pinned to different cores). Each run is a
 // fresh process. Prints one JSON line per run, then a Markdown table of the
 // medians, and writes an SVG chart of them (default: loopbench.svg in the
@@ -54,7 +55,7 @@ namespace {
 
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
-                                              "http",      "to_thread", "file_read"};
+                                              "http",      "https",     "to_thread", "file_read"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -69,8 +70,8 @@ struct options {
   std::cerr << "loopbench: " << problem
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
-               "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http to_thread "
-               "file_read\n"
+               "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http https "
+               "to_thread file_read\n"
                "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
@@ -196,7 +197,7 @@ void check_programs(const options& o, const std::string& dir) {
   bool echo = false, http = false;
   for (const std::string& w : o.workloads) {
     echo = echo || w == "echo" || w == "echo_16k";
-    http = http || w == "http";
+    http = http || w == "http" || w == "https";
   }
   std::vector<std::string> needed;
   if (echo) needed = {"examples/echo_server", "bench/echo_client"};
@@ -210,7 +211,7 @@ void check_programs(const options& o, const std::string& dir) {
     }
   }
   if (http && !on_path("wrk")) {
-    std::cerr << "loopbench: the http workload needs wrk on PATH: run tools/install_deps.sh (or "
+    std::cerr << "loopbench: the http and https workloads need wrk on PATH: run tools/install_deps.sh (or "
                  "apt-get install wrk), or leave http out with --workload\n";
     std::exit(2);
   }
@@ -328,7 +329,11 @@ int main(int argc, char** argv) {
           runs.push_back(std::move(r));
         };
         if (is_net_workload(w)) {
-          record(run_net_workload(w, {b, o.seconds, dir, {}, 0}));
+          net_run_options net;
+          net.backend = b;
+          net.seconds = o.seconds;
+          net.programs_dir = dir;
+          record(run_net_workload(w, net));
         } else {
           record(run_worker(w, b, false));
           if (has_static_dispatch(w)) record(run_worker(w, b, true));
@@ -336,8 +341,10 @@ int main(int argc, char** argv) {
       }
       for (const std::string& p : peers) {
         if (!peer_runs(p, w)) continue;
-        run_record r = is_net_workload(w) ? run_peer_net(p, w, {p, o.seconds, dir, {}, 0})
-                                          : run_peer_core(p, w, dir);
+        net_run_options net;
+        net.seconds = o.seconds;
+        net.programs_dir = dir;
+        run_record r = is_net_workload(w) ? run_peer_net(p, w, net) : run_peer_core(p, w, dir);
         std::cout << to_json(r) << std::endl;
         runs.push_back(std::move(r));
       }

@@ -1,8 +1,11 @@
 #include "bench/net_workloads.h"
 
 #include "bench/process.h"
+#include "tools/certs/self_signed.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -17,7 +20,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -114,7 +119,13 @@ server start_server(const std::string& program, const net_run_options& o,
                     const std::vector<int>& cpus) {
   server s;
   std::vector<std::string> command = o.server_command;
-  if (command.empty()) command = {program, "--backend=" + o.backend, "--port=0"};
+  if (command.empty()) {
+    command = {program, "--backend=" + o.backend, "--port=0"};
+    if (!o.tls_cert_file.empty()) {
+      command.push_back("--tls-cert=" + o.tls_cert_file);
+      command.push_back("--tls-key=" + o.tls_key_file);
+    }
+  }
   s.proc = spawn(command, cpus.size() >= 2 ? cpus[0] : -1);
   if (s.proc.pid < 0) {
     s.error = "cannot start " + command[0];
@@ -216,8 +227,21 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
 
 // --- http --------------------------------------------------------------------
 
-// One GET / on a fresh connection; true if the reply is the workload's.
-bool check_http_reply(int port, std::string& error) {
+const char http_request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+// Whether `reply` is the workload's 200 "Hello, World!"; if not, says what
+// came instead.
+bool is_expected_reply(const std::string& reply, std::string& error) {
+  bool ok = reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0 &&
+            reply.find("\r\nContent-Type: text/plain\r\n") != std::string::npos &&
+            reply.find("\r\nContent-Length: 13\r\n") != std::string::npos &&
+            reply.size() >= 13 && reply.compare(reply.size() - 13, 13, "Hello, World!") == 0;
+  if (!ok) error = "GET / did not get the expected 200 \"Hello, World!\" reply: \"" + reply + "\"";
+  return ok;
+}
+
+// A blocking connection to 127.0.0.1:port with a 5 s receive timeout, or -1.
+int connect_loopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -225,25 +249,73 @@ bool check_http_reply(int port, std::string& error) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// One GET / on a fresh connection; true if the reply is the workload's.
+bool check_http_reply(int port, std::string& error) {
+  int fd = connect_loopback(port);
   std::string reply;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const char request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    if (send(fd, request, sizeof request - 1, MSG_NOSIGNAL) == sizeof request - 1) {
-      char buf[1024];
-      ssize_t n;
-      while (reply.find("Hello, World!") == std::string::npos &&
-             (n = recv(fd, buf, sizeof buf, 0)) > 0) {
-        reply.append(buf, static_cast<std::size_t>(n));
-      }
+  if (fd >= 0 && send(fd, http_request, sizeof http_request - 1, MSG_NOSIGNAL) ==
+                     sizeof http_request - 1) {
+    char buf[1024];
+    ssize_t n;
+    while (reply.find("Hello, World!") == std::string::npos &&
+           (n = recv(fd, buf, sizeof buf, 0)) > 0) {
+      reply.append(buf, static_cast<std::size_t>(n));
     }
   }
+  if (fd >= 0) close(fd);
+  return is_expected_reply(reply, error);
+}
+
+// The same over TLS, the server's certificate verified against `cert_file`
+// for the address 127.0.0.1: the workload measures a correct TLS server,
+// not one that answers anything.
+bool check_https_reply(int port, const std::string& cert_file, std::string& error) {
+  struct free_ctx {
+    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+  };
+  struct free_ssl {
+    void operator()(SSL* s) const { SSL_free(s); }
+  };
+  std::unique_ptr<SSL_CTX, free_ctx> ctx(SSL_CTX_new(TLS_client_method()));
+  if (ctx == nullptr || SSL_CTX_load_verify_locations(ctx.get(), cert_file.c_str(), nullptr) != 1) {
+    error = "cannot make a TLS client that trusts " + cert_file;
+    return false;
+  }
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  int fd = connect_loopback(port);
+  if (fd < 0) {
+    error = "cannot connect to 127.0.0.1:" + std::to_string(port);
+    return false;
+  }
+  std::unique_ptr<SSL, free_ssl> ssl(SSL_new(ctx.get()));
+  SSL_set_fd(ssl.get(), fd);
+  X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), "127.0.0.1");
+  std::string reply;
+  if (SSL_connect(ssl.get()) != 1) {
+    long verify = SSL_get_verify_result(ssl.get());
+    error = std::string("the TLS handshake with the server failed") +
+            (verify != X509_V_OK ? std::string(": ") + X509_verify_cert_error_string(verify) : "");
+    close(fd);
+    return false;
+  }
+  if (SSL_write(ssl.get(), http_request, sizeof http_request - 1) == sizeof http_request - 1) {
+    char buf[1024];
+    int n;
+    while (reply.find("Hello, World!") == std::string::npos &&
+           (n = SSL_read(ssl.get(), buf, sizeof buf)) > 0) {
+      reply.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ssl.reset();
   close(fd);
-  bool ok = reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0 &&
-            reply.find("\r\nContent-Type: text/plain\r\n") != std::string::npos &&
-            reply.find("\r\nContent-Length: 13\r\n") != std::string::npos &&
-            reply.size() >= 13 && reply.compare(reply.size() - 13, 13, "Hello, World!") == 0;
-  if (!ok) error = "GET / did not get the expected 200 \"Hello, World!\" reply: \"" + reply + "\"";
-  return ok;
+  return is_expected_reply(reply, error);
 }
 
 // A latency such as "1.23ms" from wrk, in microseconds.
@@ -255,19 +327,24 @@ double wrk_duration_us(const std::string& text) {
   return v * 1e6;  // "s"
 }
 
+// http, or https when o.tls_cert_file is set.
 void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record& r) {
+  bool tls = !o.tls_cert_file.empty();
   server s = start_server(o.programs_dir + "/examples/http_hello", o, cpus);
   if (s.proc.pid < 0) {
     r.error = s.error;
     return;
   }
   std::string error;
-  bool reply_ok = check_http_reply(s.port, error);
+  bool reply_ok = tls ? check_https_reply(s.port, o.tls_cert_file, error)
+                      : check_http_reply(s.port, error);
   // wrk takes whole seconds.
   int seconds = std::max(1, static_cast<int>(std::lround(o.seconds)));
   load_result l = run_load(s,
                            {"wrk", "-t1", "-c64", "-d" + std::to_string(seconds) + "s",
-                            "--latency", "http://127.0.0.1:" + std::to_string(s.port) + "/"},
+                            "--latency",
+                            std::string(tls ? "https" : "http") + "://127.0.0.1:" +
+                                std::to_string(s.port) + "/"},
                            cpus);
 
   double requests = 0, secs = 0, rps = 0, p99 = 0;
@@ -308,16 +385,52 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
 
 }  // namespace
 
+bool write_self_signed_files(const std::string& dir, std::string& cert_file,
+                             std::string& key_file, std::string& error) {
+  polyloop::tools::self_signed_pem pem;
+  try {
+    pem = polyloop::tools::make_self_signed("localhost", "DNS:localhost,IP:127.0.0.1");
+  } catch (const std::exception& e) {
+    error = e.what();
+    return false;
+  }
+  cert_file = dir + "/cert.pem";
+  key_file = dir + "/key.pem";
+  std::ofstream(cert_file) << pem.cert_pem;
+  std::ofstream(key_file) << pem.key_pem;
+  std::error_code ec;
+  if (std::filesystem::file_size(cert_file, ec) != pem.cert_pem.size() ||
+      std::filesystem::file_size(key_file, ec) != pem.key_pem.size()) {
+    error = "cannot write the certificate and key into " + dir;
+    return false;
+  }
+  return true;
+}
+
 bool is_net_workload(std::string_view name) {
-  return name == "echo" || name == "echo_16k" || name == "http";
+  return name == "echo" || name == "echo_16k" || name == "http" || name == "https";
 }
 
 run_record run_net_workload(std::string_view name, const net_run_options& options) {
   run_record r;
-  r.workload = name == "http" ? "http" : "echo";
+  r.workload = name == "http" || name == "https" ? std::string(name) : "echo";
   r.backend = options.backend;
   std::vector<int> cpus = allowed_cpus();
-  if (name == "http") {
+  if (name == "https" && options.tls_cert_file.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
+                      "/loopbench-https-XXXXXX";
+    if (mkdtemp(dir.data()) == nullptr) {
+      r.error = "cannot make a directory for the certificate (" + dir + "): " + std::strerror(errno);
+      return r;
+    }
+    net_run_options o = options;
+    if (write_self_signed_files(dir, o.tls_cert_file, o.tls_key_file, r.error)) {
+      run_http(o, cpus, r);
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  } else if (name == "http" || name == "https") {
     run_http(options, cpus, r);
   } else {
     run_echo(name == "echo" ? 64 : 16384, options, cpus, r);

@@ -1,4 +1,6 @@
-// loopbench's network workloads: echo (64 B and 16 KiB) and http. Each runs
+// loopbench's network workloads: echo (64 B and 16 KiB), http and https (the
+// http workload over TLS 1.3, keep-alive: the record layer's cost, with the
+// handshakes of wrk's 64 connections amortised over the run). Each runs
 // a server of examples/ on the backend under test, pinned to one core, and an
 // external load generator (bench/echo_client, or wrk) pinned to another, and
 // reads the server's CPU time around the load.
@@ -21,10 +23,19 @@ struct net_run_options {
   // if it does not print "listening on HOST:PORT" (0: it prints it).
   std::vector<std::string> server_command;
   int server_port = 0;
+  // https: the server's certificate and key files (PEM). Empty: the
+  // workload makes a self-signed pair for 127.0.0.1 in a temporary directory.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
+// A self-signed certificate for 127.0.0.1 and localhost written as
+// cert.pem and key.pem into `dir`; false, with `error` set, if it cannot be.
+bool write_self_signed_files(const std::string& dir, std::string& cert_file,
+                             std::string& key_file, std::string& error);
+
 bool is_net_workload(std::string_view name);
-// Runs "echo", "echo_16k" or "http" once; failures (a server that does not
+// Runs "echo", "echo_16k", "http" or "https" once; failures (a server that does not
 // start, a client that reports a mismatch, wrk errors) give ok = false and
 // say why in `error`.
 run_record run_net_workload(std::string_view name, const net_run_options& options);

@@ -38,7 +38,7 @@ const std::vector<peer>& peers() {
       {"asyncio",
        {"callbacks", "tasks", "sleep_chain", "timers", "queue", "lock", "echo", "echo_16k",
         "http"}},
-      {"nginx", {"http"}},
+      {"nginx", {"http", "https"}},
   };
   return all;
 }
@@ -130,7 +130,10 @@ int free_port() {
 // pid file, temp paths) is `prefix`. It runs as the user who started it
 // (`user` matters only to root, whose nginx would otherwise hand its temp
 // paths to "nobody", a user that Bazel's sandbox does not map).
-void write_nginx_config(const std::string& prefix, int port) {
+// With `cert_file` set it serves the same over TLS (https), with the
+// certificate and key the polyloop server gets.
+void write_nginx_config(const std::string& prefix, int port, const std::string& cert_file = "",
+                        const std::string& key_file = "") {
   std::ofstream conf(prefix + "/nginx.conf");
   std::string user = geteuid() == 0 ? "user root root;\n" : "";
   conf << "daemon off;\nmaster_process off;\nworker_processes 1;\n" << user
@@ -147,8 +150,12 @@ void write_nginx_config(const std::string& prefix, int port) {
        << ";\n"
           "  server {\n    listen 127.0.0.1:"
        << port
-       << " backlog=1024;\n"
-          "    location = / { default_type text/plain; return 200 \"Hello, World!\"; }\n"
+       << " backlog=1024" << (cert_file.empty() ? "" : " ssl") << ";\n";
+  if (!cert_file.empty()) {
+    conf << "    ssl_certificate " << cert_file << ";\n    ssl_certificate_key " << key_file
+         << ";\n";
+  }
+  conf << "    location = / { default_type text/plain; return 200 \"Hello, World!\"; }\n"
           "    location / { return 404; }\n"
           "  }\n}\n";
 }
@@ -248,7 +255,7 @@ run_record run_peer_net(std::string_view name, std::string_view workload,
                        "/loopbench-nginx-XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) {
       run_record r;
-      r.workload = "http";
+      r.workload = std::string(workload);
       r.backend = "nginx";
       r.error = "cannot make a directory for nginx's configuration (" + tmpl +
                 "): " + std::strerror(errno);
@@ -256,7 +263,17 @@ run_record run_peer_net(std::string_view name, std::string_view workload,
     }
     prefix = tmpl;
     o.server_port = free_port();
-    write_nginx_config(prefix, o.server_port);
+    if (workload == "https") {
+      run_record r;
+      r.workload = "https";
+      r.backend = "nginx";
+      if (!write_self_signed_files(prefix, o.tls_cert_file, o.tls_key_file, r.error)) {
+        std::error_code ignored;
+        std::filesystem::remove_all(prefix, ignored);
+        return r;
+      }
+    }
+    write_nginx_config(prefix, o.server_port, o.tls_cert_file, o.tls_key_file);
     o.server_command = {nginx_program(), "-p", prefix, "-c", prefix + "/nginx.conf", "-e",
                         "stderr"};
   } else {

@@ -37,6 +37,8 @@ constexpr figure figures[] = {
     {"echo 16 KiB, msgs/s", "echo", "", 16384, "msgs_per_s"},
     {"http, server CPU us per request", "http", "", 0, "server_cpu_us_per_req"},
     {"http, requests/s", "http", "", 0, "requests_per_s"},
+    {"https, server CPU us per request", "https", "", 0, "server_cpu_us_per_req"},
+    {"https, requests/s", "https", "", 0, "requests_per_s"},
     {"to_thread, ns per round trip", "to_thread", "", 0, "ns_per_op"},
     {"file_read 64 KiB, GiB/s", "file_read", "", 0, "gib_per_s"},
     {"file_read, cat's GiB/s", "file_read", "", 0, "cat_gib_per_s"},
