@@ -7,8 +7,9 @@
 //
 // Workloads: callbacks, tasks, timers, sleep_chain, queue, lock (in a worker process; the
 // callbacks and sleep_chain workloads run twice, with dynamic and static
-// dispatch), echo (64 B), echo_16k (16 KiB), http and https (http over TLS,
-// with a self-signed certificate made for the run) (a server of examples/
+// dispatch), echo (64 B), echo_16k (16 KiB), http, https (http over TLS,
+// with a self-signed certificate made for the run) and https_handshake (a
+// full TLS handshake per connection) (a server of examples/
 // against bench/echo_client or wrk, pinned to different cores). Each run is a
 // fresh process. Prints one JSON line per run, then a Markdown table of the
 // medians, and writes an SVG chart of them (default: loopbench.svg in the
@@ -55,7 +56,7 @@ namespace {
 
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
-                                              "http",      "https",     "to_thread", "file_read"};
+                                              "http",      "https",     "https_handshake", "to_thread", "file_read"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -71,7 +72,7 @@ struct options {
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http https "
-               "to_thread file_read\n"
+               "https_handshake to_thread file_read\n"
                "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
@@ -194,14 +195,16 @@ bool on_path(const std::string& program) {
 
 // What the network workloads need, checked before anything runs.
 void check_programs(const options& o, const std::string& dir) {
-  bool echo = false, http = false;
+  bool echo = false, http = false, handshake = false;
   for (const std::string& w : o.workloads) {
     echo = echo || w == "echo" || w == "echo_16k";
     http = http || w == "http" || w == "https";
+    handshake = handshake || w == "https_handshake";
   }
   std::vector<std::string> needed;
   if (echo) needed = {"examples/echo_server", "bench/echo_client"};
-  if (http) needed.push_back("examples/http_hello");
+  if (http || handshake) needed.push_back("examples/http_hello");
+  if (handshake) needed.push_back("bench/tls_handshake_client");
   for (const std::string& p : needed) {
     if (access((dir + "/" + p).c_str(), X_OK) != 0) {
       std::cerr << "loopbench: " << dir << "/" << p

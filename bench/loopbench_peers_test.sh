@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# loopbench --peers end to end, short: callbacks, echo, http and https once on asio
+# loopbench --peers end to end, short: callbacks, echo, http, https and
+# https_handshake once on asio
 # and on every peer that has them, each peer's run passing loopbench's checks
 # (the echo client checks every byte echoed; http checks GET /'s answer and
 # wrk's errors), or the peer skipped with a message saying what to install;
@@ -10,7 +11,7 @@ out="${TEST_TMPDIR}/out.txt"
 err="${TEST_TMPDIR}/err.txt"
 fail() { echo "FAIL: $*"; cat "$out" "$err"; exit 1; }
 
-"$loopbench" --peers --backend=asio --workload=callbacks,echo,http,https --repeat=1 --seconds=1 \
+"$loopbench" --peers --backend=asio --workload=callbacks,echo,http,https,https_handshake --repeat=1 --seconds=1 \
   --chart="${TEST_TMPDIR}/chart.svg" >"$out" 2>"$err" || fail "loopbench --peers failed"
 
 if grep '^{"workload"' "$out" | grep -v '"ok":true'; then fail "a run's check failed"; fi
@@ -21,7 +22,7 @@ for peer in libuv boost_asio uvloop asyncio nginx; do
     continue
   fi
   case "$peer" in
-    nginx) workloads="http https" ;;
+    nginx) workloads="http https https_handshake" ;;
     *) workloads="callbacks echo http" ;;
   esac
   for w in $workloads; do

@@ -383,6 +383,41 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
   if (!r.ok) r.error = error.empty() ? "no requests were answered" : error;
 }
 
+// https_handshake: full handshakes against http_hello over TLS (or a peer),
+// one connection after another, from bench/tls_handshake_client.
+void run_https_handshake(const net_run_options& o, const std::vector<int>& cpus,
+                         run_record& r) {
+  server s = start_server(o.programs_dir + "/examples/http_hello", o, cpus);
+  if (s.proc.pid < 0) {
+    r.error = s.error;
+    return;
+  }
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
+  load_result l = run_load(s,
+                           {o.programs_dir + "/bench/tls_handshake_client",
+                            "--port=" + std::to_string(s.port), "--cafile=" + o.tls_cert_file,
+                            std::string("--seconds=") + seconds},
+                           cpus);
+  std::optional<run_record> c = parse_last_json(l.out);
+  if (!c) {
+    r.error = "tls_handshake_client printed no result (wait status " + std::to_string(l.status) +
+              "; its message is above)";
+    return;
+  }
+  double handshakes = c->get("handshakes").value_or(0);
+  double secs = c->get("seconds").value_or(0);
+  r.set("n", handshakes);
+  r.set("seconds", secs);
+  r.set("ns_per_op", handshakes > 0 ? secs * 1e9 / handshakes : 0);
+  r.set("handshakes_per_s", c->get("handshakes_per_s").value_or(0));
+  r.set("handshake_p99_us", c->get("p99_us").value_or(0));
+  r.set("server_cpu_us_per_handshake", handshakes > 0 ? l.server_cpu_s * 1e6 / handshakes : 0);
+  r.set("peak_rss_kib", l.server_rss_kib);
+  r.ok = c->ok && l.status == 0 && handshakes > 0 && l.server_ok;
+  if (!r.ok) r.error = l.server_ok ? "tls_handshake_client failed" : l.server_error;
+}
+
 }  // namespace
 
 bool write_self_signed_files(const std::string& dir, std::string& cert_file,
@@ -408,15 +443,24 @@ bool write_self_signed_files(const std::string& dir, std::string& cert_file,
 }
 
 bool is_net_workload(std::string_view name) {
-  return name == "echo" || name == "echo_16k" || name == "http" || name == "https";
+  return name == "echo" || name == "echo_16k" || name == "http" || name == "https" ||
+         name == "https_handshake";
 }
 
 run_record run_net_workload(std::string_view name, const net_run_options& options) {
   run_record r;
-  r.workload = name == "http" || name == "https" ? std::string(name) : "echo";
+  bool tls = name == "https" || name == "https_handshake";
+  r.workload = name == "http" || tls ? std::string(name) : "echo";
   r.backend = options.backend;
   std::vector<int> cpus = allowed_cpus();
-  if (name == "https" && options.tls_cert_file.empty()) {
+  auto run_tls = [&](const net_run_options& o) {
+    if (name == "https") {
+      run_http(o, cpus, r);
+    } else {
+      run_https_handshake(o, cpus, r);
+    }
+  };
+  if (tls && options.tls_cert_file.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
                       "/loopbench-https-XXXXXX";
@@ -425,12 +469,12 @@ run_record run_net_workload(std::string_view name, const net_run_options& option
       return r;
     }
     net_run_options o = options;
-    if (write_self_signed_files(dir, o.tls_cert_file, o.tls_key_file, r.error)) {
-      run_http(o, cpus, r);
-    }
+    if (write_self_signed_files(dir, o.tls_cert_file, o.tls_key_file, r.error)) run_tls(o);
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
-  } else if (name == "http" || name == "https") {
+  } else if (tls) {
+    run_tls(options);
+  } else if (name == "http") {
     run_http(options, cpus, r);
   } else {
     run_echo(name == "echo" ? 64 : 16384, options, cpus, r);

@@ -38,7 +38,7 @@ const std::vector<peer>& peers() {
       {"asyncio",
        {"callbacks", "tasks", "sleep_chain", "timers", "queue", "lock", "echo", "echo_16k",
         "http"}},
-      {"nginx", {"http", "https"}},
+      {"nginx", {"http", "https", "https_handshake"}},
   };
   return all;
 }
@@ -263,9 +263,9 @@ run_record run_peer_net(std::string_view name, std::string_view workload,
     }
     prefix = tmpl;
     o.server_port = free_port();
-    if (workload == "https") {
+    if (workload == "https" || workload == "https_handshake") {
       run_record r;
-      r.workload = "https";
+      r.workload = std::string(workload);
       r.backend = "nginx";
       if (!write_self_signed_files(prefix, o.tls_cert_file, o.tls_key_file, r.error)) {
         std::error_code ignored;

@@ -39,6 +39,8 @@ constexpr figure figures[] = {
     {"http, requests/s", "http", "", 0, "requests_per_s"},
     {"https, server CPU us per request", "https", "", 0, "server_cpu_us_per_req"},
     {"https, requests/s", "https", "", 0, "requests_per_s"},
+    {"https handshake, server CPU us", "https_handshake", "", 0, "server_cpu_us_per_handshake"},
+    {"https handshakes/s", "https_handshake", "", 0, "handshakes_per_s"},
     {"to_thread, ns per round trip", "to_thread", "", 0, "ns_per_op"},
     {"file_read 64 KiB, GiB/s", "file_read", "", 0, "gib_per_s"},
     {"file_read, cat's GiB/s", "file_read", "", 0, "cat_gib_per_s"},
