@@ -494,6 +494,17 @@ void IoUringBackend::retry_or_backlog(operation& op) noexcept {
   }
 }
 
+// The kernel's internal "restart the syscall" codes (ERESTARTSYS 512 and
+// its siblings, include/linux/errno.h), which user space never sees from a
+// syscall: an io-wq worker's blocking call interrupted by a cancel (seen:
+// an openat of a FIFO waiting for a writer, 6.18) completes with one. They
+// mean "interrupted", as EINTR does.
+namespace {
+constexpr bool is_kernel_restart(std::int32_t res) noexcept {
+  return res == -512 || res == -513 || res == -514 || res == -516;
+}
+}  // namespace
+
 void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* ready) noexcept {
   std::uint64_t tag = cqe.user_data;
   if (tag == cancel_tag) return;
@@ -519,7 +530,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* re
     return;
   }
   bool cancelled = (op->backend_state & cancel_bit) != 0;
-  if (cancelled && (cqe.res == -EAGAIN || cqe.res == -EINTR)) {
+  if (cancelled && (cqe.res == -EAGAIN || cqe.res == -EINTR || is_kernel_restart(cqe.res))) {
     // Asked to cancel while the kernel said "try again" (do not re-arm),
     // or interrupted by the cancel (an io-wq worker's blocking call).
     finish(*op, -ECANCELED, ready);
@@ -549,7 +560,7 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* re
     retry_or_backlog(*op);
     return;
   }
-  finish(*op, cqe.res, ready);
+  finish(*op, is_kernel_restart(cqe.res) ? -EINTR : cqe.res, ready);
 }
 
 // Returns 0, or -errno when the kernel's overflow list cannot be fetched.
