@@ -6,16 +6,22 @@
 // - io_uring_get_events failing while completions wait in the kernel's
 //   overflow list is an error of the wait, not ignored (a persistent failure
 //   would otherwise leave them there, unseen, iteration after iteration):
-//   injected by linking this test with -Wl,--wrap=io_uring_get_events.
+//   injected by linking this test with -Wl,--wrap=io_uring_get_events;
+// - no SQE left for the wake-up's read (the SQ ring full and its submit
+//   failing) must not leave the loop blocked in a wait that wakeup() cannot
+//   end: injected with -Wl,--wrap=io_uring_submit.
 #include "backends/io_uring/io_uring_backend.h"
 
 #define BOOST_TEST_MODULE io_uring_faults
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <chrono>
@@ -28,6 +34,7 @@
 #include <vector>
 
 #include "core/file/file.h"
+#include "core/loop/loop_access.h"
 #include "polyloop/polyloop.h"
 
 namespace pl = polyloop;
@@ -39,7 +46,18 @@ using namespace std::chrono_literals;
 namespace {
 int get_events_error = 0;  // nonzero: io_uring_get_events fails with -this
 int get_events_failures = 0;
+bool submit_fails = false;  // io_uring_submit submits nothing and says EBUSY
+int submit_failures = 0;
 }  // namespace
+
+extern "C" int __real_io_uring_submit(io_uring* ring);
+extern "C" int __wrap_io_uring_submit(io_uring* ring) {
+  if (submit_fails) {
+    ++submit_failures;
+    return -EBUSY;
+  }
+  return __real_io_uring_submit(ring);
+}
 
 extern "C" int __real_io_uring_get_events(io_uring* ring);
 extern "C" int __wrap_io_uring_get_events(io_uring* ring) {
@@ -194,4 +212,69 @@ BOOST_AUTO_TEST_CASE(a_failing_get_events_with_completions_in_overflow_is_a_wait
     BOOST_TEST(bufs[i] == static_cast<char>('a' + i % 26));
   }
   loop->close();
+}
+
+BOOST_AUTO_TEST_CASE(no_sqe_for_the_wake_up_does_not_leave_a_wait_that_wakeup_cannot_end) {
+  // A 4-entry ring. Six receives with MSG_DONTWAIT on empty sockets (the
+  // kernel then answers -EAGAIN instead of waiting itself) are started in
+  // one go while the SQ ring cannot be submitted (io_uring_submit fails):
+  // four fill the SQ, two wait in the backlog. The backend's wake-up is
+  // pending too. The loop's next enter (not io_uring_submit) submits the
+  // four; each ends with -EAGAIN and takes an SQE again for its readiness
+  // wait, which fills the SQ, and the wake-up's read completes: re-arming
+  // it finds no SQE. The wait that follows must not block without a
+  // wake-up armed: another thread's call_soon_threadsafe 100 ms later must
+  // end it.
+  IoUringBackend::options opts;
+  opts.entries = 4;
+  auto loop = std::make_unique<pl::EventLoop>(std::make_unique<IoUringBackend>(opts));
+  loop->run_until_complete([]() -> pl::Task<> { co_await pl::sleep(1ms); }());  // enabled, wake armed
+  constexpr int count = 6;
+  std::vector<std::array<int, 2>> pairs(count);
+  for (auto& p : pairs) {
+    BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.data()) == 0);
+  }
+  std::vector<char> bufs(count);
+  auto recv_one = [](int fd, char* buf) -> pl::Task<std::int64_t> {
+    co_return co_await pl::async_recv(fd, buf, 1, MSG_DONTWAIT);
+  };
+  std::vector<pl::Future<std::int64_t>> recvs;
+  submit_fails = true;
+  for (int i = 0; i < count; ++i) recvs.push_back(loop->create_task(recv_one(pairs[i][0], &bufs[i])));
+  // The backend's own wake-up, as a call_soon_threadsafe() to a blocked
+  // loop makes it (the loop skips it while it is not waiting).
+  pl::Backend& backend = pl::detail::loop_access::backend(*loop);
+  std::thread([&] { backend.wakeup(); }).join();
+  // A watchdog: if the loop blocks for good, data on the first socket ends
+  // the wait after 5 s, so the test fails instead of hanging.
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 500 && !done; ++i) std::this_thread::sleep_for(10ms);
+    if (!done) (void)!::write(pairs[0][1], "w", 1);
+  });
+  pl::Future<void> woken = loop->create_future<void>();
+  std::thread waker([&] {
+    std::this_thread::sleep_for(100ms);
+    loop->call_soon_threadsafe([&] { woken.set_result(); });
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  loop->run_until_complete(woken);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  done = true;
+  waker.join();
+  watchdog.join();
+  BOOST_TEST(submit_failures > 0);  // the fault was in play
+  bool woken_promptly = waited < 2s;
+  BOOST_TEST(woken_promptly);
+  submit_fails = false;
+  // Nothing was lost: each receive still gets its byte (the first one
+  // possibly the watchdog's).
+  for (auto& p : pairs) BOOST_REQUIRE(::write(p[1], "x", 1) == 1);
+  auto results = loop->run_until_complete(pl::gather(recvs));
+  for (auto r : results) BOOST_TEST(r == 1);
+  loop->close();
+  for (auto& p : pairs) {
+    ::close(p[0]);
+    ::close(p[1]);
+  }
 }
