@@ -1,6 +1,12 @@
 // The load generator of the "echo" workload (/work/shared/bench/WORKLOADS.md):
 //
 //   echo_client --port=P [--host=127.0.0.1] [--connections=50] [--size=64] [--seconds=5]
+//               [--idle=N]
+//
+// With --idle=N (the idle_conns workload) it first opens N more connections
+// that it never uses, prints "idle: N connections open" and waits (at most
+// 60 s) for SIGUSR1 before the run, so that the harness can measure the
+// server holding them; they stay open until the end.
 //
 // Opens C TCP connections; on each, sends a `size`-byte message, waits for
 // the same `size` bytes back, checks them, and repeats until `seconds` have
@@ -17,6 +23,7 @@
 // and a non-zero exit; "ok":false is printed too once the run has started.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -43,11 +50,12 @@ struct Options {
   long connections = 50;
   long size = 64;
   double seconds = 5;
+  long idle = 0;
 };
 
 [[noreturn]] void bad_args(const std::string& why) {
   std::fprintf(stderr, "echo_client: %s\nusage: echo_client --port=P [--host=127.0.0.1] "
-               "[--connections=50] [--size=64] [--seconds=5]\n", why.c_str());
+               "[--connections=50] [--size=64] [--seconds=5] [--idle=N]\n", why.c_str());
   std::exit(2);
 }
 
@@ -80,6 +88,8 @@ Options parse(int argc, char** argv) {
       o.size = static_cast<long>(v);
     } else if (name == "--seconds" && v > 0 && v <= 86400) {
       o.seconds = v;
+    } else if (name == "--idle" && v >= 0 && v <= 100000 && v == static_cast<long>(v)) {
+      o.idle = static_cast<long>(v);
     } else {
       bad_args("unknown argument or value out of range: " + arg);
     }
@@ -121,6 +131,38 @@ int main(int argc, char** argv) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(o.port));
   if (::inet_pton(AF_INET, o.host.c_str(), &addr.sin_addr) != 1) bad_args("--host must be an IPv4 address: " + o.host);
+
+  // Idle connections first (the server holds them through the whole run);
+  // then the go-ahead: SIGUSR1, blocked so that it waits for sigtimedwait.
+  sigset_t go;
+  sigemptyset(&go);
+  sigaddset(&go, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &go, nullptr);
+  std::vector<int> idle_fds;
+  for (long i = 0; i < o.idle; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      fail_early("socket for idle connection " + std::to_string(i) + ": " + std::strerror(errno) +
+                 " (is the fd limit high enough? loopbench raises it to the hard limit)");
+    }
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      fail_early("connect " + o.host + ":" + std::to_string(o.port) + " (idle connection " +
+                 std::to_string(i) + "): " + std::strerror(errno));
+    }
+    // Reset, not closed, at exit: 10,000 connections per run would otherwise
+    // leave as many ports in TIME_WAIT for a minute.
+    linger reset{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    idle_fds.push_back(fd);
+  }
+  if (o.idle > 0) {
+    std::printf("idle: %ld connections open\n", o.idle);
+    std::fflush(stdout);
+    timespec limit{60, 0};
+    if (sigtimedwait(&go, nullptr, &limit) != SIGUSR1) {
+      fail_early("no SIGUSR1 within 60 s of opening the idle connections");
+    }
+  }
 
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
   std::vector<Conn> conns(static_cast<std::size_t>(o.connections));

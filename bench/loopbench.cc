@@ -9,7 +9,9 @@
 // callbacks and sleep_chain workloads run twice, with dynamic and static
 // dispatch), echo (64 B), echo_16k (16 KiB), http, https (http over TLS,
 // with a self-signed certificate made for the run) and https_handshake (a
-// full TLS handshake per connection) (a server of examples/
+// full TLS handshake per connection), idle_conns (echo while the server holds
+// 10,000 idle connections; loopbench raises its fd limit to the hard limit
+// for it, and the servers and clients inherit it) (a server of examples/
 // against bench/echo_client or wrk, pinned to different cores). Each run is a
 // fresh process. Prints one JSON line per run, then a Markdown table of the
 // medians, and writes an SVG chart of them (default: loopbench.svg in the
@@ -25,9 +27,11 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -56,7 +60,7 @@ namespace {
 
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
-                                              "http",      "https",     "https_handshake", "to_thread", "file_read"};
+                                              "http",      "https",     "https_handshake", "idle_conns", "to_thread", "file_read"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -72,7 +76,7 @@ struct options {
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http https "
-               "https_handshake to_thread file_read\n"
+               "https_handshake idle_conns to_thread file_read\n"
                "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
@@ -197,7 +201,7 @@ bool on_path(const std::string& program) {
 void check_programs(const options& o, const std::string& dir) {
   bool echo = false, http = false, handshake = false;
   for (const std::string& w : o.workloads) {
-    echo = echo || w == "echo" || w == "echo_16k";
+    echo = echo || w == "echo" || w == "echo_16k" || w == "idle_conns";
     http = http || w == "http" || w == "https";
     handshake = handshake || w == "https_handshake";
   }
@@ -313,6 +317,18 @@ int main(int argc, char** argv) {
   }
   std::string dir = programs_dir();
   check_programs(o, dir);
+  if (std::find(o.workloads.begin(), o.workloads.end(), "idle_conns") != o.workloads.end()) {
+    // 10,000 idle connections need more fds than the usual 1,024 on both
+    // sides; the servers and clients loopbench starts inherit this limit.
+    rlimit fds{};
+    getrlimit(RLIMIT_NOFILE, &fds);
+    if (fds.rlim_cur < fds.rlim_max) {
+      fds.rlim_cur = fds.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &fds);
+    }
+    std::cerr << "loopbench: idle_conns: the fd limit is " << fds.rlim_cur
+              << " for loopbench and the servers and clients it starts\n";
+  }
   std::vector<std::string> peers;
   if (!o.peers.empty()) {
     try {

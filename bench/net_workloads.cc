@@ -4,10 +4,10 @@
 #include "tools/certs/self_signed.h"
 
 #include <arpa/inet.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -23,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -222,6 +224,98 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
     r.error = "echo_client reported a failure (see its message above)";
   } else if (!l.server_ok) {
     r.error = l.server_error;
+  }
+}
+
+// --- idle_conns --------------------------------------------------------------
+
+// The process's resident set now (VmRSS), in KiB.
+double rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6));
+  }
+  return 0;
+}
+
+std::size_t open_fds(pid_t pid) {
+  std::error_code ec;
+  std::size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// The echo workload (64 B, 50 connections) while the server holds `idle`
+// connections that never send: what each idle connection costs the server
+// in memory, and whether holding them costs the active ones CPU.
+void run_idle_conns(long idle, const net_run_options& o, const std::vector<int>& cpus,
+                    run_record& r) {
+  r.set("size", 64);
+  r.set("idle", static_cast<double>(idle));
+  server s = start_server(o.programs_dir + "/examples/echo_server", o, cpus);
+  if (s.proc.pid < 0) {
+    r.error = s.error;
+    return;
+  }
+  double rss_before = rss_kib(s.proc.pid);
+  std::size_t fds_before = open_fds(s.proc.pid);
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
+  child load = spawn({o.programs_dir + "/bench/echo_client", "--port=" + std::to_string(s.port),
+                      "--size=64", "--idle=" + std::to_string(idle),
+                      std::string("--seconds=") + seconds},
+                     cpus.size() >= 2 ? cpus[1] : -1);
+  std::string line, error;
+  bool opened = load.pid > 0 && read_line(load.out, line, std::chrono::seconds(60)) &&
+                line.rfind("idle:", 0) == 0;
+  // Connected is not yet accepted: wait until the server has an fd for each
+  // idle connection, and its memory has settled, before reading it.
+  double rss_idle = 0;
+  if (opened) {
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (open_fds(s.proc.pid) < fds_before + static_cast<std::size_t>(idle) &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (open_fds(s.proc.pid) < fds_before + static_cast<std::size_t>(idle)) {
+      error = "the server accepted only " + std::to_string(open_fds(s.proc.pid) - fds_before) +
+              " of the " + std::to_string(idle) + " idle connections within 30 s";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    rss_idle = rss_kib(s.proc.pid);
+  } else {
+    error = "echo_client did not open its idle connections (said: \"" + line + "\")";
+  }
+  double cpu0 = cpu_seconds(s.proc.pid);
+  if (load.pid > 0) kill(load.pid, SIGUSR1);
+  bool timed_out = false;
+  std::string out = load.pid > 0 ? read_all(load.out, std::chrono::seconds(90), &timed_out) : "";
+  if (timed_out) kill(load.pid, SIGKILL);
+  int status = load.pid > 0 ? wait_exit(load.pid) : -1;
+  if (load.pid > 0) close(load.out);
+  double cpu1 = cpu_seconds(s.proc.pid);
+  std::string server_error;
+  bool server_ok = stop_server(s.proc, server_error);
+  std::optional<run_record> c = parse_last_json(out);
+  double msgs = c ? c->get("msgs").value_or(0) : 0;
+  double secs = c ? c->get("seconds").value_or(0) : 0;
+  r.set("n", msgs);
+  r.set("seconds", secs);
+  r.set("ns_per_op", msgs > 0 ? secs * 1e9 / msgs : 0);
+  r.set("msgs_per_s", c ? c->get("msgs_per_s").value_or(0) : 0);
+  r.set("server_cpu_us_per_msg", msgs > 0 ? (cpu1 - cpu0) * 1e6 / msgs : 0);
+  r.set("server_bytes_per_idle_conn",
+        idle > 0 ? std::max(0.0, rss_idle - rss_before) * 1024 / static_cast<double>(idle) : 0);
+  r.ok = error.empty() && c && c->ok && status == 0 && msgs > 0 && server_ok;
+  if (!r.ok) {
+    r.error = !error.empty()        ? error
+              : !c || status != 0   ? "echo_client reported a failure (see its message above)"
+              : !server_ok          ? server_error
+                                    : "no message completed a round trip";
   }
 }
 
@@ -444,13 +538,13 @@ bool write_self_signed_files(const std::string& dir, std::string& cert_file,
 
 bool is_net_workload(std::string_view name) {
   return name == "echo" || name == "echo_16k" || name == "http" || name == "https" ||
-         name == "https_handshake";
+         name == "https_handshake" || name == "idle_conns";
 }
 
 run_record run_net_workload(std::string_view name, const net_run_options& options) {
   run_record r;
   bool tls = name == "https" || name == "https_handshake";
-  r.workload = name == "http" || tls ? std::string(name) : "echo";
+  r.workload = name == "http" || name == "idle_conns" || tls ? std::string(name) : "echo";
   r.backend = options.backend;
   std::vector<int> cpus = allowed_cpus();
   auto run_tls = [&](const net_run_options& o) {
@@ -476,6 +570,8 @@ run_record run_net_workload(std::string_view name, const net_run_options& option
     run_tls(options);
   } else if (name == "http") {
     run_http(options, cpus, r);
+  } else if (name == "idle_conns") {
+    run_idle_conns(10'000, options, cpus, r);
   } else {
     run_echo(name == "echo" ? 64 : 16384, options, cpus, r);
   }

@@ -2,7 +2,9 @@
 // http workload over TLS 1.3, keep-alive: the record layer's cost, with the
 // handshakes of wrk's 64 connections amortised over the run), and
 // https_handshake (a full TLS handshake and one GET per connection, one
-// connection after another). Each runs
+// connection after another), and idle_conns (64 B echo on 50 connections
+// while the server holds 10,000 idle ones: its bytes per idle connection).
+// Each runs
 // a server of examples/ on the backend under test, pinned to one core, and an
 // external load generator (bench/echo_client, or wrk) pinned to another, and
 // reads the server's CPU time around the load.
@@ -37,7 +39,8 @@ bool write_self_signed_files(const std::string& dir, std::string& cert_file,
                              std::string& key_file, std::string& error);
 
 bool is_net_workload(std::string_view name);
-// Runs "echo", "echo_16k", "http", "https" or "https_handshake" once; failures (a server that does not
+// Runs "echo", "echo_16k", "http", "https", "https_handshake" or
+// "idle_conns" once; failures (a server that does not
 // start, a client that reports a mismatch, wrk errors) give ok = false and
 // say why in `error`.
 run_record run_net_workload(std::string_view name, const net_run_options& options);

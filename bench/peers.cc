@@ -29,15 +29,15 @@ struct peer {
 
 const std::vector<peer>& peers() {
   static const std::vector<peer> all = {
-      {"libuv", {"callbacks", "timers", "echo", "echo_16k", "http"}},
+      {"libuv", {"callbacks", "timers", "echo", "echo_16k", "http", "idle_conns"}},
       {"boost_asio",
-       {"callbacks", "tasks", "sleep_chain", "timers", "echo", "echo_16k", "http"}},
+       {"callbacks", "tasks", "sleep_chain", "timers", "echo", "echo_16k", "http", "idle_conns"}},
       {"uvloop",
        {"callbacks", "tasks", "sleep_chain", "timers", "queue", "lock", "echo", "echo_16k",
-        "http"}},
+        "http", "idle_conns"}},
       {"asyncio",
        {"callbacks", "tasks", "sleep_chain", "timers", "queue", "lock", "echo", "echo_16k",
-        "http"}},
+        "http", "idle_conns"}},
       {"nginx", {"http", "https", "https_handshake"}},
   };
   return all;
