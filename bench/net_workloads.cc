@@ -189,6 +189,28 @@ load_result run_load(server& s, const std::vector<std::string>& args,
 
 // --- echo --------------------------------------------------------------------
 
+// "--seconds=S" for a load generator.
+std::string seconds_arg(const net_run_options& o) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
+  return std::string("--seconds=") + seconds;
+}
+
+// What echo_client's result line `c` says, and the server's CPU over it, as
+// the run's figures; returns the messages echoed.
+double set_echo_figures(run_record& r, const run_record& c, double server_cpu_s) {
+  double msgs = c.get("msgs").value_or(0);
+  double secs = c.get("seconds").value_or(0);
+  r.set("n", msgs);
+  r.set("seconds", secs);
+  r.set("ns_per_op", msgs > 0 ? secs * 1e9 / msgs : 0);
+  r.set("msgs_per_s", c.get("msgs_per_s").value_or(0));
+  r.set("rtt_p50_us", c.get("rtt_p50_us").value_or(0));
+  r.set("rtt_p99_us", c.get("rtt_p99_us").value_or(0));
+  r.set("server_cpu_us_per_msg", msgs > 0 ? server_cpu_s * 1e6 / msgs : 0);
+  return msgs;
+}
+
 void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>& cpus,
               run_record& r) {
   r.set("size", static_cast<double>(size));
@@ -197,27 +219,17 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
     r.error = s.error;
     return;
   }
-  char seconds[32];
-  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
   load_result l = run_load(s,
                            {o.programs_dir + "/bench/echo_client",
                             "--port=" + std::to_string(s.port), "--size=" + std::to_string(size),
-                            std::string("--seconds=") + seconds},
+                            seconds_arg(o)},
                            cpus);
   std::optional<run_record> c = parse_last_json(l.out);
   if (!c) {
     r.error = "echo_client printed no result (wait status " + std::to_string(l.status) + ")";
     return;
   }
-  double msgs = c->get("msgs").value_or(0);
-  double secs = c->get("seconds").value_or(0);
-  r.set("n", msgs);
-  r.set("seconds", secs);
-  r.set("ns_per_op", msgs > 0 ? secs * 1e9 / msgs : 0);
-  r.set("msgs_per_s", c->get("msgs_per_s").value_or(0));
-  r.set("rtt_p50_us", c->get("rtt_p50_us").value_or(0));
-  r.set("rtt_p99_us", c->get("rtt_p99_us").value_or(0));
-  r.set("server_cpu_us_per_msg", msgs > 0 ? l.server_cpu_s * 1e6 / msgs : 0);
+  double msgs = set_echo_figures(r, *c, l.server_cpu_s);
   r.set("peak_rss_kib", l.server_rss_kib);
   r.ok = c->ok && l.status == 0 && msgs > 0 && l.server_ok;
   if (!c->ok || l.status != 0) {
@@ -266,11 +278,8 @@ void run_idle_conns(long idle, const net_run_options& o, const std::vector<int>&
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   double rss_before = rss_kib(s.proc.pid);
   std::size_t fds_before = open_fds(s.proc.pid);
-  char seconds[32];
-  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
   child load = spawn({o.programs_dir + "/bench/echo_client", "--port=" + std::to_string(s.port),
-                      "--size=64", "--idle=" + std::to_string(idle),
-                      std::string("--seconds=") + seconds},
+                      "--size=64", "--idle=" + std::to_string(idle), seconds_arg(o)},
                      cpus.size() >= 2 ? cpus[1] : -1);
   std::string line, error;
   bool opened = load.pid > 0 && read_line(load.out, line, std::chrono::seconds(60)) &&
@@ -304,13 +313,7 @@ void run_idle_conns(long idle, const net_run_options& o, const std::vector<int>&
   std::string server_error;
   bool server_ok = stop_server(s.proc, server_error);
   std::optional<run_record> c = parse_last_json(out);
-  double msgs = c ? c->get("msgs").value_or(0) : 0;
-  double secs = c ? c->get("seconds").value_or(0) : 0;
-  r.set("n", msgs);
-  r.set("seconds", secs);
-  r.set("ns_per_op", msgs > 0 ? secs * 1e9 / msgs : 0);
-  r.set("msgs_per_s", c ? c->get("msgs_per_s").value_or(0) : 0);
-  r.set("server_cpu_us_per_msg", msgs > 0 ? (cpu1 - cpu0) * 1e6 / msgs : 0);
+  double msgs = c ? set_echo_figures(r, *c, cpu1 - cpu0) : 0;
   r.set("server_bytes_per_idle_conn",
         idle > 0 ? std::max(0.0, rss_idle - rss_before) * 1024 / static_cast<double>(idle) : 0);
   r.ok = error.empty() && c && c->ok && status == 0 && msgs > 0 && server_ok;
@@ -489,12 +492,10 @@ void run_https_handshake(const net_run_options& o, const std::vector<int>& cpus,
     r.error = s.error;
     return;
   }
-  char seconds[32];
-  std::snprintf(seconds, sizeof seconds, "%g", o.seconds);
   load_result l = run_load(s,
                            {o.programs_dir + "/bench/tls_handshake_client",
                             "--port=" + std::to_string(s.port), "--cafile=" + o.tls_cert_file,
-                            std::string("--seconds=") + seconds},
+                            seconds_arg(o)},
                            cpus);
   std::optional<run_record> c = parse_last_json(l.out);
   if (!c) {
