@@ -79,15 +79,18 @@ double cpu_seconds(pid_t pid) {
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// The process's peak resident set (VmHWM), in KiB.
-double peak_rss_kib(pid_t pid) {
+// A memory figure of /proc/PID/status ("VmHWM:", "VmRSS:"), in KiB.
+double status_kib(pid_t pid, std::string_view field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6));
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(field.size()));
   }
   return 0;
 }
+
+// The process's peak resident set, in KiB.
+double peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM:"); }
 
 // A server of examples/ on the backend under test, pinned to the first CPU
 // when there are two or more.
@@ -241,15 +244,8 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
 
 // --- idle_conns --------------------------------------------------------------
 
-// The process's resident set now (VmRSS), in KiB.
-double rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6));
-  }
-  return 0;
-}
+// The process's resident set now, in KiB.
+double rss_kib(pid_t pid) { return status_kib(pid, "VmRSS:"); }
 
 std::size_t open_fds(pid_t pid) {
   std::error_code ec;
