@@ -43,6 +43,9 @@ const char* kind_name(op_kind k) noexcept {
 }  // namespace
 
 std::int64_t io_awaiter::await_resume() {
+  OpCounts& counts = loop_access::counts(*task.loop).ops[static_cast<std::size_t>(kind)];
+  ++counts.completed;
+  if (result == -ECANCELED) ++counts.cancelled;
   if (task_root* root = task.root) {
     root->waiting = {};
     if (result == -ECANCELED && kind != op_kind::close) {

@@ -87,6 +87,9 @@ struct threadsafe_box : ready_node {
   static void run(ready_node* n, ready_node::action what);
 };
 
+// Counts a threadsafe callable run in the running loop's stats().
+void count_threadsafe_callback() noexcept;
+
 // Tells the running loop's exception handler what a threadsafe callable threw.
 [[gnu::cold]] void report_threadsafe_exception() noexcept;
 
@@ -130,6 +133,7 @@ void threadsafe_box<F>::run(ready_node* n, ready_node::action what) {
   auto* self = static_cast<threadsafe_box*>(n);
   std::unique_ptr<threadsafe_box> owner(self);
   if (what == ready_node::action::discard) return;
+  count_threadsafe_callback();
   try {
     self->fn();
   } catch (...) {

@@ -49,6 +49,7 @@
 #include "core/errors/errors.h"
 #include "core/loop/callback_pool.h"
 #include "core/loop/clock.h"
+#include "core/loop/loop_stats.h"
 #include "core/loop/quaternary_heap.h"
 
 namespace polyloop {
@@ -137,6 +138,11 @@ class EventLoop {
 
   // Which backend really runs (its Backend::name(), e.g. "epoll").
   std::string_view backend_name() const noexcept { return backend_name_; }
+
+  // What the loop and its backend have done so far (core/loop/loop_stats.h):
+  // a copy of plain counters, made without a syscall or a virtual call.
+  // Call it on the loop's thread, or while the loop is not running.
+  LoopStats stats() const noexcept;
 
   // Schedules f() to run in a later iteration, after the callbacks already
   // scheduled. f runs on the loop's thread; what it throws goes to the
@@ -281,7 +287,10 @@ class EventLoop {
   template <class B>
   void run_once(B& backend) {
     if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
-    std::error_code ec = backend.poll(compute_timeout(), ready_);
+    ++counts_.iterations;
+    std::chrono::nanoseconds timeout = compute_timeout();
+    ++(timeout.count() == 0 ? counts_.waits_nonblocking : counts_.waits_blocking);
+    std::error_code ec = backend.poll(timeout, ready_);
     if (ec) throw_poll_error(ec);
     if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
     fire_expired_timers();
@@ -341,6 +350,11 @@ class EventLoop {
   // The thread that first ran the loop, kept when the backend is bound to
   // it (backend_traits::bound_to_first_thread).
   std::atomic<std::thread::id> owner_{};  // atomic: a misusing thread reads it
+  // stats(): counted on the loop's thread, but for the wake-ups other
+  // threads send (counted under threadsafe_mutex_, read without it). The
+  // backend's own counts stay in the backend; stats() copies them.
+  LoopStats counts_;
+  std::atomic<std::uint64_t> threadsafe_wakeups_{0};
 };
 
 // A loop whose backend type B (a final class: EpollBackend, IoUringBackend,
@@ -390,6 +404,7 @@ TimerHandle EventLoop::call_at(time_point when, F&& f) {
   n->in_timer_heap = true;
   n->timer_seq = timer_seq_++;
   timers_.push({when, n});
+  ++counts_.timers_scheduled;
   return TimerHandle(n, when);
 }
 
@@ -417,6 +432,7 @@ void EventLoop::call_soon_threadsafe(F&& f) {
     // then reads this one, and must not miss a callback queued in between.
     flags_.fetch_or(threadsafe_pending_bit, std::memory_order_seq_cst);
     // Waking under the lock keeps close() from releasing the backend meanwhile.
+    threadsafe_wakeups_.fetch_add(1, std::memory_order_relaxed);
     backend_->wakeup();
   }
 }
