@@ -9,21 +9,28 @@ chart="${TEST_TMPDIR}/chart.svg"
 "$loopbench" --backend=all --repeat=1 --seconds=1 --chart="$chart" >"$out"
 
 fail() { echo "FAIL: $*"; cat "$out"; exit 1; }
-# One JSON line per run: 8 core workloads (+2 static-dispatch variants) and 3
+# One JSON line per run: 9 core workloads (+2 static-dispatch variants) and 3
 # network ones per backend; all ok.
 backends=$(grep -c '"workload":"callbacks".*"dispatch":"dynamic"' "$out")
 (( backends >= 1 )) || fail "no callbacks run"
 runs=$(grep -c '^{"workload"' "$out")
-(( runs == backends * 13 )) || fail "$runs runs for $backends backends, expected $((backends * 13))"
+(( runs == backends * 14 )) || fail "$runs runs for $backends backends, expected $((backends * 14))"
 if grep '^{"workload"' "$out" | grep -v '"ok":true'; then fail "a run's check failed"; fi
 grep -q '"workload":"echo".*"size":16384' "$out" || fail "no 16 KiB echo run"
 grep -q '"server_cpu_us_per_req"' "$out" || fail "http did not report the server's CPU"
+# Every in-process run carries the counters it caused (bench/loop_counters.h).
+if grep '^{"workload":"\(callbacks\|tasks\|sleep_chain\|pingpong\)"' "$out" | grep -v '"syscalls_per_op"'; then
+  fail "a run without its counters"
+fi
+grep -q '"workload":"pingpong".*"iterations_per_op"' "$out" || fail "pingpong has no iterations_per_op"
 # The table: a row per figure, a number in every cell.
 for row in "callbacks, ns per callback" "callbacks, static dispatch" "tasks, bytes per task" \
   "timers, overhead" "sleep_chain, ns per yield" "sleep_chain, static dispatch" \
   "queue, ns per item" "queue, allocations per item" "lock, ns per acquire" "lock, allocations" \
   "echo 64 B, server CPU" "echo 16 KiB, server CPU" "http, server CPU" \
-  "to_thread, ns per round trip" "file_read 64 KiB, GiB/s" "file_read, cat's GiB/s"; do
+  "to_thread, ns per round trip" "file_read 64 KiB, GiB/s" "file_read, cat's GiB/s" \
+  "pingpong, ns per round trip" "pingpong, syscalls per round trip" \
+  "pingpong, loop iterations per round trip"; do
   line=$(grep "^| $row" "$out") || fail "no table row '$row'"
   if echo "$line" | grep -qE '\| (-|FAILED[^|]*) \|'; then fail "empty or failed cell: $line"; fi
 done

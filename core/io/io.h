@@ -60,7 +60,7 @@ class io_awaiter : public operation {
   void await_suspend(std::coroutine_handle<Promise> h) {
     task.bind(h);
     Backend& backend = loop_access::backend(*task.loop);
-    ++loop_access::counts(*task.loop).ops[static_cast<std::size_t>(kind)].started;
+    ++loop_access::counts(*task.loop).ops_started[static_cast<std::size_t>(kind)];
     backend.start(*this);
     task.cancellable_by({&on_cancel, this});
   }

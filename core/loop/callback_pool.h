@@ -119,12 +119,16 @@ class callback_pool {
   }
   EventLoop& loop() noexcept { return loop_; }
   static void run(ready_node* node, ready_node::action what);
+  // Callables invoked (LoopStats::callbacks_run): counted here, where run()
+  // already holds the pool, in one instruction.
+  std::uint64_t callbacks_run() const noexcept { return callbacks_run_; }
 
  private:
   [[gnu::noinline, gnu::cold]] static void report_exception(EventLoop& loop) noexcept;
   void grow();
   EventLoop& loop_;
   callback_node* free_ = nullptr;
+  std::uint64_t callbacks_run_ = 0;
   std::vector<std::unique_ptr<callback_node[]>> chunks_;
 };
 
