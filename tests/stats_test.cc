@@ -146,8 +146,7 @@ BOOST_AUTO_TEST_CASE(tasks_are_counted_when_created_and_when_finished) {
   pl::Future<int> unstarted = loop.create_task(after_sleep(-1));
   unstarted.cancel();
   const pl::LoopStats created = loop.stats();
-  BOOST_TEST(created.tasks_created - before.tasks_created ==
-             static_cast<std::uint64_t>(tasks + 1));
+  BOOST_TEST(created.tasks_created - before.tasks_created == static_cast<std::uint64_t>(tasks + 1));
   BOOST_TEST(created.tasks_finished == before.tasks_finished);
 
   auto main = [&futures]() -> pl::Task<int> {
@@ -159,8 +158,7 @@ BOOST_AUTO_TEST_CASE(tasks_are_counted_when_created_and_when_finished) {
   const pl::LoopStats after = loop.stats();
   // run_until_complete scheduled `main` as a task of its own.
   BOOST_TEST(after.tasks_created - before.tasks_created == static_cast<std::uint64_t>(tasks + 2));
-  BOOST_TEST(after.tasks_finished - before.tasks_finished ==
-             static_cast<std::uint64_t>(tasks + 2));
+  BOOST_TEST(after.tasks_finished - before.tasks_finished == static_cast<std::uint64_t>(tasks + 2));
 }
 
 BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
@@ -181,10 +179,11 @@ BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
   BOOST_TEST(after.op(op_kind::read).started == before.op(op_kind::read).started);
 
   const pl::backend_counters d = minus(after.backend, before.backend);
-  BOOST_TEST_MESSAGE("round trip: syscalls " << d.syscalls << ", epoll_waits " << d.epoll_waits
-                     << ", epoll_ctls " << d.epoll_ctls << ", io_attempts " << d.io_attempts
-                     << ", enters " << d.enters << ", sqes " << d.sqes_submitted << ", cqes "
-                     << d.cqes_reaped << ", context_runs " << d.context_runs << ", iterations "
+  BOOST_TEST_MESSAGE("round trip: syscalls "
+                     << d.syscalls << ", epoll_waits " << d.epoll_waits << ", epoll_ctls "
+                     << d.epoll_ctls << ", io_attempts " << d.io_attempts << ", enters " << d.enters
+                     << ", sqes " << d.sqes_submitted << ", cqes " << d.cqes_reaped
+                     << ", context_runs " << d.context_runs << ", iterations "
                      << after.iterations - before.iterations);
   // Every counted kind of syscall is also in `syscalls`.
   BOOST_TEST(d.syscalls >= d.epoll_waits + d.epoll_ctls + d.enters);
