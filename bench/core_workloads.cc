@@ -4,6 +4,7 @@
 #include "bench/core_workloads.h"
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "bench/alloc_count.h"
 #include "bench/file_workloads.h"
+#include "bench/loop_counters.h"
 #include "polyloop/polyloop.h"
 
 namespace loopbench {
@@ -239,6 +241,62 @@ void lock(pl::EventLoop& loop, run_record& r) {
   }
 }
 
+// pingpong: the backend's cost per I/O round trip, in process (echo's
+// shape without the network stack or a client process): 10 Unix socket
+// pairs, on each a task that sends a byte and waits for the reply and one
+// that echoes it. n: round trips (2 sends + 2 recvs each).
+pl::Task<> pinger(int fd, int rounds) {
+  char b = 'p';
+  for (int i = 0; i < rounds; ++i) {
+    co_await pl::async_send(fd, &b, 1);
+    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
+  }
+}
+
+pl::Task<> ponger(int fd, int rounds) {
+  char b;
+  for (int i = 0; i < rounds; ++i) {
+    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
+    co_await pl::async_send(fd, &b, 1);
+  }
+}
+
+pl::Task<> close_both(int a, int b) {
+  co_await pl::async_close(a);
+  co_await pl::async_close(b);
+}
+
+void pingpong(pl::EventLoop& loop, run_record& r) {
+  const int pairs = 10;
+  const int rounds = 5'000;
+  std::vector<int> fds;
+  std::vector<pl::Task<>> tasks;
+  for (int i = 0; i < pairs; ++i) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      r.error = "socketpair failed";
+      return;
+    }
+    fds.insert(fds.end(), {sv[0], sv[1]});
+    tasks.push_back(pinger(sv[0], rounds));
+    tasks.push_back(ponger(sv[1], rounds));
+  }
+  const pl::LoopStats before = loop.stats();
+  double t0 = now_s();
+  try {
+    loop.run_until_complete(pl::gather(std::move(tasks)));
+    r.ok = true;
+  } catch (const std::exception& e) {
+    r.error = e.what();
+  }
+  set_time(r, static_cast<double>(pairs) * rounds, now_s() - t0);
+  // Counted here: the closes below are not part of a round trip.
+  set_loop_counters(r, before, loop.stats(), static_cast<double>(pairs) * rounds);
+  for (std::size_t i = 0; i < fds.size(); i += 2) {
+    loop.run_until_complete(close_both(fds[i], fds[i + 1]));
+  }
+}
+
 struct core_workload {
   std::string_view name;
   void (*run)(pl::EventLoop&, run_record&);
@@ -254,6 +312,7 @@ constexpr core_workload core_workloads[] = {
     {"lock", &lock, false},
     {"to_thread", &to_thread_workload, false},
     {"file_read", &file_read_workload, false},
+    {"pingpong", &pingpong, false},
 };
 
 const core_workload* find(std::string_view name) {
@@ -281,7 +340,12 @@ run_record run_core_workload(std::string_view name, std::string_view backend,
   std::unique_ptr<pl::EventLoop> loop =
       static_dispatch ? pl::new_static_event_loop(backend) : pl::new_event_loop(backend);
   r.backend = std::string(loop->backend_name());
+  const pl::LoopStats before = loop->stats();
   w->run(*loop, r);
+  // Unless the workload counted a part of its run itself (pingpong).
+  if (!r.get("iterations_per_op")) {
+    set_loop_counters(r, before, loop->stats(), r.get("n").value_or(0));
+  }
   loop->close();
   r.set("peak_rss_kib", peak_rss_kib());
   return r;

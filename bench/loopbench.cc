@@ -5,7 +5,7 @@
 //       [--backend=NAME[,NAME]|all] [--repeat=N] [--seconds=S] [--full]
 //       [--chart=PATH] [--peers[=NAME[,NAME]]]
 //
-// Workloads: callbacks, tasks, timers, sleep_chain, queue, lock (in a worker process; the
+// Workloads: callbacks, tasks, timers, sleep_chain, queue, lock, pingpong (in a worker process; the
 // callbacks and sleep_chain workloads run twice, with dynamic and static
 // dispatch), echo (64 B), echo_16k (16 KiB), http, https (http over TLS,
 // with a self-signed certificate made for the run) and https_handshake (a
@@ -60,7 +60,8 @@ namespace {
 
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
-                                              "http",      "https",     "https_handshake", "idle_conns", "to_thread", "file_read"};
+                                              "http",      "https",     "https_handshake", "idle_conns", "to_thread", "file_read",
+                                              "pingpong"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -76,7 +77,7 @@ struct options {
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http https "
-               "https_handshake idle_conns to_thread file_read\n"
+               "https_handshake idle_conns to_thread file_read pingpong\n"
                "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }

@@ -9,12 +9,12 @@ chart="${TEST_TMPDIR}/chart.svg"
 "$loopbench" --backend=all --repeat=1 --seconds=1 --chart="$chart" >"$out"
 
 fail() { echo "FAIL: $*"; cat "$out"; exit 1; }
-# One JSON line per run: 8 core workloads (+2 static-dispatch variants) and 6
+# One JSON line per run: 9 core workloads (+2 static-dispatch variants) and 6
 # network ones per backend; all ok.
 backends=$(grep -c '"workload":"callbacks".*"dispatch":"dynamic"' "$out")
 (( backends >= 1 )) || fail "no callbacks run"
 runs=$(grep -c '^{"workload"' "$out")
-(( runs == backends * 16 )) || fail "$runs runs for $backends backends, expected $((backends * 16))"
+(( runs == backends * 17 )) || fail "$runs runs for $backends backends, expected $((backends * 17))"
 if grep '^{"workload"' "$out" | grep -v '"ok":true'; then fail "a run's check failed"; fi
 grep -q '"workload":"echo".*"size":16384' "$out" || fail "no 16 KiB echo run"
 grep -q '"server_cpu_us_per_req"' "$out" || fail "http did not report the server's CPU"
@@ -23,13 +23,20 @@ grep -q '"workload":"https_handshake".*"server_cpu_us_per_handshake"' "$out" ||
   fail "no https_handshake run"
 grep -q '"workload":"idle_conns".*"idle":10000.*"server_bytes_per_idle_conn"' "$out" ||
   fail "no idle_conns run with 10,000 idle connections"
+# Every in-process run carries the counters it caused (bench/loop_counters.h).
+if grep '^{"workload":"\(callbacks\|tasks\|sleep_chain\|pingpong\)"' "$out" | grep -v '"syscalls_per_op"'; then
+  fail "a run without its counters"
+fi
+grep -q '"workload":"pingpong".*"iterations_per_op"' "$out" || fail "pingpong has no iterations_per_op"
 # The table: a row per figure, a number in every cell.
 for row in "callbacks, ns per callback" "callbacks, static dispatch" "tasks, bytes per task" \
   "timers, overhead" "sleep_chain, ns per yield" "sleep_chain, static dispatch" \
   "queue, ns per item" "queue, allocations per item" "lock, ns per acquire" "lock, allocations" \
   "echo 64 B, server CPU" "echo 16 KiB, server CPU" "http, server CPU" "https, server CPU" \
   "https handshake, server CPU" "idle_conns, server bytes per idle" \
-  "to_thread, ns per round trip" "file_read 64 KiB, GiB/s" "file_read, cat's GiB/s"; do
+  "to_thread, ns per round trip" "file_read 64 KiB, GiB/s" "file_read, cat's GiB/s" \
+  "pingpong, ns per round trip" "pingpong, syscalls per round trip" \
+  "pingpong, loop iterations per round trip"; do
   line=$(grep "^| $row" "$out") || fail "no table row '$row'"
   if echo "$line" | grep -qE '\| (-|FAILED[^|]*) \|'; then fail "empty or failed cell: $line"; fi
 done

@@ -47,6 +47,12 @@ constexpr figure figures[] = {
     {"to_thread, ns per round trip", "to_thread", "", 0, "ns_per_op"},
     {"file_read 64 KiB, GiB/s", "file_read", "", 0, "gib_per_s"},
     {"file_read, cat's GiB/s", "file_read", "", 0, "cat_gib_per_s"},
+    // What the runs caused (EventLoop::stats(), bench/loop_counters.h).
+    {"pingpong, ns per round trip", "pingpong", "", 0, "ns_per_op"},
+    {"pingpong, syscalls per round trip", "pingpong", "", 0, "syscalls_per_op"},
+    {"pingpong, loop iterations per round trip", "pingpong", "", 0, "iterations_per_op"},
+    {"pingpong, non-blocking attempts per round trip", "pingpong", "", 0, "attempts_per_op"},
+    {"pingpong, io_uring_enter calls per round trip", "pingpong", "", 0, "enters_per_op"},
 };
 
 // A peer's runs have no dispatch (bench/peers.h): they go in the rows of
@@ -121,6 +127,8 @@ summary summarize(const std::vector<run_record>& runs, const std::vector<std::st
           values.push_back(*v);
         }
       }
+      // Runs that do not report the field (a peer's): no figure, not 0.
+      if (values.empty() && cell.failed == 0) cell.runs = 0;
       if (!values.empty()) {
         cell.median = median(values);
         cell.min = *std::min_element(values.begin(), values.end());

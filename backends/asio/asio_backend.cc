@@ -61,7 +61,8 @@ AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
   std::unique_ptr<fd_entry>* slot = fds_.slot(fd);
   if (slot == nullptr) return nullptr;
   if (!*slot) {
-    reactive::set_nonblocking(fd);
+    reactive::set_nonblocking(fd, counts_);
+    ++counts_.syscalls;  // fd_entry's fstat (Asio's own epoll_ctl is not seen)
     // start() is noexcept: out of memory fails the operation (-ENOMEM)
     // instead of terminating.
     try {
@@ -101,14 +102,14 @@ void AsioBackend::start(operation& op) noexcept {
     return;
   }
   if (op.kind == op_kind::connect) {
-    if (reactive::start_connect(op)) {
+    if (reactive::start_connect(op, counts_)) {
       complete(op);
       return;
     }
     wait_for_readiness(op, *entry);
     return;
   }
-  if (reactive::try_op(op, &entry->hint)) {
+  if (reactive::try_op(op, counts_, &entry->hint)) {
     complete(op);
     return;
   }
@@ -168,7 +169,7 @@ void AsioBackend::on_ready(operation& op, const boost::system::error_code& ec) n
     } else if (ec && ec != boost::asio::error::operation_aborted) {
       op.result = -ec.value();
       op.backend_state |= done_bit;
-    } else if (reactive::try_op(op, &fds_[op.fd]->hint)) {
+    } else if (reactive::try_op(op, counts_, &fds_[op.fd]->hint)) {
       op.backend_state |= done_bit;
     } else if (last) {
       // Not ready after all (or aborted for another operation's sake).
@@ -206,7 +207,7 @@ void AsioBackend::close_fd(operation& op) noexcept {
     entry->descriptor.cancel(ec);  // aborted waits complete with -ECANCELED
     entry->descriptor.release();   // the fd is closed below, not by Asio
   }
-  reactive::close_now(op);
+  reactive::close_now(op, counts_);
   complete(op);
 }
 
@@ -218,6 +219,7 @@ void AsioBackend::recheck_registration(int fd) noexcept {
   // it fails (the fd was closed), the tries report EBADF.
   fd_entry& e = *fds_[fd];
   struct stat st {};
+  ++counts_.syscalls;
   bool same_file = ::fstat(fd, &st) == 0 && st.st_dev == e.dev && st.st_ino == e.ino;
   if (same_file) return;
   e.dev = st.st_dev;
@@ -230,7 +232,9 @@ void AsioBackend::recheck_registration(int fd) noexcept {
 // Runs at most `limit` of Asio's ready handlers: poll() alone would run a
 // handler that re-posts itself forever, and polyloop's callbacks never.
 void AsioBackend::run_ready(std::size_t limit) {
-  for (std::size_t n = 0; n < limit && context_.poll_one() != 0; ++n) {
+  for (std::size_t n = 0; n < limit; ++n) {
+    ++counts_.context_runs;
+    if (context_.poll_one() == 0) break;
   }
 }
 
@@ -260,6 +264,7 @@ std::error_code AsioBackend::poll(std::chrono::nanoseconds timeout,
   if (context_.stopped()) context_.restart();
   try {
     std::size_t ran;
+    ++counts_.context_runs;
     if (timeout.count() == 0) {
       ran = context_.poll_one();
     } else if (timeout.count() < 0) {

@@ -72,10 +72,11 @@ void EpollBackend::shutdown() noexcept {
 }
 
 bool EpollBackend::register_fd(int fd, fd_state& st) noexcept {
-  reactive::set_nonblocking(fd);
+  reactive::set_nonblocking(fd, counts_);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.fd = fd;
+  count_epoll_ctl();
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST) {
     st.registered = true;
     st.readable = st.writable = true;
@@ -116,20 +117,20 @@ void EpollBackend::start(operation& op) noexcept {
     return;
   }
   if (op.kind == op_kind::connect) {
-    if (reactive::start_connect(op)) {
+    if (reactive::start_connect(op, counts_)) {
       complete(op);
       return;
     }
   } else if (op.kind == op_kind::poll) {
     // A level check consumes nothing, so it never waits behind other ops.
-    if (reactive::try_op(op) || !st->pollable) {
+    if (reactive::try_op(op, counts_) || !st->pollable) {
       complete(op);
       return;
     }
   } else {
     bool reader = detail::waits_for_input(op.kind);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
-    if (believed_ready && reactive::try_op(op, &st->hint)) {
+    if (believed_ready && reactive::try_op(op, counts_, &st->hint)) {
       complete(op);
       return;
     }
@@ -170,17 +171,20 @@ void EpollBackend::close_fd(operation& op) noexcept {
         complete(*o, -ECANCELED);
       }
     }
-    if (st.registered && st.pollable) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, op.fd, nullptr);
+    if (st.registered && st.pollable) {
+      count_epoll_ctl();
+      ::epoll_ctl(epfd_, EPOLL_CTL_DEL, op.fd, nullptr);
+    }
     st = fd_state{};
   }
-  reactive::close_now(op);
+  reactive::close_now(op, counts_);
   complete(op);
 }
 
 void EpollBackend::drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept {
   ready_flag = true;
   while (operation* op = q.head) {
-    if (!reactive::try_op(*op, &hint)) {
+    if (!reactive::try_op(*op, counts_, &hint)) {
       ready_flag = false;
       return;
     }
@@ -196,6 +200,7 @@ void EpollBackend::recheck_registration(int fd) noexcept {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.fd = fd;
+  count_epoll_ctl();
   int rc = ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   if (rc != 0 && errno == EEXIST) return;  // registered, as believed
   // Added now (the registration had been dropped: a new file has the
@@ -217,7 +222,7 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   // Poll operations: each is a level check, so try every one on any edge.
   for (operation* op = st.pollers.head; op != nullptr;) {
     operation* next = op->next;
-    if (reactive::try_op(*op)) {
+    if (reactive::try_op(*op, counts_)) {
       st.pollers.remove(op);
       --queued_;
       complete(*op);
@@ -253,6 +258,8 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
   {
     epoll_event events[128];
     int n;
+    ++counts_.syscalls;
+    ++counts_.epoll_waits;
     if (have_pwait2_) {
       timespec ts;
       n = ::epoll_pwait2(epfd_, events, 128, detail::timespec_or_null(timeout, ts), nullptr);
@@ -272,6 +279,7 @@ std::error_code EpollBackend::wait(std::chrono::nanoseconds timeout) noexcept {
     if (n < 0 && errno != EINTR) return {errno, std::generic_category()};
     for (int i = 0; i < n; ++i) {
       if (events[i].data.fd == waker_.fd()) {
+        ++counts_.syscalls;  // the eventfd's read
         waker_.drain();
         waker_.clear_after_drain();
         continue;

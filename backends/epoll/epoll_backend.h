@@ -71,6 +71,10 @@ class EpollBackend final : public Backend {
     complete(op);
   }
   void dispatch(std::uint32_t events, int fd) noexcept;
+  void count_epoll_ctl() noexcept {
+    ++counts_.syscalls;
+    ++counts_.epoll_ctls;
+  }
   // The audit's check of a quiet fd: registers it again if the kernel had
   // dropped it (closed with ::close() and the number reused), and retries
   // its operations.

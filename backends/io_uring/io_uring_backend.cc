@@ -254,6 +254,7 @@ void IoUringBackend::enable_once() noexcept {
 void IoUringBackend::submit_now() noexcept {
   std::optional<detail::sigpipe_guard> sigpipe;
   if (signalling_writes_ != 0) sigpipe.emplace();
+  count_enter();
   io_uring_submit(&ring_);
   if (sigpipe) sigpipe->consume_if_raised();
 }
@@ -575,9 +576,11 @@ int IoUringBackend::reap(detail::ready_queue* ready) noexcept {
       handle_cqe(*cqe, ready);
     }
     io_uring_cq_advance(&ring_, seen);
+    counts_.cqes_reaped += seen;
     // Completions the CQ ring had no room for wait in the kernel (NODROP):
     // fetch them now rather than a whole iteration later.
     if (!io_uring_cq_has_overflow(&ring_)) break;
+    count_enter();
     int r = io_uring_get_events(&ring_);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return r;
   }
@@ -642,6 +645,7 @@ void IoUringBackend::shutdown() noexcept {
     cancel_everything();
     __kernel_timespec ts{.tv_sec = 0, .tv_nsec = 100'000'000};
     io_uring_cqe* cqe = nullptr;
+    count_enter();
     int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       std::fprintf(stderr, "polyloop: io_uring: close() could not reap its operations: %s\n",
@@ -683,6 +687,7 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   std::optional<detail::sigpipe_guard> sigpipe;
   if (signalling_writes_ != 0) sigpipe.emplace();
   int r;
+  count_enter();
   if (timeout.count() == 0) {
     r = io_uring_submit_and_get_events(&ring_);
   } else {

@@ -83,6 +83,17 @@ class IoUringBackend final : public Backend {
 
   io_uring_sqe* get_sqe() noexcept;
   void submit_now() noexcept;
+  // Before each liburing call that enters the kernel: it hands over every
+  // SQE the SQ ring holds (backend_counters). Each call makes at most one
+  // io_uring_enter: liburing skips it for a wait that has nothing to submit
+  // and finds a completion already posted, which only the set-ups without
+  // DEFER_TASKRUN (coop, no_taskrun) can meet, since poll() reaps the CQ
+  // ring empty and DEFER_TASKRUN posts completions inside io_uring_enter.
+  void count_enter() noexcept {
+    ++counts_.syscalls;
+    ++counts_.enters;
+    counts_.sqes_submitted += io_uring_sq_ready(&ring_);
+  }
   bool submit_op(operation& op) noexcept;
   bool submit_cancel(operation& op) noexcept;
   void arm_wake() noexcept;

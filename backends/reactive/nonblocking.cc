@@ -15,15 +15,18 @@ namespace {
 
 // write(2) that fails with EPIPE instead of raising SIGPIPE, in the cheapest
 // way this kernel and fd allow (the order is explained in sigpipe.h).
-ssize_t write_without_sigpipe(const operation& op, write_hint* hint) noexcept {
+ssize_t write_without_sigpipe(const operation& op, backend_counters& counts,
+                              write_hint* hint) noexcept {
   if (detail::kernel_has_rwf_nosignal()) {
     iovec iov{op.buf, op.len};
+    ++counts.syscalls;
     ssize_t r = ::pwritev2(op.fd, &iov, 1, -1, detail::rwf_nosignal);
     // A file without write_iter (some character devices) refuses every
     // flag with EOPNOTSUPP: write to it the other way.
     if (r >= 0 || errno != EOPNOTSUPP) return r;
   }
   if (hint == nullptr || !hint->not_socket) {
+    ++counts.syscalls;
     ssize_t r = ::send(op.fd, op.buf, op.len, MSG_NOSIGNAL);
     if (r >= 0 || errno != ENOTSOCK) return r;
     if (hint != nullptr) hint->not_socket = true;
@@ -32,6 +35,7 @@ ssize_t write_without_sigpipe(const operation& op, write_hint* hint) noexcept {
   int err = 0;
   {
     detail::sigpipe_guard guard;
+    ++counts.syscalls;
     r = ::write(op.fd, op.buf, op.len);
     if (r < 0) {
       err = errno;
@@ -43,10 +47,11 @@ ssize_t write_without_sigpipe(const operation& op, write_hint* hint) noexcept {
 }
 
 // Level check for op_kind::poll, and for whether a connect has finished.
-short poll_now(int fd, short events) noexcept {
+short poll_now(int fd, short events, backend_counters& counts) noexcept {
   pollfd p{fd, events, 0};
   int r;
   do {
+    ++counts.syscalls;
     r = ::poll(&p, 1, 0);
   } while (r < 0 && errno == EINTR);
   return r > 0 ? p.revents : 0;
@@ -54,30 +59,35 @@ short poll_now(int fd, short events) noexcept {
 
 }  // namespace
 
-bool try_op(operation& op, write_hint* hint) noexcept {
+bool try_op(operation& op, backend_counters& counts, write_hint* hint) noexcept {
+  ++counts.io_attempts;
   if (op.kind == op_kind::poll) {
-    short revents = poll_now(op.fd, static_cast<short>(op.flags));
+    short revents = poll_now(op.fd, static_cast<short>(op.flags), counts);
     if (revents == 0) return false;
     op.result = revents;
     return true;
   }
   if (op.kind == op_kind::connect) {
     // Stale edges can arrive while the handshake runs: ask the socket.
-    if (poll_now(op.fd, POLLOUT) == 0) return false;
+    if (poll_now(op.fd, POLLOUT, counts) == 0) return false;
     int err = 0;
     socklen_t len = sizeof err;
+    ++counts.syscalls;
     if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     op.result = -err;
     return true;
   }
   while (true) {
     ssize_t r = -1;
+    // Each case one syscall, but write: it counts its own (it may make more).
+    ++counts.syscalls;
     switch (op.kind) {
       case op_kind::read:
         r = ::read(op.fd, op.buf, op.len);
         break;
       case op_kind::write:
-        r = write_without_sigpipe(op, hint);
+        --counts.syscalls;
+        r = write_without_sigpipe(op, counts, hint);
         break;
       case op_kind::recv:
         r = ::recv(op.fd, op.buf, op.len, op.flags);
@@ -99,6 +109,7 @@ bool try_op(operation& op, write_hint* hint) noexcept {
         break;
       }
       default:
+        --counts.syscalls;  // none made
         errno = EINVAL;
         break;
     }
@@ -113,7 +124,9 @@ bool try_op(operation& op, write_hint* hint) noexcept {
   }
 }
 
-bool start_connect(operation& op) noexcept {
+bool start_connect(operation& op, backend_counters& counts) noexcept {
+  ++counts.io_attempts;
+  ++counts.syscalls;
   // EINTR from a non-blocking connect means it goes on in the background.
   int r = ::connect(op.fd, op.addr, op.addrlen);
   if (r == 0 || (errno != EINPROGRESS && errno != EINTR)) {
@@ -123,12 +136,17 @@ bool start_connect(operation& op) noexcept {
   return false;
 }
 
-void set_nonblocking(int fd) noexcept {
+void set_nonblocking(int fd, backend_counters& counts) noexcept {
+  ++counts.syscalls;
   int fl = ::fcntl(fd, F_GETFL);
-  if (fl >= 0 && (fl & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  if (fl >= 0 && (fl & O_NONBLOCK) == 0) {
+    ++counts.syscalls;
+    ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  }
 }
 
-void close_now(operation& op) noexcept {
+void close_now(operation& op, backend_counters& counts) noexcept {
+  ++counts.syscalls;
   // No retry on EINTR: Linux has released the descriptor anyway.
   op.result = ::close(op.fd) == 0 ? 0 : -errno;
 }

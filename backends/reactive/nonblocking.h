@@ -1,5 +1,7 @@
 // What the readiness-based backends (epoll, asio) share: the syscalls they
-// make themselves, chiefly one non-blocking attempt at an operation.
+// make themselves, chiefly one non-blocking attempt at an operation. Each
+// function counts what it does in the backend's `counts` (backend_counters:
+// syscalls, and io_attempts for try_op and start_connect).
 #pragma once
 
 #include "core/backend/backend.h"
@@ -22,18 +24,18 @@ struct write_hint {
 // raises no SIGPIPE (backends/support/sigpipe.h says how); `hint`, if
 // given, spares the fallback for kernels without RWF_NOSIGNAL a send() per
 // write to a non-socket.
-bool try_op(operation& op, write_hint* hint = nullptr) noexcept;
+bool try_op(operation& op, backend_counters& counts, write_hint* hint = nullptr) noexcept;
 
 // Starts a connect on the non-blocking socket: true if it already finished
 // (op.result set: 0 or -errno), false if it goes on in the background (then
 // wait for writability and finish it with try_op).
-bool start_connect(operation& op) noexcept;
+bool start_connect(operation& op, backend_counters& counts) noexcept;
 
 // Makes `fd` non-blocking (the backends issue the syscalls themselves).
-void set_nonblocking(int fd) noexcept;
+void set_nonblocking(int fd, backend_counters& counts) noexcept;
 
 // Closes op.fd and sets op.result (0 or -errno), for op_kind::close once the
 // backend has forgotten the fd.
-void close_now(operation& op) noexcept;
+void close_now(operation& op, backend_counters& counts) noexcept;
 
 }  // namespace polyloop::backends::reactive

@@ -130,12 +130,48 @@ struct backend_traits {
   bool native_file_ops = false;
 };
 
+// What a backend counts of its own work, for EventLoop::stats() (LoopStats::
+// backend). Plain increments on the loop's thread, read by the loop without
+// a virtual call; each backend fills the members that apply to it and leaves
+// the others zero (backends/README.md says what each must count). The
+// constructor's set-up calls (epoll_create1, io_uring_setup, ...) and the
+// wake-up another thread sends (EventLoop counts those) are not counted.
+struct backend_counters {
+  // Every syscall the backend made on the loop's thread, the kinds below
+  // included, and also its registration and bookkeeping calls (fcntl,
+  // fstat, close, an eventfd drained after a wake-up).
+  std::uint64_t syscalls = 0;
+  // epoll: epoll_pwait2 / epoll_wait calls, and epoll_ctl calls.
+  std::uint64_t epoll_waits = 0;
+  std::uint64_t epoll_ctls = 0;
+  // epoll, asio (backends/reactive): each non-blocking attempt at an
+  // operation (read, write, recv, send, recvmsg, sendmsg, accept4, a
+  // connect started or checked, a poll check), whether it succeeded or
+  // would have blocked. An attempt is one syscall, or two or three where a
+  // write falls back (backends/support/sigpipe.h) or a connect is checked
+  // (poll, then getsockopt).
+  std::uint64_t io_attempts = 0;
+  // io_uring: calls that enter the kernel (io_uring_enter, through
+  // liburing's submit and wait calls), SQEs handed to the kernel by them,
+  // and CQEs taken off the completion ring (the wake-up's included).
+  std::uint64_t enters = 0;
+  std::uint64_t sqes_submitted = 0;
+  std::uint64_t cqes_reaped = 0;
+  // asio: io_context run_one, run_one_for and poll_one calls (Asio's own
+  // epoll calls inside them cannot be seen from outside and are not in
+  // `syscalls`).
+  std::uint64_t context_runs = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
 
   // Fixed for the backend's life; no virtual call.
   const backend_traits& traits() const noexcept { return traits_; }
+  // What the backend has counted so far (see backend_counters); no virtual
+  // call. Read on the loop's thread.
+  const backend_counters& counters() const noexcept { return counts_; }
 
   // The name it is chosen by (e.g. "epoll"), for messages too. Code
   // that depends on how a backend behaves asks traits() instead.
@@ -185,6 +221,9 @@ class Backend {
   void report_exception(const char* what, std::exception_ptr e) noexcept {
     if (reporter_ != nullptr) reporter_(reporter_context_, what, std::move(e));
   }
+
+  // Each backend increments these where it does the work they count.
+  backend_counters counts_;
 
  private:
   backend_traits traits_;

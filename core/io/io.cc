@@ -43,14 +43,18 @@ const char* kind_name(op_kind k) noexcept {
 }  // namespace
 
 std::int64_t io_awaiter::await_resume() {
+  loop_counters& counts = loop_access::counts(*task.loop);
+  ++counts.ops_completed[static_cast<std::size_t>(kind)];
   if (task_root* root = task.root) {
     root->waiting = {};
     if (result == -ECANCELED && kind != op_kind::close) {
+      ++counts.ops_cancelled[static_cast<std::size_t>(kind)];
       root->must_cancel = false;
       throw CancelledError(std::string(kind_name(kind)) + " was cancelled");
     }
   }
   if (result < 0) {
+    if (result == -ECANCELED) ++counts.ops_cancelled[static_cast<std::size_t>(kind)];
     throw std::system_error(static_cast<int>(-result), std::generic_category(),
                             std::string(kind_name(kind)) + "(fd " + std::to_string(fd) + ")");
   }

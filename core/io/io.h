@@ -59,7 +59,9 @@ class io_awaiter : public operation {
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
     task.bind(h);
-    loop_access::backend(*task.loop).start(*this);
+    Backend& backend = loop_access::backend(*task.loop);
+    ++loop_access::counts(*task.loop).ops_started[static_cast<std::size_t>(kind)];
+    backend.start(*this);
     task.cancellable_by({&on_cancel, this});
   }
   std::int64_t await_resume();

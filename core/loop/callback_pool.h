@@ -87,6 +87,9 @@ struct threadsafe_box : ready_node {
   static void run(ready_node* n, ready_node::action what);
 };
 
+// Counts a threadsafe callable run in the running loop's stats().
+void count_threadsafe_callback() noexcept;
+
 // Tells the running loop's exception handler what a threadsafe callable threw.
 [[gnu::cold]] void report_threadsafe_exception() noexcept;
 
@@ -116,12 +119,16 @@ class callback_pool {
   }
   EventLoop& loop() noexcept { return loop_; }
   static void run(ready_node* node, ready_node::action what);
+  // Callables invoked (LoopStats::callbacks_run): counted here, where run()
+  // already holds the pool, in one instruction.
+  std::uint64_t callbacks_run() const noexcept { return callbacks_run_; }
 
  private:
   [[gnu::noinline, gnu::cold]] static void report_exception(EventLoop& loop) noexcept;
   void grow();
   EventLoop& loop_;
   callback_node* free_ = nullptr;
+  std::uint64_t callbacks_run_ = 0;
   std::vector<std::unique_ptr<callback_node[]>> chunks_;
 };
 
@@ -130,6 +137,7 @@ void threadsafe_box<F>::run(ready_node* n, ready_node::action what) {
   auto* self = static_cast<threadsafe_box*>(n);
   std::unique_ptr<threadsafe_box> owner(self);
   if (what == ready_node::action::discard) return;
+  count_threadsafe_callback();
   try {
     self->fn();
   } catch (...) {

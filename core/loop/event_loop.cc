@@ -80,6 +80,7 @@ void detail::callback_pool::run(ready_node* node, ready_node::action what) {
   auto* n = static_cast<callback_node*>(node);
   callback_pool* pool = n->pool;
   if (what == ready_node::action::run && !n->cancelled) {
+    ++pool->callbacks_run_;
     n->in_timer_heap = false;
     // From here on the callback counts as run: a Handle::cancel() from inside
     // it no longer matches, so it cannot destroy the callable mid-call.
@@ -91,6 +92,10 @@ void detail::callback_pool::run(ready_node* node, ready_node::action what) {
     }
   }
   pool->release(n);
+}
+
+void detail::count_threadsafe_callback() noexcept {
+  if (current_loop != nullptr) ++detail::loop_access::counts(*current_loop).threadsafe_callbacks_run;
 }
 
 // Out of line, so that run() keeps no strings or stack canary of its own.
@@ -229,6 +234,25 @@ void EventLoop::close() {
   if (child_watcher_) child_watcher_->on_close();      // children still running: killed, reaped
 }
 
+LoopStats EventLoop::stats() const noexcept {
+  LoopStats s;
+  s.iterations = counts_.iterations;
+  s.callbacks_run = pool_->callbacks_run() + counts_.threadsafe_callbacks_run;
+  s.timers_scheduled = counts_.timers_scheduled;
+  s.timers_fired = counts_.timers_fired;
+  s.timers_cancelled = counts_.timers_cancelled;
+  s.tasks_created = tasks_created_;
+  s.tasks_finished = counts_.tasks_finished;
+  for (std::size_t k = 0; k < op_kind_count; ++k) {
+    s.ops[k] = {counts_.ops_started[k], counts_.ops_completed[k], counts_.ops_cancelled[k]};
+  }
+  s.waits_nonblocking = counts_.waits_nonblocking;
+  s.waits_blocking = counts_.iterations - counts_.waits_nonblocking;
+  s.threadsafe_wakeups = threadsafe_wakeups_.load(std::memory_order_relaxed);
+  s.backend = backend_->counters();
+  return s;
+}
+
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
   if (!handler_) {
     print_exception(context);
@@ -286,6 +310,7 @@ void EventLoop::note_cancelled_timer() noexcept {
   // its own node is being released, and compacting then would release that
   // node again. fire_expired_timers() compacts, with no user code on the stack.
   ++cancelled_timers_;
+  ++counts_.timers_cancelled;
 }
 
 void EventLoop::compact_timers() {
@@ -341,6 +366,7 @@ void EventLoop::fire_expired_timers() {
     } else {
       n->in_timer_heap = false;
       ready_.push(n);
+      ++counts_.timers_fired;
     }
   }
 }

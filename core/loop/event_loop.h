@@ -26,6 +26,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <concepts>
@@ -49,6 +50,7 @@
 #include "core/errors/errors.h"
 #include "core/loop/callback_pool.h"
 #include "core/loop/clock.h"
+#include "core/loop/loop_stats.h"
 #include "core/loop/quaternary_heap.h"
 
 namespace polyloop {
@@ -70,6 +72,22 @@ struct state_link;
 struct loop_extension {
   virtual ~loop_extension() = default;
   virtual void on_close() noexcept = 0;
+};
+// What EventLoop counts for stats() (LoopStats says what each means), laid
+// out for the cheapest increment on the hot paths: the counts per op_kind
+// as arrays indexed by it. Tasks created and callbacks run are counted
+// where they already were (tasks_created_, callback_pool).
+struct loop_counters {
+  std::uint64_t iterations = 0;
+  std::uint64_t waits_nonblocking = 0;  // waits_blocking: the other iterations
+  std::uint64_t timers_scheduled = 0;
+  std::uint64_t timers_fired = 0;
+  std::uint64_t timers_cancelled = 0;
+  std::uint64_t tasks_finished = 0;
+  std::uint64_t threadsafe_callbacks_run = 0;
+  std::array<std::uint64_t, op_kind_count> ops_started{};
+  std::array<std::uint64_t, op_kind_count> ops_completed{};
+  std::array<std::uint64_t, op_kind_count> ops_cancelled{};
 };
 // What a task keeps only once asked to (set_name, cancel(message)), held
 // by its loop so that tasks without it pay nothing.
@@ -137,6 +155,11 @@ class EventLoop {
 
   // Which backend really runs (its Backend::name(), e.g. "epoll").
   std::string_view backend_name() const noexcept { return backend_name_; }
+
+  // What the loop and its backend have done so far (core/loop/loop_stats.h):
+  // a copy of plain counters, made without a syscall or a virtual call.
+  // Call it on the loop's thread, or while the loop is not running.
+  LoopStats stats() const noexcept;
 
   // Schedules f() to run in a later iteration, after the callbacks already
   // scheduled. f runs on the loop's thread; what it throws goes to the
@@ -281,7 +304,10 @@ class EventLoop {
   template <class B>
   void run_once(B& backend) {
     if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
-    std::error_code ec = backend.poll(compute_timeout(), ready_);
+    ++counts_.iterations;
+    std::chrono::nanoseconds timeout = compute_timeout();
+    counts_.waits_nonblocking += timeout.count() == 0;
+    std::error_code ec = backend.poll(timeout, ready_);
     if (ec) throw_poll_error(ec);
     if (flags_.load(std::memory_order_seq_cst) & threadsafe_pending_bit) take_threadsafe();
     fire_expired_timers();
@@ -331,7 +357,7 @@ class EventLoop {
   std::unique_ptr<detail::loop_extension> signal_handlers_;   // core/signals
   std::unique_ptr<detail::loop_extension> child_watcher_;     // net/subprocess
   // Scheduled tasks are numbered from 1 (their default name, "Task-N").
-  std::uint32_t tasks_created_ = 0;
+  std::uint64_t tasks_created_ = 0;  // also LoopStats::tasks_created
   // Keyed by the task's task_root; an entry lives as long as its task.
   std::unordered_map<const void*, detail::task_notes> task_notes_;
   ExceptionHandler handler_;
@@ -341,6 +367,11 @@ class EventLoop {
   // The thread that first ran the loop, kept when the backend is bound to
   // it (backend_traits::bound_to_first_thread).
   std::atomic<std::thread::id> owner_{};  // atomic: a misusing thread reads it
+  // stats(): counted on the loop's thread, but for the wake-ups other
+  // threads send (counted under threadsafe_mutex_, read without it). The
+  // backend's own counts stay in the backend; stats() copies them.
+  detail::loop_counters counts_;
+  std::atomic<std::uint64_t> threadsafe_wakeups_{0};
 };
 
 // A loop whose backend type B (a final class: EpollBackend, IoUringBackend,
@@ -390,6 +421,7 @@ TimerHandle EventLoop::call_at(time_point when, F&& f) {
   n->in_timer_heap = true;
   n->timer_seq = timer_seq_++;
   timers_.push({when, n});
+  ++counts_.timers_scheduled;
   return TimerHandle(n, when);
 }
 
@@ -417,6 +449,7 @@ void EventLoop::call_soon_threadsafe(F&& f) {
     // then reads this one, and must not miss a callback queued in between.
     flags_.fetch_or(threadsafe_pending_bit, std::memory_order_seq_cst);
     // Waking under the lock keeps close() from releasing the backend meanwhile.
+    threadsafe_wakeups_.fetch_add(1, std::memory_order_relaxed);
     backend_->wakeup();
   }
 }

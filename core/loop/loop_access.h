@@ -47,7 +47,12 @@ struct loop_access {
   // included, so a test can see that compaction really happened.
   static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }
   // The number of the next task scheduled on `loop` (its "Task-N").
-  static std::uint32_t next_task_number(EventLoop& loop) noexcept { return ++loop.tasks_created_; }
+  static std::uint32_t next_task_number(EventLoop& loop) noexcept {
+    return static_cast<std::uint32_t>(++loop.tasks_created_);
+  }
+  // The loop's own counts (EventLoop::stats()), for the layers that count
+  // what they do there: tasks finished, operations.
+  static loop_counters& counts(EventLoop& loop) noexcept { return loop.counts_; }
   // The names and cancel messages of tasks that have one (see task_root).
   static std::unordered_map<const void*, task_notes>& notes_table(EventLoop& loop) noexcept {
     return loop.task_notes_;

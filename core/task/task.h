@@ -127,6 +127,7 @@ class task_promise_common : public future_state<T>,
       return this->continuation ? this->continuation : std::noop_coroutine();
     }
     publish();
+    ++loop_access::counts(*this->loop_).tasks_finished;
     this->release();  // the running task's own reference; may free the frame
     return std::noop_coroutine();
   }
@@ -156,6 +157,7 @@ class task_promise_common : public future_state<T>,
     p->must_cancel = false;
     if (p->has_notes) p->keep_cancel_message();
     p->finish(status::cancelled);
+    ++loop_access::counts(*p->loop_).tasks_finished;
     p->release();  // the running task's own reference
   }
 

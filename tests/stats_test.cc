@@ -1,0 +1,288 @@
+// EventLoop::stats() (core/loop/loop_stats.h) on the backend under test:
+// after a known amount of work each counter says what was done: exactly
+// where the meaning is exact, within the bound the backend promises where a
+// backend may legitimately make more syscalls. asyncio has no counterpart.
+#include "core/loop/loop_stats.h"  // first: the header under test compiles on its own
+
+#define BOOST_TEST_MODULE stats
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "tests/support/fd_guard.h"
+#include "tests/support/test_support.h"
+
+namespace pl = polyloop;
+using namespace std::chrono_literals;
+using pl::op_kind;
+using pl::testing::fd_set_guard;
+using pl::testing::loop_fixture;
+using pl::testing::run_one_iteration;
+using pl::testing::vloop;
+
+namespace {
+
+// after - before, member by member, for the counters a test reads.
+pl::backend_counters minus(const pl::backend_counters& a, const pl::backend_counters& b) {
+  return {.syscalls = a.syscalls - b.syscalls,
+          .epoll_waits = a.epoll_waits - b.epoll_waits,
+          .epoll_ctls = a.epoll_ctls - b.epoll_ctls,
+          .io_attempts = a.io_attempts - b.io_attempts,
+          .enters = a.enters - b.enters,
+          .sqes_submitted = a.sqes_submitted - b.sqes_submitted,
+          .cqes_reaped = a.cqes_reaped - b.cqes_reaped,
+          .context_runs = a.context_runs - b.context_runs};
+}
+
+const pl::backend_traits& traits(pl::EventLoop& loop) {
+  return pl::detail::loop_access::backend(loop).traits();
+}
+
+struct socket_pair {
+  int a = -1;
+  int b = -1;
+};
+
+socket_pair make_socketpair(fd_set_guard& g) {
+  int sv[2];
+  BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0,
+                     "socketpair: " << std::strerror(errno));
+  return {g.add(sv[0]), g.add(sv[1])};
+}
+
+pl::Task<> echo_once(int fd) {
+  char buf[16];
+  std::int64_t n = co_await pl::async_recv(fd, buf, sizeof buf);
+  co_await pl::async_send(fd, buf, static_cast<std::size_t>(n));
+}
+
+pl::Task<std::int64_t> ping(int fd) {
+  co_await pl::async_send(fd, "ping", 4);
+  char buf[16];
+  co_return co_await pl::async_recv(fd, buf, sizeof buf);
+}
+
+pl::Task<std::int64_t> recv_one(int fd) {
+  char buf[16];
+  co_return co_await pl::async_recv(fd, buf, sizeof buf);
+}
+
+pl::Task<int> after_sleep(int v) {
+  co_await pl::sleep(0ms);
+  co_return v;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(callbacks_and_timers_are_counted_exactly) {
+  vloop v;
+  pl::EventLoop& loop = *v.loop;
+  const pl::LoopStats before = loop.stats();
+  const int callbacks = 5;
+  const int timers = 6;
+  const int cancelled = 2;
+  int ran = 0;
+  for (int i = 0; i < callbacks; ++i) loop.call_soon([&ran] { ++ran; });
+  std::vector<pl::TimerHandle> handles;
+  for (int i = 0; i < timers; ++i) {
+    handles.push_back(loop.call_later(std::chrono::milliseconds(10 * (i + 1)), [&ran] { ++ran; }));
+  }
+  for (int i = 0; i < cancelled; ++i) handles[static_cast<std::size_t>(i) * 2].cancel();
+  loop.call_later(1s, [&loop] { loop.stop(); });
+  loop.run_forever();
+  const pl::LoopStats after = loop.stats();
+
+  BOOST_TEST(ran == callbacks + timers - cancelled);
+  // The stop() timer is a callback and a timer too.
+  BOOST_TEST(after.callbacks_run - before.callbacks_run ==
+             static_cast<std::uint64_t>(callbacks + timers - cancelled + 1));
+  BOOST_TEST(after.timers_scheduled - before.timers_scheduled ==
+             static_cast<std::uint64_t>(timers + 1));
+  BOOST_TEST(after.timers_fired - before.timers_fired ==
+             static_cast<std::uint64_t>(timers - cancelled + 1));
+  BOOST_TEST(after.timers_cancelled - before.timers_cancelled ==
+             static_cast<std::uint64_t>(cancelled));
+  // Every iteration made exactly one call of the backend's poll().
+  BOOST_TEST(after.iterations - before.iterations ==
+             (after.waits_blocking - before.waits_blocking) +
+                 (after.waits_nonblocking - before.waits_nonblocking));
+  BOOST_TEST(after.iterations > before.iterations);
+}
+
+BOOST_AUTO_TEST_CASE(iterations_and_nonblocking_waits_are_counted_exactly) {
+  loop_fixture f;
+  const pl::LoopStats before = f.loop->stats();
+  const int iterations = 7;
+  int ran = 0;
+  for (int i = 0; i < iterations; ++i) {
+    f.loop->call_soon([&ran] { ++ran; });
+    run_one_iteration(*f.loop);  // stop() first: the wait does not block
+  }
+  const pl::LoopStats after = f.loop->stats();
+  BOOST_TEST(ran == iterations);
+  BOOST_TEST(after.iterations - before.iterations == static_cast<std::uint64_t>(iterations));
+  BOOST_TEST(after.waits_nonblocking - before.waits_nonblocking ==
+             static_cast<std::uint64_t>(iterations));
+  BOOST_TEST(after.waits_blocking == before.waits_blocking);
+  BOOST_TEST(after.callbacks_run - before.callbacks_run == static_cast<std::uint64_t>(iterations));
+}
+
+BOOST_AUTO_TEST_CASE(tasks_are_counted_when_created_and_when_finished) {
+  vloop v;
+  pl::EventLoop& loop = *v.loop;
+  const pl::LoopStats before = loop.stats();
+  const int tasks = 7;
+  std::vector<pl::Future<int>> futures;
+  for (int i = 0; i < tasks; ++i) futures.push_back(loop.create_task(after_sleep(i)));
+  // Cancelled before its first step: it ends, unstarted, and counts as finished.
+  pl::Future<int> unstarted = loop.create_task(after_sleep(-1));
+  unstarted.cancel();
+  const pl::LoopStats created = loop.stats();
+  BOOST_TEST(created.tasks_created - before.tasks_created == static_cast<std::uint64_t>(tasks + 1));
+  BOOST_TEST(created.tasks_finished == before.tasks_finished);
+
+  auto main = [&futures]() -> pl::Task<int> {
+    int sum = 0;
+    for (pl::Future<int>& fut : futures) sum += co_await fut;
+    co_return sum;
+  };
+  BOOST_TEST(loop.run_until_complete(main()) == tasks * (tasks - 1) / 2);
+  const pl::LoopStats after = loop.stats();
+  // run_until_complete scheduled `main` as a task of its own.
+  BOOST_TEST(after.tasks_created - before.tasks_created == static_cast<std::uint64_t>(tasks + 2));
+  BOOST_TEST(after.tasks_finished - before.tasks_finished == static_cast<std::uint64_t>(tasks + 2));
+}
+
+BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  fd_set_guard fds;
+  socket_pair s = make_socketpair(fds);
+  const pl::LoopStats before = loop.stats();
+  loop.create_task(echo_once(s.b));
+  BOOST_TEST(loop.run_until_complete(ping(s.a)) == 4);
+  const pl::LoopStats after = loop.stats();
+
+  for (op_kind k : {op_kind::send, op_kind::recv}) {
+    BOOST_TEST(after.op(k).started - before.op(k).started == 2u);
+    BOOST_TEST(after.op(k).completed - before.op(k).completed == 2u);
+    BOOST_TEST(after.op(k).cancelled == before.op(k).cancelled);
+  }
+  BOOST_TEST(after.op(op_kind::read).started == before.op(op_kind::read).started);
+
+  const pl::backend_counters d = minus(after.backend, before.backend);
+  BOOST_TEST_MESSAGE("round trip: syscalls "
+                     << d.syscalls << ", epoll_waits " << d.epoll_waits << ", epoll_ctls "
+                     << d.epoll_ctls << ", io_attempts " << d.io_attempts << ", enters " << d.enters
+                     << ", sqes " << d.sqes_submitted << ", cqes " << d.cqes_reaped
+                     << ", context_runs " << d.context_runs << ", iterations "
+                     << after.iterations - before.iterations);
+  // Every counted kind of syscall is also in `syscalls`.
+  BOOST_TEST(d.syscalls >= d.epoll_waits + d.epoll_ctls + d.enters);
+  BOOST_TEST(d.syscalls >= d.io_attempts);
+  // The echo's recv had to wait for the ping: the backend waited on the
+  // kernel at least once, in whichever way it waits.
+  BOOST_TEST(d.epoll_waits + d.enters + d.context_runs >= 1u);
+  // At most one registration per fd (epoll registers each fd once; the
+  // others have no epoll_ctl of their own).
+  BOOST_TEST(d.epoll_ctls <= 2u);
+  if (traits(loop).tries_in_start) {
+    // Each of the 4 operations made at least the attempt that succeeded,
+    // and at most two: one in start(), one after the single readiness
+    // event a one-message exchange gives it.
+    BOOST_TEST(d.io_attempts >= 4u);
+    BOOST_TEST(d.io_attempts <= 8u);
+  }
+  if (traits(loop).kernel_performs_ops) {
+    // One SQE and one CQE per operation at least (the backend's own, such
+    // as its wake-up's eventfd read, come on top); no attempts of its own.
+    BOOST_TEST(d.sqes_submitted >= 4u);
+    BOOST_TEST(d.cqes_reaped >= 4u);
+    BOOST_TEST(d.enters >= 1u);
+    BOOST_TEST(d.io_attempts == 0u);
+  }
+  BOOST_TEST(after.iterations - before.iterations ==
+             (after.waits_blocking - before.waits_blocking) +
+                 (after.waits_nonblocking - before.waits_nonblocking));
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_operation_counts_as_completed_and_cancelled) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  fd_set_guard fds;
+  socket_pair s = make_socketpair(fds);
+  const pl::LoopStats before = loop.stats();
+  pl::Future<std::int64_t> waiting = loop.create_task(recv_one(s.a));
+  run_one_iteration(loop);  // the recv is started and waits: nothing was sent
+  waiting.cancel();
+  BOOST_CHECK_THROW(loop.run_until_complete(waiting), pl::CancelledError);
+  const pl::LoopStats after = loop.stats();
+  const pl::OpCounts& r0 = before.op(op_kind::recv);
+  const pl::OpCounts& r1 = after.op(op_kind::recv);
+  BOOST_TEST(r1.started - r0.started == 1u);
+  BOOST_TEST(r1.completed - r0.completed == 1u);
+  BOOST_TEST(r1.cancelled - r0.cancelled == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(each_wake_up_from_another_thread_is_counted_once) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  const pl::LoopStats before = loop.stats();
+  std::thread other;
+  loop.call_soon([&] {
+    // From the loop's own thread it is a call_soon: no wake-up.
+    loop.call_soon_threadsafe([] {});
+    other = std::thread([&loop] { loop.call_soon_threadsafe([&loop] { loop.stop(); }); });
+  });
+  loop.run_forever();  // blocks in the backend until the other thread's wake-up
+  other.join();
+  const pl::LoopStats after = loop.stats();
+  BOOST_TEST(after.threadsafe_wakeups - before.threadsafe_wakeups == 1u);
+  // The three callables: the call_soon, and both call_soon_threadsafe ones.
+  BOOST_TEST(after.callbacks_run - before.callbacks_run == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(each_loop_has_its_own_counters) {
+  loop_fixture busy;
+  loop_fixture idle;
+  const pl::LoopStats idle_before = idle.loop->stats();
+  BOOST_TEST(idle_before.iterations == 0u);
+  BOOST_TEST(idle_before.callbacks_run == 0u);
+  BOOST_TEST(idle_before.backend.syscalls == 0u);  // set-up calls are not counted
+  for (int i = 0; i < 3; ++i) busy.loop->call_soon([] {});
+  busy.loop->call_later(0ms, [] {});
+  run_one_iteration(*busy.loop);
+  const pl::LoopStats idle_after = idle.loop->stats();
+  BOOST_TEST(busy.loop->stats().callbacks_run >= 3u);
+  BOOST_TEST(std::memcmp(&idle_before, &idle_after, sizeof idle_before) == 0);
+
+  const pl::LoopStats busy_before = busy.loop->stats();
+  idle.loop->call_soon([] {});
+  run_one_iteration(*idle.loop);
+  BOOST_TEST(idle.loop->stats().callbacks_run == 1u);
+  const pl::LoopStats busy_after = busy.loop->stats();
+  BOOST_TEST(std::memcmp(&busy_before, &busy_after, sizeof busy_before) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(reading_stats_on_the_loop_thread_is_consistent_and_makes_no_syscall) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  bool same = false;
+  loop.call_soon([&] {
+    const pl::LoopStats first = loop.stats();
+    for (int i = 0; i < 1000; ++i) (void)loop.stats();
+    const pl::LoopStats last = loop.stats();
+    // Nothing ran in between, so nothing moved: not even a syscall count.
+    same = std::memcmp(&first, &last, sizeof first) == 0;
+  });
+  run_one_iteration(loop);
+  BOOST_TEST(same);
+}
