@@ -1,5 +1,6 @@
 #include "core/io/io.h"
 
+#include <ostream>
 #include <string>
 
 namespace polyloop::detail {
@@ -42,9 +43,15 @@ const char* kind_name(op_kind k) noexcept {
 }
 }  // namespace
 
+void io_awaiter::describe(const void* self, std::ostream& out) {
+  auto* me = static_cast<const io_awaiter*>(self);
+  out << kind_name(me->kind) << " on fd " << me->fd;
+}
+
 std::int64_t io_awaiter::await_resume() {
   if (task_root* root = task.root) {
-    root->waiting = {};
+    root->waiting.kind = nullptr;
+    stepping_task = root;
     if (result == -ECANCELED && kind != op_kind::close) {
       root->must_cancel = false;
       throw CancelledError(std::string(kind_name(kind)) + " was cancelled");
