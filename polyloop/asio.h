@@ -22,6 +22,7 @@
 #include <coroutine>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -95,7 +96,7 @@ class asio_awaiter {
           std::move(init_)(asio_handler<Args...>{result_}, std::forward<decltype(a)>(a)...);
         },
         std::move(args_));
-    result_->task.cancellable_by({&on_cancel, this});
+    result_->task.cancellable_by({&waits_on, this});
   }
   auto await_resume() {
     result_->task.resume_point();
@@ -118,6 +119,8 @@ class asio_awaiter {
     }
     return false;
   }
+  static void describe(const void*, std::ostream& out) { out << "an Asio operation"; }
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
 
   Canceller canceller_;
   Initiation init_;

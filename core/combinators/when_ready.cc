@@ -1,6 +1,7 @@
 #include "core/combinators/when_ready.h"
 
 #include <cstdio>
+#include <ostream>
 
 #include "core/errors/invariant.h"
 #include "core/loop/loop_access.h"
@@ -109,7 +110,7 @@ void when_ready::begin() {
       end_wait();
     });
   }
-  task.cancellable_by({&on_cancel_hook, this});
+  task.cancellable_by({&waits_on, this});
 }
 
 void when_ready::on_child_done(future_state_base& child) noexcept {
@@ -149,6 +150,14 @@ bool when_ready::on_cancel_hook(void* p) {
   }
   if (self->remaining_ == 0) self->end_wait();
   return false;  // the gather itself ends cancelled, whatever the children do
+}
+
+void when_ready::describe(const void* self, std::ostream& out) {
+  auto* me = static_cast<const when_ready*>(self);
+  const char* what = me->until_ == until::first_failure ? "gather"
+                     : me->until_ == until::all_done   ? "wait_all"
+                                                       : "wait";
+  out << what << " of " << me->children_.size << " (" << me->remaining_ << " pending)";
 }
 
 std::string timeout_message(Clock::duration timeout) {

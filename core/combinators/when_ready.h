@@ -124,6 +124,9 @@ class when_ready : public ready_node {
   void on_child_done(future_state_base& child) noexcept;
   void end_wait() noexcept;
   static bool on_cancel_hook(void* self);
+  // "gather of 3 (2 pending)".
+  static void describe(const void* self, std::ostream& out);
+  static constexpr wait_kind waits_on{&on_cancel_hook, &describe};
 
   child_list children_;
   until until_;

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <ostream>
 
 namespace polyloop::detail {
 
@@ -98,6 +99,11 @@ void file_awaiter::start_on_executor() {
   };
   future_access::state(call_)->add_link(&link_);
   linked_ = true;
+}
+
+void file_awaiter::describe(const void* self, std::ostream& out) {
+  io_awaiter::describe(self, out);
+  out << ", on the default executor";
 }
 
 bool file_awaiter::on_cancel(void* self) noexcept {

@@ -59,7 +59,7 @@ class file_awaiter : public io_awaiter {
     }
     task.bind(h);
     start_on_executor();
-    task.cancellable_by({&on_cancel, this});
+    task.cancellable_by({&waits_on, this});
   }
   std::int64_t await_resume();
 
@@ -70,6 +70,9 @@ class file_awaiter : public io_awaiter {
   };
   void start_on_executor();
   static bool on_cancel(void* self) noexcept;
+  // "pread on fd 5, on the default executor" (file_ops.cc).
+  static void describe(const void* self, std::ostream& out);
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
 
   Future<std::int64_t> call_;  // the executor path's call
   future_link link_;

@@ -1,6 +1,7 @@
 #include "core/future/future.h"
 
 #include <atomic>
+#include <ostream>
 #include <string>
 
 namespace polyloop::detail {
@@ -10,7 +11,58 @@ void schedule_link(done_link* self, future_state_base& state) {
 }
 
 future_state_base::~future_state_base() {
-  if (loop_ != nullptr) loop_access::unlink_state(*loop_, this);
+  if (loop_ != nullptr) {
+    loop_access::unlink_state(*loop_, this);
+  }
+}
+
+void future_state_base::forget_origin() noexcept {
+  if (loop_ != nullptr) loop_access::origins(*loop_).erase(this);
+}
+
+void future_state_base::keep_origin(const void* made_at) {
+  if (loop_ == nullptr) return;
+  loop_access::origins(*loop_)[this] = {made_at};
+  has_origin_ = true;
+}
+
+std::string future_state_base::describe_if_task(const void* root, const void* node) {
+  task_root* task = as_task();
+  if (task == nullptr || !ran_step(root, node)) return {};
+  return describe_task(*task) + describe_origin(*this);
+}
+
+void describe_awaited(const future_state_base& state, std::ostream& out) {
+  auto& s = const_cast<future_state_base&>(state);
+  if (task_root* task = s.as_task()) {
+    out << describe_task(*task);
+  } else {
+    out << "a future" << describe_origin(state);
+  }
+  if (state.done()) out << " (done; resumes next)";
+}
+
+std::string describe_location(const void* location) {
+  if (location == nullptr) return {};
+  source_location l = location_from(location);
+  if (l.line() == 0) return {};
+  return std::string(l.function_name()) + " at " + l.file_name() + ":" + std::to_string(l.line());
+}
+
+std::string describe_origin(const future_state_base& state) {
+  // Only in debug mode, as asyncio shows _source_traceback only then.
+  if (state.loop_ == nullptr || !loop_access::debug(*state.loop_)) return {};
+  if (const void* coroutine = state.coroutine_location()) {
+    std::string where = describe_location(coroutine);
+    return where.empty() ? where : " (coroutine " + where + ")";
+  }
+  if (!state.has_origin_) return {};
+  auto& origins = loop_access::origins(*state.loop_);
+  auto it = origins.find(&state);
+  if (it == origins.end()) return {};
+  std::string where = describe_location(it->second.made_at);
+  if (where.empty()) return {};
+  return (state.is_task() ? " (coroutine " : " (made by ") + where + ")";
 }
 
 EventLoop& future_state_base::checked_loop() const {
@@ -31,7 +83,7 @@ void future_state_base::check_can_complete(const char* what) {
     throw InvalidStateError(std::string(what) +
                             ": the future is already done; a future completes only once");
   }
-  loop_access::check_open(checked_loop());
+  loop_access::check_open(checked_loop(), what);
 }
 
 bool future_state_base::cancel_with(std::string message) {
@@ -131,9 +183,11 @@ void future_state_base::finish(status s) noexcept {
 }
 
 void future_state_base::report_unretrieved_slow() noexcept {
-  ExceptionContext context{"Future exception was never retrieved", exception_};
+  ExceptionContext context{"Future exception was never retrieved" + describe_origin(*this),
+                           exception_};
   if (task_root* task = as_task()) {
-    context.message = "Task exception was never retrieved (" + describe_task(*task) + ")";
+    context.message = "Task exception was never retrieved (" + describe_task(*task) +
+                      describe_origin(*this) + ")";
   }
   if (loop_ != nullptr) {
     loop_->call_exception_handler(context);

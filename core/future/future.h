@@ -10,6 +10,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -31,6 +32,11 @@ class future_state_base;
 // one (future.cc).
 std::string task_name(const task_root& task);      // the name, or "Task-N"
 std::string describe_task(const task_root& task);  // "task 'NAME'", for reports
+// Debug mode: " (coroutine F at FILE:LINE)" for a task, " (made at
+// FILE:LINE in F)" for a future, when its loop knows; else "".
+std::string describe_origin(const future_state_base& state);
+// "FUNC at FILE:LINE" for a detail::location_pointer; "" for null.
+std::string describe_location(const void* location);
 task_notes& notes_of(task_root& task);             // made on first use
 void forget_notes(task_root& task) noexcept;       // when the task is destroyed
 
@@ -45,6 +51,10 @@ struct done_link : ready_node {
   void (*notify)(done_link* self, future_state_base& state) = nullptr;
   std::uint64_t user_id = 0;  // non-zero for add_done_callback() entries
 };
+
+// For dump_tasks(): "task 'NAME'" for a task, "a future" for a plain one
+// (with where it was made, in debug mode).
+void describe_awaited(const future_state_base& state, std::ostream& out);
 
 // notify() for entries that run from the ready queue.
 void schedule_link(done_link* self, future_state_base& state);
@@ -102,6 +112,9 @@ class future_state_base : public state_link {
  protected:
   ~future_state_base();
   void check_can_complete(const char* what);
+  // Debug mode: remembers where this was made (its loop's origins table).
+  void keep_origin(const void* made_at);
+  [[gnu::noinline, gnu::cold]] void forget_origin() noexcept;
   // Sets the final status and notifies the done list.
   void finish(status s) noexcept;
   // Reports an exception nobody retrieved (from the state's destructor).
@@ -117,6 +130,13 @@ class future_state_base : public state_link {
   }
   // Releases the done list without running it: the loop closed.
   void drop_callbacks() noexcept;
+  std::string describe_if_task(const void* root, const void* node) override;
+  // A task's: whether a step of it ran as `node` or resumed `root`.
+  virtual bool ran_step(const void*, const void*) const noexcept { return false; }
+ public:
+  // A task's coroutine function (detail::location_pointer), or null.
+  virtual const void* coroutine_location() const noexcept { return nullptr; }
+ protected:
   virtual void destroy_self() noexcept = 0;
 
  private:
@@ -130,6 +150,9 @@ class future_state_base : public state_link {
   std::uint32_t refs_ = 1;
   status status_ = status::pending;
   bool retrieved_ = false;
+  bool has_origin_ = false;  // the loop's origins table has an entry for this (debug mode)
+
+  friend std::string describe_origin(const future_state_base& state);
 };
 
 // Storage for the value, so that void needs no special case elsewhere.
@@ -181,9 +204,13 @@ template <class T>
 class plain_future_state final : public future_state<T> {
  public:
   using future_state<T>::future_state;
+  void remember_origin(const void* made_at) { this->keep_origin(made_at); }
 
  private:
-  ~plain_future_state() { this->report_unretrieved(); }
+  ~plain_future_state() {
+    this->report_unretrieved();
+    if (this->has_origin_) [[unlikely]] this->forget_origin();  // debug mode's
+  }
   void destroy_self() noexcept override { delete this; }
 };
 
@@ -317,9 +344,11 @@ class Future {
 };
 
 template <class T>
-Future<T> EventLoop::create_future() {
-  check_open();
-  return detail::future_access::adopt<T>(new detail::plain_future_state<T>(this));
+Future<T> EventLoop::create_future(detail::source_location where) {
+  check_open("create_future");
+  auto* state = new detail::plain_future_state<T>(this);
+  if (get_debug()) [[unlikely]] state->remember_origin(detail::location_pointer(where));
+  return detail::future_access::adopt<T>(state);
 }
 
 template <class T>
@@ -385,7 +414,7 @@ class future_awaiter : public done_link {
     }
     future_access::state(future_)->add_link(this);
     linked_ = true;
-    task.cancellable_by({&on_cancel, this});
+    task.cancellable_by({&waits_on, this});
   }
   std::add_lvalue_reference_t<T> await_resume() {
     task.resume_point();
@@ -401,6 +430,10 @@ class future_awaiter : public done_link {
     auto* me = static_cast<future_awaiter*>(self);
     return me->future_.cancel(me->task.root->cancel_message());
   }
+  static void describe(const void* self, std::ostream& out) {
+    describe_awaited(*future_access::state(static_cast<const future_awaiter*>(self)->future_), out);
+  }
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
 
   Future<T> future_;
   bool linked_ = false;

@@ -9,10 +9,13 @@
 
 #include <coroutine>
 #include <cstdint>
+#include <iosfwd>
+#include <source_location>
 #include <string>
 #include <type_traits>
 
 #include "core/errors/errors.h"
+#include "core/loop/stepping_task.h"
 
 namespace polyloop {
 class EventLoop;
@@ -20,14 +23,23 @@ class EventLoop;
 
 namespace polyloop::detail {
 
-struct cancel_hook {
+// What a task can be suspended on: one static instance per awaiter type,
+// so that registering a wait stays two stores (the kind and the awaiter).
+struct wait_kind {
   // Ends the wait early: cancels what is awaited and makes sure the task
   // resumes soon; never resumes it inline. Returns true if it handed the
   // cancel on to what the task awaits (a future or task that may still
   // decline it, as asyncio's Task.cancel() does with _fut_waiter); false if
   // the task itself must see CancelledError when it resumes.
-  bool (*fn)(void* self) = nullptr;
-  void* self = nullptr;
+  bool (*cancel)(void* self);
+  // Writes what the task waits on, for EventLoop::dump_tasks(): "sleep
+  // until ...", "read on fd 7", "gather of 3", ... (no newline).
+  void (*describe)(const void* self, std::ostream& out);
+};
+
+struct cancel_hook {
+  const wait_kind* kind = nullptr;  // null: the task is not suspended on anything
+  void* self = nullptr;             // the awaiter
 };
 
 class future_state_base;
@@ -62,13 +74,12 @@ struct task_root {
   // next resume_point.
   void request_cancel() {
     must_cancel = true;
-    if (waiting.fn != nullptr) take(waiting);
+    if (waiting.kind != nullptr) take(waiting);
   }
-  // Called by an awaiter as the task resumes from it.
-  void resume_point() {
-    waiting = {};
-    if (must_cancel) [[unlikely]] throw_cancelled();
-  }
+  // Called by an awaiter as the task resumes from it. Notes which task's
+  // step runs (the slow-callback report of debug mode names it); only the
+  // kind is cleared, so the two stores stay two.
+  void resume_point();
   // asyncio's Task.uncancel(): takes back one cancel() request; at zero, a
   // cancel not yet delivered is dropped too (Python 3.13). Returns what is left.
   std::uint32_t uncancel() noexcept {
@@ -82,13 +93,19 @@ struct task_root {
 
  private:
   void take(cancel_hook hook) {
-    if (hook.fn(hook.self)) {
+    if (hook.kind->cancel(hook.self)) {
       must_cancel = false;  // handed on; a second cancel() hands it on again
     } else {
-      waiting = {};  // a hook that resumes the task must run only once
+      waiting.kind = nullptr;  // a hook that resumes the task must run only once
     }
   }
 };
+
+inline void task_root::resume_point() {
+  waiting.kind = nullptr;
+  stepping_task = this;
+  if (must_cancel) [[unlikely]] throw_cancelled();
+}
 
 // Every polyloop coroutine promise derives from this.
 struct promise_base {

@@ -1,5 +1,6 @@
 #include "core/io/io.h"
 
+#include <ostream>
 #include <string>
 
 namespace polyloop::detail {
@@ -42,11 +43,17 @@ const char* kind_name(op_kind k) noexcept {
 }
 }  // namespace
 
+void io_awaiter::describe(const void* self, std::ostream& out) {
+  auto* me = static_cast<const io_awaiter*>(self);
+  out << kind_name(me->kind) << " on fd " << me->fd;
+}
+
 std::int64_t io_awaiter::await_resume() {
   loop_counters& counts = loop_access::counts(*task.loop);
   ++counts.ops_completed[static_cast<std::size_t>(kind)];
   if (task_root* root = task.root) {
-    root->waiting = {};
+    root->waiting.kind = nullptr;
+    stepping_task = root;
     if (result == -ECANCELED && kind != op_kind::close) {
       ++counts.ops_cancelled[static_cast<std::size_t>(kind)];
       root->must_cancel = false;

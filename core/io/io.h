@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <coroutine>
 #include <cstdint>
+#include <iosfwd>
 #include <system_error>
 #include <utility>
 
@@ -62,7 +63,7 @@ class io_awaiter : public operation {
     Backend& backend = loop_access::backend(*task.loop);
     ++loop_access::counts(*task.loop).ops_started[static_cast<std::size_t>(kind)];
     backend.start(*this);
-    task.cancellable_by({&on_cancel, this});
+    task.cancellable_by({&waits_on, this});
   }
   std::int64_t await_resume();
 
@@ -74,6 +75,13 @@ class io_awaiter : public operation {
     loop_access::backend(*me->task.loop).cancel(*me);
     return false;
   }
+
+ protected:
+  // "recv on fd 7" (io.cc).
+  static void describe(const void* self, std::ostream& out);
+
+ private:
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
 
   socklen_t* addrlen_out_;  // accept: where to report the peer's length
 };

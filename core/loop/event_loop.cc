@@ -111,6 +111,7 @@ EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock, iteration_d
       backend_name_(backend_->name()),
       clock_(&clock),
       pool_(std::make_unique<detail::callback_pool>(*this)) {
+  if (debug_from_environment()) set_debug(true);
   backend_->set_exception_reporter(
       [](void* loop, const char* what, std::exception_ptr e) noexcept {
         static_cast<EventLoop*>(loop)->call_exception_handler({what, std::move(e)});
@@ -184,9 +185,11 @@ struct EventLoop::running_scope {
         loop.owner_.load(std::memory_order_relaxed) == std::thread::id()) {
       loop.owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     }
+    loop.running_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     current_loop = &loop;
   }
   ~running_scope() {
+    loop.running_thread_.store(std::thread::id(), std::memory_order_relaxed);
     loop.running_.store(false);
     loop.stopping_ = false;
     current_loop = nullptr;
@@ -323,8 +326,11 @@ void EventLoop::compact_timers() {
 }
 
 void EventLoop::closed_or_threadsafe_pending() {
-  check_open();
-  take_threadsafe();
+  // The thread check's message cannot tell which of these asked: passing
+  // the name on the fast path made g++ stop inlining call_soon.
+  check_open("call_soon, call_at or another loop method that schedules a callback");
+  // In debug mode every call comes here, pending or not.
+  if (flags_.load(std::memory_order_relaxed) & threadsafe_pending_bit) take_threadsafe();
 }
 
 void EventLoop::take_threadsafe() {
@@ -384,6 +390,10 @@ void EventLoop::throw_poll_error(std::error_code ec) const {
 }
 
 void EventLoop::run_ready() {
+  if (flags_.load(std::memory_order_relaxed) & debug_bit) [[unlikely]] {
+    run_ready_debug();
+    return;
+  }
   // Only what is ready now runs in this iteration.
   for (std::size_t n = ready_.size(); n != 0; --n) {
     detail::ready_node* node = ready_.pop();

@@ -34,6 +34,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -50,6 +51,7 @@
 #include "core/errors/errors.h"
 #include "core/loop/callback_pool.h"
 #include "core/loop/clock.h"
+#include "core/loop/code_location.h"
 #include "core/loop/loop_stats.h"
 #include "core/loop/quaternary_heap.h"
 
@@ -94,6 +96,12 @@ struct loop_counters {
 struct task_notes {
   std::string name;
   std::string cancel_message;
+};
+// Where a future or task was made, kept by a loop in debug mode: the
+// create_future() call, or the task's coroutine function
+// (detail::location_pointer of a source_location; null: not known).
+struct debug_origin {
+  const void* made_at = nullptr;
 };
 }  // namespace detail
 
@@ -226,9 +234,10 @@ class EventLoop {
   template <class Awaitable>
     requires requires(Awaitable& a) { a.await_resume(); }
   auto ensure_future(Awaitable awaitable);
-  // A new pending future bound to this loop.
+  // A new pending future bound to this loop. In debug mode the future
+  // remembers `where` it was made (reports about it say so).
   template <class T = void>
-  Future<T> create_future();
+  Future<T> create_future(detail::source_location where = detail::source_location::current());
 
   // Replaces the handler told about exceptions nobody else could receive:
   // a callback that threw, a task's exception nobody retrieved. An empty
@@ -242,6 +251,34 @@ class EventLoop {
   // they have all ended (what run() does before closing). Returns how many
   // tasks were cancelled.
   std::size_t cancel_all_tasks();
+
+  // Debug mode (asyncio's loop.set_debug; docs/api.md "Debug mode"). Off by
+  // default; on from the start when the environment has POLYLOOP_DEBUG set
+  // to anything but "" or "0" as the loop is made. While on:
+  // - a callback or task step that runs longer than slow_callback_duration()
+  //   is reported through the exception handler, with the task's name and
+  //   the time it took;
+  // - calling a loop method (call_soon, call_at, create_task, set_result, an
+  //   operation...) from a thread other than the one running the loop
+  //   throws EventLoopError naming the method and both threads;
+  // - tasks and futures remember where they were made, and the reports
+  //   about them ("exception was never retrieved") say so;
+  // - on a loop made by new_event_loop(), SIGQUIT writes dump_tasks() to
+  //   stderr (core/signals' add_signal_handler; off again with the mode).
+  // Loop thread only. Costs nothing while off.
+  void set_debug(bool enabled);
+  bool get_debug() const noexcept {
+    return (flags_.load(std::memory_order_relaxed) & debug_bit) != 0;
+  }
+  // How long a callback may run before debug mode reports it (default
+  // 100 ms, asyncio's). Throws std::invalid_argument for a negative one.
+  void set_slow_callback_duration(duration limit);
+  duration slow_callback_duration() const noexcept { return slow_callback_duration_; }
+  // Writes every pending task of this loop, one line each, oldest first:
+  // its name and what it waits on (a sleep until T, an operation on fd N,
+  // a future or another task, a gather or wait of K, a lock, event or
+  // queue). Loop thread only. Defined in core/task/introspection.cc.
+  void dump_tasks(std::ostream& out);
 
  protected:
   // What run_forever() calls to run iterations until stop(): run_iterations<B>
@@ -262,11 +299,16 @@ class EventLoop {
   friend class Handle;
   friend struct detail::loop_access;  // the plumbing below, for polyloop's own layers
 
-  // Throws EventLoopError if the loop is closed. Inline: every call_soon
-  // checks it.
-  void check_open() const {
-    if (flags_.load(std::memory_order_relaxed) & closed_bit) [[unlikely]] throw_closed();
+  // Throws EventLoopError if the loop is closed; in debug mode also if this
+  // thread is not the loop's (`method` names the call). Inline: every
+  // call_soon checks it; one load and test, with or without debug mode.
+  void check_open(const char* method = nullptr) const {
+    if (flags_.load(std::memory_order_relaxed) & (closed_bit | debug_bit)) [[unlikely]]
+      check_open_slow(method);
   }
+  [[gnu::noinline]] void check_open_slow(const char* method) const;
+  // Debug mode: throws EventLoopError if the loop runs on another thread.
+  void check_thread(const char* method) const;
   // Throws EventLoopError if the loop cannot run now: closed, already
   // running, or another loop runs on this thread.
   void check_can_run() const;
@@ -319,6 +361,11 @@ class EventLoop {
   [[noreturn]] void throw_poll_error(std::error_code ec) const;
   [[noreturn]] static void throw_closed();
   void run_ready();
+  // run_ready() in debug mode: times each callback (debug.cc).
+  [[gnu::noinline]] void run_ready_debug();
+  void report_slow(std::chrono::nanoseconds took, const void* task, const void* node);
+  // POLYLOOP_DEBUG is set, to anything but "" or "0".
+  static bool debug_from_environment() noexcept;
   std::chrono::nanoseconds compute_timeout();
   void take_threadsafe();
   void fire_expired_timers();
@@ -349,7 +396,16 @@ class EventLoop {
   // closed_bit: close() ran. One word, so that call_soon tests both at once.
   static constexpr std::uint8_t threadsafe_pending_bit = 1;
   static constexpr std::uint8_t closed_bit = 2;
+  // debug_bit: debug mode is on (set_debug). In flags_ so that the checks
+  // call_soon and check_open already make take debug mode's slow path.
+  static constexpr std::uint8_t debug_bit = 4;
   std::atomic<std::uint8_t> flags_{0};
+  duration slow_callback_duration_ = std::chrono::milliseconds(100);
+  // Set by new_event_loop (policies): what set_debug also switches on and
+  // off there (the SIGQUIT dump, which needs layers above the loop).
+  void (*debug_hook_)(EventLoop& loop, bool enabled) = nullptr;
+  // The thread running the loop while it runs (debug mode's thread check).
+  std::atomic<std::thread::id> running_thread_{};
 
   detail::state_link* states_ = nullptr;  // live future states (detail::loop_access links them)
   // Made on first use by the layers above, torn down by close().
@@ -360,6 +416,8 @@ class EventLoop {
   std::uint64_t tasks_created_ = 0;  // also LoopStats::tasks_created
   // Keyed by the task's task_root; an entry lives as long as its task.
   std::unordered_map<const void*, detail::task_notes> task_notes_;
+  // Debug mode: where live futures and tasks were made (keyed by state).
+  std::unordered_map<const void*, detail::debug_origin> origins_;
   ExceptionHandler handler_;
   // Atomic: another thread's run (a misuse) must see it, to throw.
   std::atomic<bool> running_{false};

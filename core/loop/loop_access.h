@@ -9,6 +9,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/ready_queue.h"
+#include "core/loop/code_location.h"
 #include "core/loop/event_loop.h"
 
 namespace polyloop::detail {
@@ -28,14 +29,35 @@ struct state_link {
   virtual void add_ref() noexcept = 0;
   virtual void release() noexcept = 0;
   virtual bool on_loop_event(loop_event e) = 0;
+  // Debug mode, after a slow step: if this is the task whose root is
+  // `root` (detail::stepping_task), what to call it in the report
+  // ("task 'NAME' (coroutine ...)"); else "".
+  // `node` is the ready node that ran (a task's first step sets no
+  // stepping_task).
+  virtual std::string describe_if_task(const void* root, const void* node) = 0;
 
  protected:
   ~state_link() = default;
 };
 
 struct loop_access {
-  // Throws EventLoopError if the loop is closed.
-  static void check_open(const EventLoop& loop) { loop.check_open(); }
+  // Throws EventLoopError if the loop is closed; in debug mode also when
+  // called from a thread other than the loop's (`method` names the call).
+  static void check_open(const EventLoop& loop, const char* method = nullptr) {
+    loop.check_open(method);
+  }
+  // Debug mode is on (one load; see EventLoop::set_debug).
+  static bool debug(const EventLoop& loop) noexcept { return loop.get_debug(); }
+  // Debug mode: where each future or task still alive was made.
+  static std::unordered_map<const void*, debug_origin>& origins(EventLoop& loop) noexcept {
+    return loop.origins_;
+  }
+  // policies: what set_debug() also switches (the SIGQUIT dump); called at
+  // once if debug mode is already on.
+  static void set_debug_hook(EventLoop& loop, void (*hook)(EventLoop&, bool)) {
+    loop.debug_hook_ = hook;
+    if (hook != nullptr && loop.get_debug()) hook(loop, true);
+  }
   // Throws EventLoopError if the loop is closed, running, or another loop
   // runs on this thread.
   static void check_can_run(const EventLoop& loop) { loop.check_can_run(); }
@@ -43,6 +65,10 @@ struct loop_access {
   static Backend& backend(EventLoop& loop) { return loop.backend(); }
   // Puts `node` on the ready queue: it runs in the next iteration.
   static void schedule(EventLoop& loop, ready_node* node) { loop.schedule(node); }
+  // The thread running `loop`, while it runs (debug mode's thread check).
+  static std::thread::id running_thread(const EventLoop& loop) noexcept {
+    return loop.running_thread_.load(std::memory_order_relaxed);
+  }
   // Test-only: how many entries the timer heap holds, cancelled ones
   // included, so a test can see that compaction really happened.
   static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }

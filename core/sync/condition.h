@@ -65,7 +65,7 @@ class Condition : private detail::loop_bound {
 
   Lock own_lock_;
   Lock* lock_;
-  detail::waiter_list waiters_;
+  detail::waiter_list waiters_{"Condition.wait"};
 };
 
 }  // namespace polyloop

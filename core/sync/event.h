@@ -47,7 +47,7 @@ class Event : private detail::loop_bound {
     bool suspended_ = false;
   };
 
-  detail::waiter_list waiters_;
+  detail::waiter_list waiters_{"Event.wait"};
   bool set_ = false;
 };
 

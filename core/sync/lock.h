@@ -62,7 +62,7 @@ class Lock : private detail::loop_bound {
   void acquired_after_wait(acquire_awaiter& w);
   void wake_first();
 
-  detail::waiter_list waiters_;  // waiting, and a woken one until it runs
+  detail::waiter_list waiters_{"Lock.acquire"};  // waiting, and a woken one until it runs
   bool locked_ = false;
 };
 

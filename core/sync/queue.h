@@ -216,9 +216,9 @@ class basic_queue : private loop_bound {
   Storage items_;
   std::size_t maxsize_;
   std::size_t unfinished_ = 0;  // put and not yet task_done()
-  waiter_list getters_;
-  waiter_list putters_;
-  waiter_list joiners_;
+  waiter_list getters_{"Queue.get"};
+  waiter_list putters_{"Queue.put"};
+  waiter_list joiners_{"Queue.join"};
   bool shut_down_ = false;
 };
 

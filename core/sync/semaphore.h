@@ -63,7 +63,7 @@ class Semaphore : private detail::loop_bound {
   void acquired_after_wait(acquire_awaiter& w);
   bool wake_up_next();
 
-  detail::waiter_list waiters_;  // waiting, and woken ones until they run
+  detail::waiter_list waiters_{"Semaphore.acquire"};  // waiting, and woken ones until they run
   long value_;
 };
 

@@ -1,5 +1,6 @@
 #include "core/sync/waiters.h"
 
+#include <ostream>
 #include <string>
 
 namespace polyloop::detail {
@@ -12,6 +13,16 @@ bool sync_waiter::on_cancel(void* self) {
     w->schedule();
   }
   return false;
+}
+
+void sync_waiter::describe(const void* self, std::ostream& out) {
+  auto* w = static_cast<const sync_waiter*>(self);
+  if (w->list != nullptr) {
+    out << w->list->what() << " (" << static_cast<const void*>(w->list) << ")";
+  } else {
+    out << (w->st == state::woken ? "a synchronization primitive that woke it (resumes next)"
+                                  : "a synchronization primitive (cancelled; resumes next)");
+  }
 }
 
 void sync_waiter::throw_cancelled() {

@@ -8,6 +8,7 @@
 
 #include <coroutine>
 #include <cstdint>
+#include <iosfwd>
 #include <thread>
 
 #include "core/errors/invariant.h"
@@ -56,6 +57,9 @@ struct sync_waiter : ready_node {
   // resumes (to throw CancelledError); a woken one is already queued, and its
   // await_resume decides what to hand on.
   static bool on_cancel(void* self);
+  // "Lock 0x...": the primitive's list it waits in (waiters.cc).
+  static void describe(const void* self, std::ostream& out);
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
   // Throws CancelledError: the task's (resume_point), or one of its own if
   // the cancel was withdrawn after it ended this wait.
   [[noreturn]] void throw_cancelled();
@@ -64,7 +68,10 @@ struct sync_waiter : ready_node {
 // Doubly linked, so that a cancelled waiter leaves from anywhere in O(1).
 class waiter_list {
  public:
-  waiter_list() = default;
+  // `what` names the wait in dump_tasks(): "Lock.acquire", "Queue.get", ...
+  explicit waiter_list(const char* what = "a synchronization primitive") noexcept
+      : what_(what) {}
+  const char* what() const noexcept { return what_; }
   waiter_list(const waiter_list&) = delete;
   waiter_list& operator=(const waiter_list&) = delete;
   // Unlinks whatever is left (a primitive destroyed with tasks still waiting,
@@ -101,6 +108,7 @@ class waiter_list {
  private:
   sync_waiter* head_ = nullptr;
   sync_waiter* tail_ = nullptr;
+  const char* what_;
 };
 
 template <class Promise>
@@ -110,7 +118,7 @@ void sync_waiter::suspend_in(std::coroutine_handle<Promise> h, EventLoop& loop,
   task.root = root_of(h);
   task.loop = &loop;
   list.push_back(this);
-  task.cancellable_by({&on_cancel, this});
+  task.cancellable_by({&waits_on, this});
 }
 
 inline sync_waiter::~sync_waiter() {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <coroutine>
+#include <iosfwd>
 
 #include "core/future/suspended_task.h"
 #include "core/loop/event_loop.h"
@@ -36,7 +37,7 @@ class sleep_awaiter : public ready_node {
       timer_ = loop.call_later(delay_, [this] { waiter_.resume(); });
       timer_loop_ = &loop;  // from here on in place of delay_
     }
-    if (root_ != nullptr) root_->suspend_on({&on_cancel, this});
+    if (root_ != nullptr) root_->suspend_on({&waits_on, this});
   }
   void await_resume() const {
     if (root_ != nullptr) root_->resume_point();
@@ -58,6 +59,9 @@ class sleep_awaiter : public ready_node {
     }
     return false;
   }
+  // "sleep until 12.500000 s (in 250.000 ms)" (introspection.cc).
+  static void describe(const void* self, std::ostream& out);
+  static constexpr wait_kind waits_on{&on_cancel, &describe};
 
   // What suspended_task keeps, less the loop: only a timer needs it, and
   // it takes the place of the delay once the timer is set.
@@ -67,7 +71,7 @@ class sleep_awaiter : public ready_node {
     Clock::duration delay_;    // until suspended
     EventLoop* timer_loop_;    // once suspended: the timer's loop, or null for sleep(0)
   };
-  Handle timer_;  // a TimerHandle's when() is not needed
+  TimerHandle timer_;  // its when() is what dump_tasks() shows
 };
 
 }  // namespace detail

@@ -37,6 +37,11 @@ class task_promise;
 template <class T>
 class own_tasks;
 
+// "coroutine 'F' was never awaited": a Task destroyed before it was awaited
+// or scheduled (asyncio's RuntimeWarning), told to the running loop's
+// exception handler, or printed when none runs (introspection.cc).
+[[gnu::cold]] void report_never_awaited(const void* coroutine_location) noexcept;
+
 // Where a task goes next: the coroutine that awaits it inline (resumed when
 // it ends), or, once scheduled, the ready node of its first step. A task is
 // one or the other, never both, so the two share 8 bytes of every frame.
@@ -62,7 +67,14 @@ class task_promise_common : public future_state<T>,
                             public task_next,
                             public task_root {
  public:
-  task_promise_common() : future_state<T>(nullptr) {}
+  // `where` is the coroutine function (the compiler constructs the promise
+  // inside it), so that a Task never awaited can say which coroutine it
+  // was, and reports and dump_tasks() can show it: one store per task.
+  explicit task_promise_common(source_location where)
+      : future_state<T>(nullptr), coroutine_location_(location_pointer(where)) {}
+  // Never started: neither awaited (continuation set) nor scheduled.
+  bool never_started() const noexcept { return !this->continuation; }
+  const void* coroutine_location() const noexcept override { return coroutine_location_; }
   ~task_promise_common() {
     if (this->has_notes) [[unlikely]] forget_notes(*this);
   }
@@ -179,6 +191,12 @@ class task_promise_common : public future_state<T>,
   }
 
   void destroy_self() noexcept override { handle().destroy(); }
+  // Debug mode, after a slow step: a step of this task resumed its root
+  // (stepping_task), or was its first step (`node`, which sets no
+  // stepping_task, to keep every task's first step as short as it was).
+  bool ran_step(const void* root, const void* node) const noexcept override {
+    return root == static_cast<const task_root*>(this) || node == &this->step;
+  }
   // A task cancelled before its first step: its result() says the message.
   void keep_cancel_message() {
     std::string message = this->cancel_message();
@@ -213,11 +231,14 @@ class task_promise_common : public future_state<T>,
   }
 
   friend class Task<T>;
+  const void* coroutine_location_;
 };
 
 template <class T>
 class task_promise final : public task_promise_common<T> {
  public:
+  task_promise(source_location where = source_location::current())
+      : task_promise_common<T>(where) {}
   Task<T> get_return_object() noexcept;
   template <class U>
   requires std::is_convertible_v<U&&, T>
@@ -234,6 +255,8 @@ class task_promise final : public task_promise_common<T> {
 template <>
 class task_promise<void> final : public task_promise_common<void> {
  public:
+  task_promise(source_location where = source_location::current())
+      : task_promise_common<void>(where) {}
   Task<void> get_return_object() noexcept;
   void return_void() noexcept {}
   ~task_promise() {
@@ -276,8 +299,14 @@ class [[nodiscard]] Task {
     std::swap(h_, o.h_);
     return *this;
   }
+  // A Task never awaited nor scheduled is reported as asyncio's "coroutine
+  // ... was never awaited" (the running loop's exception handler).
   ~Task() {
-    if (h_) h_.destroy();
+    if (h_) {
+      if (h_.promise().never_started()) [[unlikely]]
+        detail::report_never_awaited(h_.promise().coroutine_location());
+      h_.destroy();
+    }
   }
 
   // False for a moved-from Task (one that was awaited or scheduled).
