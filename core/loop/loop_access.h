@@ -43,6 +43,11 @@ struct loop_access {
   static Backend& backend(EventLoop& loop) { return loop.backend(); }
   // Puts `node` on the ready queue: it runs in the next iteration.
   static void schedule(EventLoop& loop, ready_node* node) { loop.schedule(node); }
+  // Any thread: queues `node` to run on the loop's thread, as
+  // call_soon_threadsafe does; false if the loop is closed.
+  static bool post_threadsafe(EventLoop& loop, ready_node* node) {
+    return loop.post_threadsafe(node);
+  }
   // Test-only: how many entries the timer heap holds, cancelled ones
   // included, so a test can see that compaction really happened.
   static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }
