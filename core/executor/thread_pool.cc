@@ -45,8 +45,12 @@ void cpu_relax() noexcept {
 #endif
 }
 
-// Outside the mutex: true once a job is queued (or the pool shut down),
-// false after ThreadPoolExecutor::spin_before_sleep without one.
+// Outside the mutex: true once a job is queued, false after
+// ThreadPoolExecutor::spin_before_sleep without one. It yields the CPU
+// between rounds: on a busy machine (two cores, other processes) a pure
+// spin takes the core from the very loop thread that would submit the next
+// job, and made to_thread 3-5 times slower than no spin at all
+// (docs/benchmarks.md).
 bool spin_for_job(pool_core& c) noexcept {
   auto deadline = std::chrono::steady_clock::now() + ThreadPoolExecutor::spin_before_sleep;
   for (;;) {
@@ -54,6 +58,7 @@ bool spin_for_job(pool_core& c) noexcept {
       if (c.queued.load(std::memory_order_relaxed) != 0) return true;
       cpu_relax();
     }
+    std::this_thread::yield();
     if (std::chrono::steady_clock::now() >= deadline) return false;
   }
 }

@@ -72,7 +72,7 @@ class ThreadPoolExecutor {
   // How long an idle thread spins, watching for a job, before it sleeps: a
   // job submitted meanwhile starts without a futex wake-up (bench/loopbench
   // to_thread, docs/benchmarks.md).
-  static constexpr std::chrono::microseconds spin_before_sleep{50};
+  static constexpr std::chrono::microseconds spin_before_sleep{10};
 
  private:
   friend bool detail::wait_for_threads_to_end(ThreadPoolExecutor&, std::stop_token);
