@@ -245,7 +245,9 @@ std::error_code EpollBackend::poll(std::chrono::nanoseconds timeout,
         },
         [this](int fd) { recheck_registration(fd); });
     if (completed_.head != nullptr) timeout = std::chrono::nanoseconds(0);
+    if (timeout.count() != 0 && !waker_.may_block()) timeout = std::chrono::nanoseconds(0);
     std::error_code ec = wait(timeout);
+    waker_.after_wait();
     if (ec) return ec;
   }
   completed_.move_to(ready);

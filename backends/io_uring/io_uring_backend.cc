@@ -690,12 +690,15 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   count_enter();
   if (timeout.count() == 0) {
     r = io_uring_submit_and_get_events(&ring_);
+  } else if (!waker_.may_block()) {
+    r = io_uring_submit_and_get_events(&ring_);  // a wake-up came: no wait
   } else {
     __kernel_timespec ts;
     io_uring_cqe* cqe = nullptr;
     r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, detail::timespec_or_null(timeout, ts),
                                          nullptr);
   }
+  waker_.after_wait();
   // Whatever the enter said, what is in the CQ ring is handed back: an error
   // that repeats must not starve the completions already there.
   int reaped = reap(&ready);

@@ -38,6 +38,10 @@ class eventfd_waker {
   // Thread-safe.
   void wake() noexcept {
     if (pending_.exchange(true, std::memory_order_seq_cst)) return;
+    // Between after_wait() and may_block() the loop is not blocked and will
+    // see pending_ before it blocks again (may_block), so no write: a
+    // completion that comes while the loop still runs costs no syscall.
+    if (awake_.load(std::memory_order_seq_cst)) return;
     std::uint64_t one = 1;
     while (::write(fd_, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -59,9 +63,28 @@ class eventfd_waker {
   // returns.
   void clear_after_drain() noexcept { pending_.store(false, std::memory_order_seq_cst); }
 
+  // Loop thread, just before a wait that would block: false if a wake()
+  // came since the last wait (the wait must then not block). From here to
+  // after_wait(), wake() writes the eventfd. (A Dekker pair with wake():
+  // each stores its flag, then reads the other's, both seq_cst, so either
+  // this sees pending_ or wake() sees the loop is not awake, and writes.)
+  bool may_block() noexcept {
+    awake_.store(false, std::memory_order_seq_cst);
+    return !pending_.load(std::memory_order_seq_cst);
+  }
+  // Loop thread, after each wait, before the loop looks at what wake()'s
+  // callers queued: until may_block(), wake() need not write. (A write
+  // still on its way only makes a later wait return early, and is drained.)
+  // A backend that never calls these keeps wake() writing every time.
+  void after_wait() noexcept {
+    awake_.store(true, std::memory_order_seq_cst);
+    pending_.store(false, std::memory_order_seq_cst);
+  }
+
  private:
   int fd_;
   std::atomic<bool> pending_{false};
+  std::atomic<bool> awake_{false};  // see may_block() and after_wait()
 };
 
 }  // namespace polyloop::detail

@@ -36,13 +36,24 @@ void executor_call_base::finished(phase how) noexcept {
   phase_ = how;
   ended_.notify_all();
   if (!claimed_) return;  // close() abandoned the call: the loop may be gone
+  // The pool (or shutdown's list) holds the call while this runs, so
+  // dropping queued_self_ here never destroys it under its own mutex.
+  queued_self_ = shared_from_this();
   try {
-    loop_->call_soon_threadsafe([self = shared_from_this()] { self->deliver(); });
+    if (loop_access::post_threadsafe(*loop_, &delivery_)) return;
   } catch (...) {
-    // The loop is closing (its close() has not reached this call's future
-    // yet and will abandon it), or no memory for the callback: either way
-    // the loop's close() releases the future; nothing else can be done here.
+    // No memory for the loop's queue to grow.
   }
+  // The loop is closing (its close() has not reached this call's future yet
+  // and will abandon it), or out of memory: either way the loop's close()
+  // releases the future; nothing else can be done here.
+  queued_self_.reset();
+}
+
+void executor_call_base::on_delivery(ready_node* n, ready_node::action what) noexcept {
+  executor_call_base* self = static_cast<delivery_node*>(n)->call;
+  std::shared_ptr<executor_call_base> keep = std::move(self->queued_self_);
+  if (what == ready_node::action::run) self->deliver();
 }
 
 bool executor_call_base::take_delivery() noexcept {
@@ -57,8 +68,11 @@ struct default_executor final : loop_extension {
   explicit default_executor(std::unique_ptr<ThreadPoolExecutor> p) : pool(std::move(p)) {}
   // Every call of this loop's futures was skipped or waited for by now, so
   // the threads are idle or finishing a call whose future is gone.
+  // A thread still in a job by then runs a file operation or a File's close
+  // (core/file), which own what they touch: it is left to end by itself,
+  // so that a read nobody answers cannot block close().
   void on_close() noexcept override {
-    pool->shutdown(true, true);
+    pool->shutdown_leaving_busy_threads();
     if (joiner) joiner->shutdown(true);
   }
   std::unique_ptr<ThreadPoolExecutor> pool;
@@ -92,13 +106,18 @@ Task<> shutdown_default_executor(EventLoop& loop, std::chrono::nanoseconds timeo
   // Joining blocks, so a thread of its own does it (asyncio does the same);
   // the loop keeps that thread and joins it when it closes.
   if (!ext.joiner) ext.joiner = std::make_unique<ThreadPoolExecutor>(1);
-  Future<> joined = run_in_executor(loop, ext.joiner.get(), [pool] { pool->shutdown(true); });
+  // It waits, rather than joins, so that close() can stop it (stop_token):
+  // a thread blocked in a file read may never end. close() joins what ended.
+  Future<> joined = run_in_executor(loop, ext.joiner.get(), [pool](std::stop_token stop) {
+    detail::wait_for_threads_to_end(*pool, std::move(stop));
+  });
   try {
     co_await wait_for(joined, timeout);
   } catch (const TimeoutError&) {
     loop.call_exception_handler(
         {"shutdown_default_executor: the default executor's threads did not end within the "
-         "timeout; close() will wait for them",
+         "timeout; close() will wait for the calls of this loop's futures, and leave a thread "
+         "blocked in a file operation to end by itself",
          std::current_exception()});
   }
 }

@@ -14,10 +14,12 @@
 // Memory: a call may write to memory its task owns (a buffer in the frame).
 // So closing the loop cancels the calls of its futures that have not
 // started and waits for those that are running before any frame is
-// destroyed: close() can block until they return.
+// destroyed: close() can block until they return. (core/file's operations
+// own their memory instead: close() does not wait for them.)
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <exception>
 #include <functional>
 #include <future>
@@ -79,6 +81,15 @@ class executor_call_base : public executor_job,
   EventLoop* loop_;
   phase phase_ = phase::queued;
   bool claimed_ = true;
+
+ private:
+  // What finished() queues on the loop (no box: loop_access::post_threadsafe).
+  struct delivery_node : ready_node {
+    executor_call_base* call;
+  };
+  static void on_delivery(ready_node* n, ready_node::action what) noexcept;
+  delivery_node delivery_{{&on_delivery}, this};
+  std::shared_ptr<executor_call_base> queued_self_;  // while delivery_ is on the loop's queue
 };
 
 // The state of the Future run_in_executor returns; holds the call alive
@@ -94,12 +105,6 @@ class executor_future_state final : public future_state<T> {
     return cancelled;
   }
   void forget_call() noexcept { call_.reset(); }
-  // Skips the call if it has not started, without completing the future
-  // (true: skipped, and no thread will run it). Otherwise the future ends
-  // once the worker is done with the call. For a call that writes into
-  // memory its awaiter owns (core/file): the awaiter may resume at once if
-  // the call was skipped, else only when the future ends.
-  bool cancel_call_only() noexcept { return call_ && call_->cancel_if_queued(); }
 
  private:
   bool on_loop_event(state_link::loop_event e) override {

@@ -2,18 +2,18 @@
 // asyncio's loops use through concurrent.futures.ThreadPoolExecutor.
 //
 // Threads start on demand, one per submitted job while none is idle, up to
-// max_workers; an idle thread waits for the next job. Jobs run in the order
+// max_workers; an idle thread watches for the next job for
+// spin_before_sleep, then sleeps until one comes. Jobs run in the order
 // they were submitted. run_in_executor() and to_thread() (executor.h) are
 // how a loop uses one; submit() is their plumbing.
 //
 // Thread safety: every member may be called from any thread.
 #pragma once
 
-#include <condition_variable>
+#include <chrono>
 #include <cstddef>
-#include <deque>
 #include <memory>
-#include <mutex>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -27,6 +27,15 @@ struct executor_job {
   virtual void run() noexcept = 0;
   virtual void drop() noexcept = 0;
 };
+}  // namespace detail
+
+class ThreadPoolExecutor;
+namespace detail {
+struct pool_core;  // what the pool and its threads share (thread_pool.cc)
+// Waits until every thread of `pool` has ended (after its shutdown), or
+// stop is requested (then false); checks `stop` every 10 ms.
+// shutdown_default_executor's joining thread uses it.
+bool wait_for_threads_to_end(ThreadPoolExecutor& pool, std::stop_token stop);
 }  // namespace detail
 
 class ThreadPoolExecutor {
@@ -52,16 +61,24 @@ class ThreadPoolExecutor {
   // pool's own threads, wait is ignored (a thread cannot join itself).
   void shutdown(bool wait = true, bool cancel_pending = false);
 
- private:
-  void worker() noexcept;
+  // What a loop's close() does to its default executor: shutdown(wait,
+  // cancel_pending), except that a thread inside a job is detached instead
+  // of joined, so that a job blocked for ever (a read of a pipe nobody
+  // writes) cannot block close(). Only for jobs that own what they touch
+  // (core/file's operations, a File's close); the detached thread keeps what
+  // it shares with the pool and ends when its job returns.
+  void shutdown_leaving_busy_threads() noexcept;
 
+  // How long an idle thread spins, watching for a job, before it sleeps: a
+  // job submitted meanwhile starts without a futex wake-up (bench/loopbench
+  // to_thread, docs/benchmarks.md).
+  static constexpr std::chrono::microseconds spin_before_sleep{10};
+
+ private:
+  friend bool detail::wait_for_threads_to_end(ThreadPoolExecutor&, std::stop_token);
   const std::size_t max_workers_;
-  std::mutex mutex_;
-  std::condition_variable work_ready_;
-  std::deque<std::shared_ptr<detail::executor_job>> jobs_;
-  std::vector<std::thread> threads_;
-  std::size_t idle_ = 0;
-  bool shut_down_ = false;
+  std::shared_ptr<detail::pool_core> core_;
+  std::vector<std::thread> threads_;  // under core_->mutex
 };
 
 }  // namespace polyloop

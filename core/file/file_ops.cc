@@ -4,9 +4,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <memory>
+#include <mutex>
 #include <ostream>
+#include <string>
 
 namespace polyloop::detail {
 
@@ -82,23 +87,116 @@ std::int64_t perform_file_op(const operation& r) noexcept {
   }
 }
 
+// One file operation on the default executor. It owns every byte its
+// syscall touches, so it may outlive the awaiter (a cancel, the loop's
+// close) with no write into, or read of, the caller's memory.
+struct file_call final : executor_job, ready_node, std::enable_shared_from_this<file_call> {
+  file_call(EventLoop& l, file_awaiter& a)
+      : ready_node{&on_ready}, request(static_cast<const operation&>(a)), loop(&l), waiter(&a) {
+    switch (request.kind) {
+      case op_kind::pread:
+        request.len = std::min(request.len, max_executor_transfer);
+        bytes = std::make_unique_for_overwrite<char[]>(request.len);
+        request.buf = bytes.get();
+        break;
+      case op_kind::pwrite:
+        request.len = std::min(request.len, max_executor_transfer);
+        bytes = std::make_unique_for_overwrite<char[]>(request.len);
+        std::memcpy(bytes.get(), a.buf, request.len);
+        request.buf = bytes.get();
+        break;
+      case op_kind::statx:
+        request.buf = &stx;
+        break;
+      default:
+        break;
+    }
+    if (request.kind == op_kind::openat || request.kind == op_kind::statx) {
+      path = a.path;
+      request.path = path.c_str();
+    }
+  }
+  ~file_call() {
+    // An fd nobody took: the awaiter was cancelled or destroyed first.
+    if (request.kind == op_kind::openat && result >= 0) ::close(static_cast<int>(result));
+  }
+
+  // Worker. Skipped if nobody waits any more, except a close (the fd would leak).
+  void run() noexcept override {
+    bool wanted;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      wanted = waiter != nullptr || request.kind == op_kind::close;
+    }
+    if (wanted) result = perform_file_op(request);
+    finished();
+  }
+  // The pool's shutdown, on the closing loop's thread: nobody waits any more.
+  void drop() noexcept override {
+    if (request.kind == op_kind::close) result = perform_file_op(request);
+    finished();
+  }
+  void finished() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    done = true;
+    // While waiter is set under this mutex, its frame, and so the loop, live.
+    if (waiter == nullptr) return;
+    queued_self = shared_from_this();  // the pool holds another: not the last
+    try {
+      if (loop_access::post_threadsafe(*loop, this)) return;
+    } catch (...) {
+    }
+    // Closed (the awaiter's destructor comes next) or out of memory.
+    queued_self.reset();
+  }
+  // Loop thread, from the loop's queue. The worker is done with the call.
+  static void on_ready(ready_node* n, ready_node::action what) noexcept {
+    auto* self = static_cast<file_call*>(n);
+    std::shared_ptr<file_call> keep = std::move(self->queued_self);
+    file_awaiter* w;
+    {
+      std::lock_guard<std::mutex> lock(self->mutex);
+      w = self->waiter;
+    }
+    if (what == ready_node::action::run && w != nullptr) w->complete_from(*self);
+  }
+  // Loop thread: the awaiter stops waiting (its task was cancelled, or its
+  // frame is going). False if the call had already returned.
+  bool forget_waiter() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    waiter = nullptr;
+    return !done;
+  }
+
+  operation request;  // buf and path point into this call
+  std::unique_ptr<char[]> bytes;
+  std::string path;
+  struct statx stx {};
+  EventLoop* loop;
+  std::int64_t result = -ECANCELED;  // the worker's, read by the loop after it is posted
+  std::mutex mutex;
+  file_awaiter* waiter;  // under mutex; null once nobody waits
+  bool done = false;     // under mutex
+  std::shared_ptr<file_call> queued_self;  // while on the loop's queue
+};
+
+file_awaiter::~file_awaiter() {
+  if (call_) call_->forget_waiter();
+}
+
 void file_awaiter::start_on_executor() {
-  // The call gets a copy of the request; the buffer and path it points to
-  // stay valid because this task resumes only after the call returned.
-  operation request = static_cast<const operation&>(*this);
-  call_ = submit_call<std::int64_t>(*task.loop, nullptr, [request](std::stop_token) noexcept {
-    return perform_file_op(request);
-  });
-  link_.self = this;
-  link_.fn = [](ready_node* n, ready_node::action what) {
-    if (what == ready_node::action::run) static_cast<future_link*>(n)->self->task.waiter.resume();
-  };
-  link_.notify = [](done_link* n, future_state_base& state) {
-    static_cast<future_link*>(n)->self->linked_ = false;
-    schedule_link(n, state);
-  };
-  future_access::state(call_)->add_link(&link_);
-  linked_ = true;
+  auto call = std::make_shared<file_call>(*task.loop, *this);
+  default_executor_of(*task.loop).submit(call);
+  call_ = std::move(call);
+}
+
+void file_awaiter::complete_from(file_call& c) noexcept {
+  result = c.result;
+  if (result > 0 && kind == op_kind::pread) std::memcpy(buf, c.bytes.get(), static_cast<std::size_t>(result));
+  if (result == 0 && kind == op_kind::statx) *static_cast<struct statx*>(buf) = c.stx;
+  if (kind == op_kind::openat) c.result = -1;  // the fd is the caller's now
+  call_.reset();  // c lives on: the loop's queue entry holds it
+  task.waiter.resume();
 }
 
 void file_awaiter::describe(const void* self, std::ostream& out) {
@@ -108,28 +206,16 @@ void file_awaiter::describe(const void* self, std::ostream& out) {
 
 bool file_awaiter::on_cancel(void* self) noexcept {
   auto* me = static_cast<file_awaiter*>(self);
-  if (me->kind == op_kind::close) return false;  // skipping it would leak the fd
-  auto* state = static_cast<executor_future_state<std::int64_t>*>(future_access::state(me->call_));
-  // Running: it runs on, and the future ends with its result once the
-  // thread is done with the buffer. Not started: skipped, no thread will
-  // touch the buffer, so the task resumes now (its future ends later,
-  // cancelled, when a worker dequeues the call).
-  if (state->cancel_call_only() && me->linked_) {
-    state->remove_link(&me->link_);
-    me->linked_ = false;
-    me->skipped_ = true;
-    schedule_link(&me->link_, *state);
-  }
+  if (me->kind == op_kind::close) return false;  // the fd must go: it runs, or ran, anyway
+  // Returned already: its result is on the loop's queue and is delivered;
+  // the cancel reaches the task at its next suspension (core/io.h's rule).
+  if (!me->call_->forget_waiter()) return false;
+  // Queued or running: the thread (if any) runs on into the call's own
+  // memory; the task resumes now, cancelled.
+  me->call_.reset();
+  me->result = -ECANCELED;
+  loop_access::schedule(*me->task.loop, me);
   return false;
-}
-
-std::int64_t file_awaiter::await_resume() {
-  if (call_.valid()) {
-    future_state<std::int64_t>* state = future_access::state(call_);
-    result = skipped_ || state->cancelled() ? -ECANCELED : call_.result();
-    call_ = Future<std::int64_t>();
-  }
-  return io_awaiter::await_resume();
 }
 
 }  // namespace polyloop::detail

@@ -12,14 +12,21 @@
 // Cancelling the awaiting task cancels the operation. It then throws
 // CancelledError, unless the operation had already run, in which case its
 // result is returned (no byte read or written is lost) and the cancel reaches
-// the task at its next suspension, as core/io.h's operations do. On the
-// executor path a call a thread has already started cannot be stopped, so
-// the task resumes only once that call has returned: the buffer (and path) a
-// call uses is never touched after the awaiting task moved on, so the task
-// may free it at once. The thread's call is a plain syscall; one that may
-// block for ever (a read of an empty pipe) makes the task uncancellable
-// until it returns. Everything here lives in the awaiting frame, plus, on the
-// executor path, the call and its future (two allocations).
+// the task at its next suspension, as core/io.h's operations do.
+//
+// On the executor path the thread's syscall works on memory the call owns,
+// never the caller's: a read lands in the call's buffer and is copied into
+// the caller's when the task resumes; a write's bytes, a path and a statx
+// result are copied the same way. So a cancel ends the wait at once, even
+// while a thread is blocked in the syscall (a read of a pipe or FIFO nobody
+// writes, an openat of a FIFO nobody opens for writing): the thread runs
+// on, and what it returns is dropped (an fd openat returned is closed; bytes
+// a read took from a pipe are lost, as with a cancelled to_thread). One call
+// moves at most max_executor_transfer bytes, so a larger pread or pwrite is
+// short (File's read_all and write_at loop). The loop's close() does not wait
+// for such a thread either: it is left to end by itself (core/executor).
+// Each executor call allocates its state (and a read's or write's buffer);
+// the native path allocates nothing.
 #pragma once
 
 #include <fcntl.h>
@@ -27,7 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
+#include <memory>
 
 #include "core/backend/backend.h"
 #include "core/executor/executor.h"
@@ -42,14 +49,17 @@ namespace detail {
 // the result, or -errno.
 std::int64_t perform_file_op(const operation& request) noexcept;
 
+struct file_call;  // the executor path's call (file_ops.cc)
+
+// The most one executor-path pread or pwrite moves: its bounce buffer.
+inline constexpr std::size_t max_executor_transfer = std::size_t{1} << 20;
+
 class file_awaiter : public io_awaiter {
  public:
   file_awaiter(op_kind k, int file, void* buffer, std::size_t length, int op_flags) noexcept
       : io_awaiter(k, file, buffer, length, op_flags) {}
   file_awaiter(file_awaiter&& o) noexcept : io_awaiter(std::move(o)) {}
-  ~file_awaiter() {
-    if (linked_) future_access::state(call_)->remove_link(&link_);
-  }
+  ~file_awaiter();
 
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> h) {
@@ -61,23 +71,19 @@ class file_awaiter : public io_awaiter {
     start_on_executor();
     task.cancellable_by({&waits_on, this});
   }
-  std::int64_t await_resume();
+  std::int64_t await_resume() { return io_awaiter::await_resume(); }
 
  private:
-  // Resumes the task once the executor's future is done.
-  struct future_link : done_link {
-    file_awaiter* self = nullptr;
-  };
+  friend struct file_call;
   void start_on_executor();
+  // Loop thread: the call returned; takes its result and resumes the task.
+  void complete_from(file_call& call) noexcept;
   static bool on_cancel(void* self) noexcept;
   // "pread on fd 5, on the default executor" (file_ops.cc).
   static void describe(const void* self, std::ostream& out);
   static constexpr wait_kind waits_on{&on_cancel, &describe};
 
-  Future<std::int64_t> call_;  // the executor path's call
-  future_link link_;
-  bool linked_ = false;
-  bool skipped_ = false;  // cancelled before a thread started the call
+  std::shared_ptr<file_call> call_;  // the executor path's call, while it is awaited
 };
 
 }  // namespace detail

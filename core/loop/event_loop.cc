@@ -333,6 +333,16 @@ void EventLoop::closed_or_threadsafe_pending() {
   if (flags_.load(std::memory_order_relaxed) & threadsafe_pending_bit) take_threadsafe();
 }
 
+bool EventLoop::post_threadsafe(detail::ready_node* node) {
+  std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+  if (flags_.load(std::memory_order_relaxed) & closed_bit) return false;
+  threadsafe_queue_.push_back(node);
+  // As call_soon_threadsafe: seq_cst, and the wake-up under the lock.
+  flags_.fetch_or(threadsafe_pending_bit, std::memory_order_seq_cst);
+  backend_->wakeup();
+  return true;
+}
+
 void EventLoop::take_threadsafe() {
   std::lock_guard<std::mutex> lock(threadsafe_mutex_);
   flags_.fetch_and(static_cast<std::uint8_t>(~threadsafe_pending_bit), std::memory_order_relaxed);

@@ -330,6 +330,10 @@ class EventLoop {
     if (flags_.load(std::memory_order_relaxed) != 0) [[unlikely]] closed_or_threadsafe_pending();
   }
   [[gnu::noinline]] void closed_or_threadsafe_pending();
+  // Any thread: `node` joins the queue call_soon_threadsafe feeds, with no
+  // box to allocate (core/executor's completions are such nodes). False,
+  // and nothing queued, if the loop is closed. Throws std::bad_alloc.
+  bool post_threadsafe(detail::ready_node* node);
   // For Handle: bookkeeping of cancelled timers, so the heap is compacted when
   // most of it is dead (asyncio does the same).
   void note_cancelled_timer() noexcept;

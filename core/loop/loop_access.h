@@ -69,6 +69,11 @@ struct loop_access {
   static std::thread::id running_thread(const EventLoop& loop) noexcept {
     return loop.running_thread_.load(std::memory_order_relaxed);
   }
+  // Any thread: queues `node` to run on the loop's thread, as
+  // call_soon_threadsafe does; false if the loop is closed.
+  static bool post_threadsafe(EventLoop& loop, ready_node* node) {
+    return loop.post_threadsafe(node);
+  }
   // Test-only: how many entries the timer heap holds, cancelled ones
   // included, so a test can see that compaction really happened.
   static std::size_t timer_heap_size(const EventLoop& loop) noexcept { return loop.timers_.size(); }
