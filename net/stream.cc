@@ -209,6 +209,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   std::size_t in_head = 0;
   bool eof = false;
   bool reading = false;
+  // The last receive returned less than it asked for: the socket is most
+  // likely empty, and the next receive most likely waits (op_hint::expect_wait).
+  bool drained = false;
 
   // Writing: the writer task sends `sending` (which nothing else touches
   // while a send is in flight) and then takes `pending`, which write() fills.
@@ -269,7 +272,14 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
 
   // One receive (recv on a socket, read on a pipe) and one send.
   polyloop::detail::io_awaiter receive(char* buf, std::size_t n) const noexcept {
-    return end == stream_end::socket ? async_recv(fd, buf, n) : async_read(fd, buf, n);
+    polyloop::detail::io_awaiter op =
+        end == stream_end::socket ? async_recv(fd, buf, n) : async_read(fd, buf, n);
+    if (drained) op.hints = op_hint::expect_wait;
+    return op;
+  }
+  // Notes whether receiving `n` bytes of the `asked` drained the fd.
+  void received(std::int64_t n, std::size_t asked) noexcept {
+    drained = n >= 0 && static_cast<std::size_t>(n) < asked;
   }
   polyloop::detail::io_awaiter transmit(const char* buf, std::size_t n) const noexcept {
     return end == stream_end::socket ? async_send(fd, buf, n) : async_write(fd, buf, n);
@@ -338,6 +348,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   Task<bool> fill_from_socket() {
     std::int64_t n = co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
     if (n == recv_ended_by_close) n = 0;
+    received(n, chunk);
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
     co_return n != 0;
@@ -650,6 +661,7 @@ Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
   std::int64_t n =
       co_await detail::stream_recv{s.receive(out.data(), out.size()), &s.closed_locally};
   if (n == detail::recv_ended_by_close) n = 0;
+  s.received(n, out.size());
   if (n == 0) s.eof = true;
   co_return static_cast<std::size_t>(n);
 }

@@ -390,6 +390,13 @@ BOOST_AUTO_TEST_CASE(the_kernel_cancels_by_fd_here) {
   BOOST_TEST(IoUringBackend::kernel_cancels_by_fd());
 }
 
+// The same for IORING_RECVSEND_POLL_FIRST (5.19), which op_hint::expect_wait
+// turns on: a probe that wrongly said no would quietly leave every hinted
+// receive to try first (tests/recv_hint_test.cc runs both paths).
+BOOST_AUTO_TEST_CASE(the_kernel_takes_recv_poll_first_here) {
+  BOOST_TEST(IoUringBackend::kernel_has_recv_poll_first());
+}
+
 // The set-ups the test matrix runs on are made by name; an unknown one says
 // which there are.
 BOOST_AUTO_TEST_CASE(set_ups_are_made_by_name_and_an_unknown_one_lists_them) {

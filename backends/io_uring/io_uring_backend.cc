@@ -1,6 +1,7 @@
 #include "backends/io_uring/io_uring_backend.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -140,6 +141,30 @@ bool probe_cancel_by_fd() {
   return supported;
 }
 
+// A recv with POLL_FIRST of a byte already queued on a socket pair: 5.19+
+// receives it (the poll is ready at once); an older kernel rejects the flag
+// in sqe->ioprio (-EINVAL).
+bool probe_recv_poll_first() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) return false;
+  io_uring ring{};
+  bool supported = false;
+  char byte = 'x';
+  if (::write(sv[1], &byte, 1) == 1 && io_uring_queue_init(2, &ring, 0) == 0) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_recv(sqe, sv[0], &byte, 1, 0);
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+      supported = cqe->res == 1;
+    }
+    io_uring_queue_exit(&ring);
+  }
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return supported;
+}
+
 std::string probe_now() {
   io_uring ring{};
   IoUringBackend::options opts;
@@ -166,16 +191,23 @@ bool IoUringBackend::kernel_cancels_by_fd() {
   return supported;
 }
 
+bool IoUringBackend::kernel_has_recv_poll_first() {
+  static const bool supported = probe_recv_poll_first();
+  return supported;
+}
+
 std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
   options o;
   if (setup == "coop") {
     o.defer_taskrun = false;  // COOP_TASKRUN: kernels 5.19-6.0
   } else if (setup == "no_taskrun") {
     o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
+    o.recv_poll_first = false;                 // (5.19)
   } else if (setup == "unregistered") {
     o.register_ring_fd = false;  // before 5.18
   } else if (setup == "no_cancel_fd") {
     o.cancel_by_fd = false;  // before 5.19
+    o.recv_poll_first = false;
   } else {
     throw BackendError("unknown set-up '" + std::string(setup) +
                        "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
@@ -211,7 +243,8 @@ IoUringBackend::IoUringBackend(const options& opts)
                .native_file_ops = true}),
       register_ring_fd_(opts.register_ring_fd),
       nosignal_writes_(detail::kernel_has_rwf_nosignal()),
-      cancel_by_fd_(opts.cancel_by_fd && kernel_cancels_by_fd()) {
+      cancel_by_fd_(opts.cancel_by_fd && kernel_cancels_by_fd()),
+      recv_poll_first_(opts.recv_poll_first && kernel_has_recv_poll_first()) {
   int err = setup_ring(ring_, opts);
   if (err == EOPNOTSUPP) {
     throw BackendError(with_advice(
@@ -306,6 +339,11 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
         break;
       case op_kind::recv:
         io_uring_prep_recv(sqe, op.fd, buf, op.len, op.flags);
+        // The fd was just drained: arm the kernel's poll at once rather
+        // than let it try, fail with -EAGAIN and arm it then.
+        if ((op.hints & op_hint::expect_wait) != 0 && recv_poll_first_) {
+          sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        }
         break;
       case op_kind::send:
         io_uring_prep_send(sqe, op.fd, buf, op.len, op.flags | MSG_NOSIGNAL);

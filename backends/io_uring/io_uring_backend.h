@@ -42,6 +42,10 @@ class IoUringBackend final : public Backend {
     // (or ANY) where the kernel has it (5.19); false, or an older kernel:
     // each operation known to be on the fd is cancelled by its user_data.
     bool cancel_by_fd = true;
+    // A receive hinted op_hint::expect_wait waits for readiness before its
+    // first try (IORING_RECVSEND_POLL_FIRST, 5.19) where the kernel has it;
+    // false, or an older kernel: the hint is ignored (try, then wait).
+    bool recv_poll_first = true;
   };
   // Throws BackendError saying why io_uring cannot be used, or
   // std::system_error naming the syscall for other failures.
@@ -62,6 +66,9 @@ class IoUringBackend final : public Backend {
   // Whether this kernel cancels by fd with IORING_ASYNC_CANCEL_FD|ALL (and
   // ANY): a cancel tried on a ring of its own, once per process.
   static bool kernel_cancels_by_fd();
+  // Whether this kernel takes IORING_RECVSEND_POLL_FIRST on a recv (5.19+;
+  // older ones reject the flag with -EINVAL): tried once per process.
+  static bool kernel_has_recv_poll_first();
   // The set-ups tests run the behaviour suite on besides the default
   // ("io_uring:coop", ...: the paths of kernels 5.11-6.0 on a newer one);
   // throws BackendError naming them for another name.
@@ -128,6 +135,7 @@ class IoUringBackend final : public Backend {
   op_list completed_;          // ended without a CQE (cancelled in the backlog)
   op_list unsent_cancels_;     // in flight, cancel asked, no SQE for it yet
   bool cancel_by_fd_ = true;   // the kernel has CANCEL_FD|ALL and ANY, and the options allow it
+  bool recv_poll_first_ = false;  // the kernel has RECVSEND_POLL_FIRST, and the options allow it
   bool shutting_down_ = false;
   std::thread::id owner_;      // the thread that enabled the ring
   // Closes submitted so far; closed_at_[fd], the count when fd's last close

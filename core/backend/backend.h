@@ -68,11 +68,24 @@ enum class op_kind : std::uint8_t {
 // True for the kinds above that only a backend with native_file_ops takes.
 constexpr bool is_file_op(op_kind k) noexcept { return k >= op_kind::pread; }
 
+// What a starter may tell the backend about an operation (operation::hints,
+// a bit set). A hint never changes an operation's result, only how the
+// backend goes about it; a backend may ignore any hint.
+namespace op_hint {
+// recv, read: the fd has just been drained (its last receive returned less
+// than it asked for), so this receive will most likely wait. A backend that
+// would try first and wait for readiness after the try failed may wait
+// first (io_uring: IORING_RECVSEND_POLL_FIRST). Bytes already there are
+// still received: only the failed first try is skipped.
+inline constexpr std::uint8_t expect_wait = 1;
+}  // namespace op_hint
+
 // One operation. The caller fills the request fields and `fn` (what runs when
 // the completed operation is taken off the loop's ready queue), then starts
 // it; the backend sets `result` (>= 0, or -errno) and pushes the operation.
 struct operation : detail::ready_node {
   op_kind kind = op_kind::read;
+  std::uint8_t hints = 0;  // op_hint bits; in what was padding
   int fd = -1;
   int flags = 0;
   void* buf = nullptr;
