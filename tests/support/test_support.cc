@@ -30,6 +30,15 @@ const std::string& backend_under_test() {
   return name;
 }
 
+bool skip_when_simulated(const char* why) {
+  static const bool simulated = [] {
+    std::unique_ptr<Backend> b = make_backend(backend_under_test());
+    return b->own_clock() != nullptr;
+  }();
+  if (simulated) BOOST_TEST_MESSAGE("skipped on a simulated backend: " << why);
+  return simulated;
+}
+
 std::unique_ptr<EventLoop> make_loop() { return make_loop(SteadyClock::instance()); }
 
 std::unique_ptr<EventLoop> make_loop(Clock& clock) {
