@@ -177,6 +177,7 @@ int SimBackend::make_socket(int family) noexcept {
     ::close(fd);
     return fail(ENOMEM);
   }
+  (*slot)->fd = fd;
   (*slot)->family = family;
   (*slot)->local.ss_family = static_cast<sa_family_t>(family);
   (*slot)->local_len = family_length(family);
@@ -315,6 +316,7 @@ void SimBackend::reset_connection(sim_socket& s) noexcept {
   s.peer = -1;
   s.in_flight.clear();
   s.in_flight_bytes = 0;
+  touch(s.fd);
 }
 
 // Ends every operation pending on `fd` (-ECANCELED), tells the other side,

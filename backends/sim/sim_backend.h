@@ -90,6 +90,7 @@ class SimBackend final : private detail::socket_calls, public Backend {
   };
   enum class sock_state : std::uint8_t { fresh, bound, listening, connecting, connected };
   struct sim_socket {
+    int fd = -1;  // its own number (the placeholder's)
     int family = AF_INET;
     sock_state state = sock_state::fresh;
     sockaddr_storage local{};
