@@ -104,10 +104,14 @@ std::vector<std::string> backends_to_run(std::string_view value) {
   std::vector<std::string> out;
   if (value == "all") {
     for (const pl::BackendInfo& b : known) {
-      if (b.available) {
-        out.push_back(b.name);
-      } else {
+      if (!b.available) {
         std::cerr << "loopbench: skipping " << b.name << ": " << b.reason << "\n";
+      } else if (pl::make_backend(b.name)->own_clock() != nullptr) {
+        // Virtual time and in-memory sockets (sim): nothing real to measure,
+        // and the network workloads' peers are real processes.
+        std::cerr << "loopbench: skipping " << b.name << ": simulated (name it to run it)\n";
+      } else {
+        out.push_back(b.name);
       }
     }
     return out;

@@ -21,6 +21,7 @@
 #include "core/loop/event_loop.h"
 #include "core/loop/loop_access.h"
 #include "core/sync/event.h"
+#include "net/detail/sockets.h"
 
 namespace polyloop::net {
 
@@ -279,7 +280,9 @@ Task<Datagram> receive(std::shared_ptr<detail::datagram_state> keep, std::size_t
 // may be null), as options say. Returns the fd, or throws.
 int make_socket(int family, const sockaddr* local, socklen_t local_len, const sockaddr* remote,
                 socklen_t remote_len, const DatagramOptions& options, const std::string& where) {
-  int fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  // Through the loop's socket calls: the sim backend refuses datagrams
+  // (EOPNOTSUPP) rather than a real socket appearing in a simulation.
+  int fd = detail::sockets().socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw_errno(errno, "socket for " + where);
   auto fail = [&](const char* call) {
     int err = errno;

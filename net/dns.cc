@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/executor/executor.h"
+#include "net/detail/sockets.h"
 
 namespace polyloop::net {
 
@@ -60,6 +61,27 @@ std::vector<AddrInfo> lookup(const std::string& host, const std::string& service
   throw std::system_error(err, "cannot resolve '" + host + "'");
 }
 
+// Under the sim backend: "localhost" as ::1 and 127.0.0.1 (those the
+// hints allow), any other name EAI_NONAME, saying why.
+std::vector<AddrInfo> simulated_lookup(const std::string& host, const std::string& service,
+                                       const AddrInfoHints& hints) {
+  std::vector<AddrInfo> out;
+  if (host == "localhost") {
+    for (const char* loopback : {"::1", "127.0.0.1"}) {
+      std::error_code err;
+      std::vector<AddrInfo> found = lookup(loopback, service, hints, AI_NUMERICHOST, err);
+      out.insert(out.end(), found.begin(), found.end());
+    }
+  }
+  if (out.empty()) {
+    throw std::system_error(std::error_code(EAI_NONAME, gai_category()),
+                            "cannot resolve '" + host +
+                                "' on a simulated network (only numeric addresses and "
+                                "'localhost' resolve there)");
+  }
+  return out;
+}
+
 }  // namespace
 
 const std::error_category& gai_category() noexcept {
@@ -98,6 +120,11 @@ Task<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string service,
     std::error_code err;
     std::vector<AddrInfo> out = lookup(host, service, hints, AI_NUMERICHOST, err);
     if (!err) co_return out;
+  }
+  // A simulated network (the sim backend) has no resolver and no real
+  // time for a thread: "localhost" is its loopback, any other name unknown.
+  if (&detail::sockets() != &polyloop::detail::system_socket_calls::instance()) {
+    co_return simulated_lookup(host, service, hints);
   }
   struct answer {
     std::vector<AddrInfo> found;

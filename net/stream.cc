@@ -23,6 +23,7 @@
 #include "core/task/sleep.h"
 #include "core/combinators/gather.h"
 #include "core/combinators/timeout.h"
+#include "net/detail/sockets.h"
 #include "net/detail/stream_transport.h"
 #include "net/dns.h"
 
@@ -81,7 +82,7 @@ Address to_address(const sockaddr_storage& ss, socklen_t len) {
 }
 
 int new_socket(int family) {
-  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = detail::sockets().socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw_errno(errno, "socket");
   return fd;
 }
@@ -194,7 +195,8 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   std::string peer_name() const override {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    if (fd >= 0 && ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (fd >= 0 &&
+        detail::sockets_of(*loop).getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       return to_address(ss, len).to_string();
     }
     return "fd " + std::to_string(fd);
@@ -266,7 +268,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
       op->fd = fd;
       polyloop::detail::loop_access::backend(*loop).start(*op);
     } else {
-      ::close(fd);
+      detail::sockets_of(*loop).close(fd);
     }
   }
 
@@ -288,7 +290,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // writing; a pipe's write end is closed, the only EOF a pipe has.
   void end_sending() {
     if (end == stream_end::socket) {
-      ::shutdown(fd, SHUT_WR);
+      detail::sockets_of(*loop).shutdown(fd, SHUT_WR);
     } else {
       close_requested = true;
       loop->create_task(closer(shared_from_this()));
@@ -400,7 +402,8 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     std::string what = "stream fd " + std::to_string(fd);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    if (fd >= 0 && ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (fd >= 0 &&
+        detail::sockets_of(*loop).getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       what += " to " + to_address(ss, len).to_string();
     }
     return what;
@@ -513,7 +516,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     s->settle_drainers();
     if (s->eof_requested && !s->write_error && s->fd >= 0) {
       if (s->end == stream_end::socket) {
-        ::shutdown(s->fd, SHUT_WR);
+        detail::sockets_of(*s->loop).shutdown(s->fd, SHUT_WR);
       } else {
         s->close_requested = true;  // a pipe's EOF is its close
       }
@@ -807,7 +810,8 @@ Address Stream::peer_address() const {
   check_socket(s_, "peer_address");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getpeername(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  polyloop::detail::socket_calls& calls = detail::sockets_of(*state_of(s_).loop);
+  if (calls.getpeername(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     throw_errno(errno, "getpeername");
   }
   return to_address(ss, len);
@@ -817,7 +821,8 @@ Address Stream::local_address() const {
   check_socket(s_, "local_address");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getsockname(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  polyloop::detail::socket_calls& calls = detail::sockets_of(*state_of(s_).loop);
+  if (calls.getsockname(fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     throw_errno(errno, "getsockname");
   }
   return to_address(ss, len);
@@ -826,7 +831,9 @@ Address Stream::local_address() const {
 void Stream::set_nodelay(bool on) {
   check_socket(s_, "set_nodelay");
   int v = on ? 1 : 0;
-  if (::setsockopt(fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0 && errno != EOPNOTSUPP) {
+  int sock = fd();
+  polyloop::detail::socket_calls& calls = detail::sockets_of(*state_of(s_).loop);
+  if (calls.setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0 && errno != EOPNOTSUPP) {
     throw_errno(errno, "setsockopt(TCP_NODELAY)");
   }
 }
@@ -1017,7 +1024,8 @@ Task<Stream> open_connection(std::vector<AddrInfo> addrs, ConnectOptions options
                      addrs, std::chrono::ceil<Clock::duration>(*options.happy_eyeballs_delay))
                : co_await connect_in_turn(addrs);
   int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // asyncio's default too
+  // asyncio's default too
+  detail::sockets().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   co_return Stream(fd);
 }
 
@@ -1077,7 +1085,7 @@ struct server_state : std::enable_shared_from_this<server_state> {
   void end_unaccepted() noexcept {
     closing = true;
     close_spare();
-    if (fd >= 0) ::close(std::exchange(fd, -1));
+    if (fd >= 0) detail::sockets_of(*loop).close(std::exchange(fd, -1));
     closed = true;
     if (!loop->is_closed()) close_waiters.wake_all();
   }
@@ -1131,11 +1139,12 @@ struct server_state : std::enable_shared_from_this<server_state> {
   // a plain close(2) is right.
   struct accepted_fd {
     int fd = -1;
-    explicit accepted_fd(int f) : fd(f) {}
-    accepted_fd(accepted_fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    polyloop::detail::socket_calls* calls;  // the loop's: the fd may be simulated
+    accepted_fd(int f, polyloop::detail::socket_calls& c) : fd(f), calls(&c) {}
+    accepted_fd(accepted_fd&& o) noexcept : fd(std::exchange(o.fd, -1)), calls(o.calls) {}
     accepted_fd& operator=(accepted_fd&&) = delete;
     ~accepted_fd() {
-      if (fd >= 0) ::close(fd);
+      if (fd >= 0) calls->close(fd);
     }
   };
 
@@ -1214,7 +1223,7 @@ struct server_state : std::enable_shared_from_this<server_state> {
         break;
       }
       s->reported_exhaustion = false;
-      s->loop->create_task(handle(s, accepted_fd(conn)));
+      s->loop->create_task(handle(s, accepted_fd(conn, detail::sockets_of(*s->loop))));
     }
     s->closing = true;
     s->close_spare();
@@ -1294,19 +1303,20 @@ namespace {
 // A listening socket on `a`; -1 if this host has no such family (asyncio
 // skips those too: "::" on a host without IPv6).
 int listen_socket(const AddrInfo& a, int backlog) {
-  int fd = ::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  polyloop::detail::socket_calls& calls = detail::sockets();
+  int fd = calls.socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     if (errno == EAFNOSUPPORT) return -1;
     throw_errno(errno, "socket");
   }
   int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  calls.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   // Each family gets its own socket, so "::" must not take IPv4 too.
-  if (a.family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.addrlen) != 0 ||
-      ::listen(fd, backlog) != 0) {
+  if (a.family == AF_INET6) calls.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (calls.bind(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.addrlen) != 0 ||
+      calls.listen(fd, backlog) != 0) {
     int err = errno;
-    ::close(fd);  // never seen by the backend
+    calls.close(fd);  // never seen by the backend
     throw_errno(err, "listen on " + a.address().to_string());
   }
   return fd;
@@ -1342,7 +1352,7 @@ Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint
         if (fd < 0) continue;
         sockaddr_storage ss{};
         socklen_t len = sizeof ss;
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        detail::sockets().getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
         Address bound = to_address(ss, len);
         bound_port = bound.port;
         server.listeners_.push_back(listen_on(handler, fd, std::move(bound)));
@@ -1367,12 +1377,18 @@ Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint
 
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog) {
   sockaddr_un un = unix_address(path);
+  polyloop::detail::socket_calls& calls = detail::sockets();
   struct stat st{};
-  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());  // stale
+  // A simulated network has no files: a path there is only a name.
+  bool real = &calls == &polyloop::detail::system_socket_calls::instance();
+  if (real && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    ::unlink(path.c_str());  // stale
+  }
   int fd = new_socket(AF_UNIX);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0 || ::listen(fd, backlog) != 0) {
+  if (calls.bind(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0 ||
+      calls.listen(fd, backlog) != 0) {
     int err = errno;
-    ::close(fd);
+    calls.close(fd);
     throw_errno(err, "listen on " + path);
   }
   Address a;

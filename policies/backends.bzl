@@ -16,7 +16,7 @@ no package of its own to hold a .bzl.
 """
 
 def backend(name, target, header, cls, probe = None, auto_rank = None, flag_default = None,
-            setups = [], make_setup = None):
+            setups = [], make_setup = None, simulated = False):
     """One backend of the list.
 
     Args:
@@ -40,6 +40,9 @@ def backend(name, target, header, cls, probe = None, auto_rank = None, flag_defa
       setups: other set-ups of the backend (e.g. io_uring without
         DEFER_TASKRUN), named NAME:SETUP wherever a backend is named, on
         which tests/defs.bzl also runs the I/O behaviour tests.
+      simulated: True when the backend runs no real descriptors (sim: an
+        in-memory network); tests/defs.bzl leaves out of its matrix the
+        tests that need real fds (behaviour_test's real_fds).
       make_setup: with setups, the C++ function
         `std::unique_ptr<polyloop::Backend>(std::string_view setup)`
         (qualified) that makes one, throwing BackendError for an unknown one.
@@ -54,6 +57,7 @@ def backend(name, target, header, cls, probe = None, auto_rank = None, flag_defa
         flag_default = flag_default,
         setups = setups,
         make_setup = make_setup,
+        simulated = simulated,
     )
 
 # In the order of the flags' documentation (docs/bazel.md); the order of
@@ -87,5 +91,13 @@ BACKENDS = [
         header = "backends/asio/asio_backend.h",
         cls = "polyloop::backends::AsioBackend",
         flag_default = True,
+    ),
+    # Virtual time and an in-memory network, for tests: by name only.
+    backend(
+        name = "sim",
+        target = "//backends/sim",
+        header = "backends/sim/sim_backend.h",
+        cls = "polyloop::backends::SimBackend",
+        simulated = True,
     ),
 ]

@@ -89,6 +89,10 @@ def backend_names():
     """Every backend of the list, in list order (for per-backend targets)."""
     return [b.name for b in _BACKENDS]
 
+def simulated_backend_names():
+    """The backends that run no real descriptors (sim)."""
+    return [b.name for b in _BACKENDS if b.simulated]
+
 def backend_setups():
     """(backend, setup) for every other set-up of every backend, list order."""
     return [(b.name, s) for b in _BACKENDS for s in b.setups]

@@ -1,10 +1,16 @@
 """One behaviour test source, one cc_test per backend of policies/backends.bzl."""
 
 load("@rules_cc//cc:defs.bzl", "cc_library", "cc_test")
-load("//policies:registry.bzl", "backend_names", "backend_setups", "compatible_with_backend")
+load(
+    "//policies:registry.bzl",
+    "backend_names",
+    "backend_setups",
+    "compatible_with_backend",
+    "simulated_backend_names",
+)
 
 def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = False, setups = False,
-                   **kwargs):
+                   real_fds = None, **kwargs):
     """Makes <name>_<backend> for each backend, and a test_suite <name>.
 
     The backend reaches the test as `-- --backend=NAME` (Boost.Test passes
@@ -21,6 +27,11 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
     each other set-up of policies/backends.bzl (`--backend=io_uring:coop`:
     the paths of older kernels). Not tagged "threads": they run plain and
     under ASan, not TSan, to keep CI's time.
+
+    With real_fds (a string: why the tests need real descriptors: pipes,
+    socketpairs, files polled, datagrams, processes), no variant is made for
+    a simulated backend (sim), which only runs sockets made through net/.
+    docs/testing.md lists the tests left out and why.
     """
     # Compiled once, linked into every variant (alwayslink: the test cases
     # register themselves from static initialisers). linkstatic: into the
@@ -47,6 +58,8 @@ def behaviour_test(name, srcs, deps = [], static_dispatch = False, threads = Fal
         variants.append(("static_", ["--dispatch=static"], []))
     for prefix, extra_args, extra_tags in variants:
         for backend in backend_names():
+            if real_fds and backend in simulated_backend_names():
+                continue
             test_name = "%s_%s%s" % (name, prefix, backend)
             _one_test(test_name, srcs, deps, backend, backend, extra_args, extra_tags, kwargs)
             tests.append(":" + test_name)

@@ -773,6 +773,7 @@ BOOST_AUTO_TEST_CASE(gather_of_100ms_and_300ms_sleeps_takes_300ms_not_400) {
 // --- real time -------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(gather_of_100ms_and_300ms_sleeps_takes_about_300ms_in_real_time) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   auto loop = make_loop();
   bool a = false, b = false;
   auto start = std::chrono::steady_clock::now();
@@ -785,6 +786,7 @@ BOOST_AUTO_TEST_CASE(gather_of_100ms_and_300ms_sleeps_takes_about_300ms_in_real_
 }
 
 BOOST_AUTO_TEST_CASE(wait_for_times_out_on_the_real_clock_promptly) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   auto loop = make_loop();
   child_probe p;
   auto start = std::chrono::steady_clock::now();

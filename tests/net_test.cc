@@ -370,6 +370,7 @@ pl::Task<> adopt_blocking_socketpair(int a_fd, int b_fd) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(adopted_blocking_socket_reads_without_blocking_the_loop, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("adopts a real socketpair")) return;
   int sv[2];
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   run(adopt_blocking_socketpair(sv[0], sv[1]));
@@ -808,11 +809,13 @@ pl::Task<> reset_while_writing() {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(peer_reset_fails_a_pending_read_with_econnreset, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("sets SO_LINGER with a syscall")) return;
   run(reset_while_reading(), 5s);
   expect_no_reports();
 }
 
 BOOST_FIXTURE_TEST_CASE(peer_reset_fails_write_and_drain_with_econnreset_or_epipe, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("sets SO_LINGER with a syscall")) return;
   run(reset_while_writing(), 5s);
   expect_no_reports();
 }
@@ -1110,6 +1113,7 @@ BOOST_FIXTURE_TEST_CASE(cancelling_a_read_until_leaves_the_stream_usable, net_fi
 }
 
 BOOST_FIXTURE_TEST_CASE(wait_for_a_read_times_out_and_the_stream_still_works, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   run(timeout_in_read());
   expect_no_reports();
 }
@@ -1362,6 +1366,7 @@ pl::Task<> emfile(fd_starvation* starvation, pl::testing::handler_log* log) {
 
 BOOST_FIXTURE_TEST_CASE(emfile_keeps_serving_reports_once_closes_waiting_clients_and_accepts_again,
                         net_fixture) {
+  if (polyloop::testing::skip_when_simulated("lowers RLIMIT_NOFILE and opens real descriptors")) return;
   fd_starvation starvation;
   try {
     run(emfile(&starvation, &log), 10s);
@@ -1611,6 +1616,7 @@ pl::Task<> long_lines(int a_fd, int b_fd) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(write_sends_at_once_and_buffers_only_the_rest, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("uses a real socketpair")) return;
   int sv[2];
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);  // blocking
   run(write_now_then_buffer(sv[0], sv[1]));
@@ -1618,6 +1624,7 @@ BOOST_FIXTURE_TEST_CASE(write_sends_at_once_and_buffers_only_the_rest, net_fixtu
 }
 
 BOOST_FIXTURE_TEST_CASE(write_to_a_closed_peer_is_reported_by_drain, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("uses a real socketpair")) return;
   int sv[2];
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
   run(write_to_a_closed_peer(sv[0], sv[1]));
@@ -1625,6 +1632,7 @@ BOOST_FIXTURE_TEST_CASE(write_to_a_closed_peer_is_reported_by_drain, net_fixture
 }
 
 BOOST_FIXTURE_TEST_CASE(read_until_grows_the_buffer_past_one_receive, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("uses a real socketpair")) return;
   int sv[2];
   BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
   run(long_lines(sv[0], sv[1]));
@@ -1748,6 +1756,7 @@ pl::Task<> close_ends_pending_reads_at_eof() {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(close_ends_a_pending_read_at_end_of_stream, net_fixture) {
+  if (polyloop::testing::skip_when_simulated("uses real socketpairs")) return;
   run(close_ends_pending_reads_at_eof());
   expect_no_reports();
 }
@@ -1831,6 +1840,7 @@ std::string peer_thread_body(shutdown_case* sc, bool read_nothing) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(run_delivers_what_a_handler_wrote_before_returning) {
+  if (polyloop::testing::skip_when_simulated("a client thread with blocking real sockets")) return;
   shutdown_case sc;
   std::string got;
   std::thread peer([&] { got = peer_thread_body(&sc, false); });
@@ -1853,6 +1863,7 @@ BOOST_AUTO_TEST_CASE(run_delivers_what_a_handler_wrote_before_returning) {
 }
 
 BOOST_AUTO_TEST_CASE(run_reports_what_could_not_be_delivered_at_shutdown) {
+  if (polyloop::testing::skip_when_simulated("a client thread with blocking real sockets")) return;
   shutdown_case sc;
   std::thread peer([&] { peer_thread_body(&sc, true); });
   try {

@@ -162,6 +162,7 @@ BOOST_AUTO_TEST_CASE(tasks_are_counted_when_created_and_when_finished) {
 }
 
 BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
+  if (pl::testing::skip_when_simulated("a socketpair: real fds, which sim does not read")) return;
   loop_fixture f;
   pl::EventLoop& loop = *f.loop;
   fd_set_guard fds;
@@ -215,6 +216,7 @@ BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
 }
 
 BOOST_AUTO_TEST_CASE(a_cancelled_operation_counts_as_completed_and_cancelled) {
+  if (pl::testing::skip_when_simulated("a socketpair: real fds, which sim does not read")) return;
   loop_fixture f;
   pl::EventLoop& loop = *f.loop;
   fd_set_guard fds;

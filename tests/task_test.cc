@@ -586,6 +586,7 @@ BOOST_AUTO_TEST_CASE(a_cancel_in_the_iteration_its_timer_fires_still_cancels_the
 }
 
 BOOST_AUTO_TEST_CASE(a_cancelled_long_sleep_ends_promptly_in_real_time) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   auto loop = make_loop();
   cancel_probe p;
   pl::Future<int> f = loop->create_task(sleep_and_record(&p, 10s));
@@ -601,6 +602,7 @@ BOOST_AUTO_TEST_CASE(a_cancelled_long_sleep_ends_promptly_in_real_time) {
 // --- timers -----------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(sleep_never_resumes_early_on_the_real_clock) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   auto loop = make_loop();
   real_timing t;
   loop->run_until_complete(measure_sleeps(&t));
@@ -651,6 +653,7 @@ BOOST_AUTO_TEST_CASE(timers_due_just_after_another_never_fire_early_on_the_virtu
 }
 
 BOOST_AUTO_TEST_CASE(scheduled_tasks_sleep_concurrently_in_real_time) {
+  if (polyloop::testing::skip_when_simulated("measures real time")) return;
   // Two 200 ms sleeps: concurrently about 200 ms, one after the other at
   // least 400 ms. The upper bound sits below 400, so running them serially
   // fails it, while leaving 180 ms for a slow host.

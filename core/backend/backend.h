@@ -39,8 +39,11 @@
 #include <system_error>
 
 #include "core/backend/ready_queue.h"
+#include "core/backend/socket_calls.h"
 
 namespace polyloop {
+
+class Clock;  // core/loop/clock.h
 
 enum class op_kind : std::uint8_t {
   read,     // read(fd, buf, len)
@@ -228,8 +231,20 @@ class Backend {
     reporter_context_ = context;
   }
 
+  // The socket calls net/ makes outside operations on this backend's loop:
+  // the syscalls, unless the backend simulates sockets (backends/sim).
+  detail::socket_calls& sockets() const noexcept { return *sockets_; }
+  // The clock a loop on this backend uses when it is given none of its own
+  // (the sim backend's virtual time); null: the steady clock. Lives as long
+  // as the backend.
+  Clock* own_clock() const noexcept { return own_clock_; }
+
  protected:
   explicit Backend(const backend_traits& traits) noexcept : traits_(traits) {}
+  // For a backend that simulates sockets and time: `calls` and `clock`
+  // must live as long as the backend.
+  Backend(const backend_traits& traits, detail::socket_calls& calls, Clock& clock) noexcept
+      : traits_(traits), sockets_(&calls), own_clock_(&clock) {}
 
   void report_exception(const char* what, std::exception_ptr e) noexcept {
     if (reporter_ != nullptr) reporter_(reporter_context_, what, std::move(e));
@@ -242,6 +257,8 @@ class Backend {
   backend_traits traits_;
   exception_reporter reporter_ = nullptr;
   void* reporter_context_ = nullptr;
+  detail::socket_calls* sockets_ = &detail::system_socket_calls::instance();
+  Clock* own_clock_ = nullptr;
 };
 
 }  // namespace polyloop

@@ -109,7 +109,11 @@ EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock, iteration_d
     : backend_(std::move(backend)),
       drive_(drive),
       backend_name_(backend_->name()),
-      clock_(&clock),
+      // A backend with a clock of its own (sim's virtual time) runs on it
+      // unless the loop is given another.
+      clock_(&clock == &SteadyClock::instance() && backend_->own_clock() != nullptr
+                 ? backend_->own_clock()
+                 : &clock),
       pool_(std::make_unique<detail::callback_pool>(*this)) {
   if (debug_from_environment()) set_debug(true);
   backend_->set_exception_reporter(

@@ -63,6 +63,9 @@ struct loop_access {
   static void check_can_run(const EventLoop& loop) { loop.check_can_run(); }
   // The loop's backend, to start and cancel operations (throws if closed).
   static Backend& backend(EventLoop& loop) { return loop.backend(); }
+  // The backend's socket calls, also once the loop is closed (net/ closes
+  // its sockets then): the backend lives until the loop is destroyed.
+  static socket_calls& sockets(EventLoop& loop) noexcept { return loop.backend_->sockets(); }
   // Puts `node` on the ready queue: it runs in the next iteration.
   static void schedule(EventLoop& loop, ready_node* node) { loop.schedule(node); }
   // The thread running `loop`, while it runs (debug mode's thread check).

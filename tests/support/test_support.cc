@@ -1,8 +1,15 @@
 #include "tests/support/test_support.h"
 
+#include <boost/test/results_collector.hpp>
+#include <boost/test/tree/observer.hpp>
+
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
 #include <fstream>
+#include <string>
 #include <string_view>
+
+#include "backends/sim/sim_config.h"
 
 namespace polyloop::testing {
 
@@ -28,6 +35,43 @@ bool static_dispatch() {
 const std::string& backend_under_test() {
   static const std::string name = test_arg("backend");
   return name;
+}
+
+namespace {
+// On a simulated backend, a failed test case prints the seed and faults it
+// ran with, so that the run can be replayed exactly.
+struct sim_seed_on_failure : boost::unit_test::test_observer {
+  void test_unit_finish(const boost::unit_test::test_unit& tu, unsigned long) override {
+    if (tu.p_type != boost::unit_test::TUT_CASE) return;
+    if (boost::unit_test::results_collector.results(tu.p_id).passed()) return;
+    if (!skip_when_simulated_quietly()) return;
+    std::string config = backends::sim_config::from_env().describe();
+    std::fprintf(stderr,
+                 "polyloop sim: '%s' failed with %s; replay it with POLYLOOP_SIM_SEED=%s "
+                 "(and the same POLYLOOP_SIM_* variables)\n",
+                 tu.p_name.get().c_str(), config.c_str(),
+                 std::to_string(backends::sim_config::from_env().seed).c_str());
+  }
+  static bool skip_when_simulated_quietly() {
+    static const bool simulated = [] {
+      std::unique_ptr<Backend> b = make_backend(backend_under_test());
+      return b->own_clock() != nullptr;
+    }();
+    return simulated;
+  }
+};
+struct install_sim_seed_on_failure {
+  sim_seed_on_failure observer;
+  void setup() { boost::unit_test::framework::register_observer(observer); }
+  void teardown() { boost::unit_test::framework::deregister_observer(observer); }
+};
+BOOST_TEST_GLOBAL_FIXTURE(install_sim_seed_on_failure);
+}  // namespace
+
+bool skip_when_simulated(const char* why) {
+  bool simulated = sim_seed_on_failure::skip_when_simulated_quietly();
+  if (simulated) BOOST_TEST_MESSAGE("skipped on a simulated backend: " << why);
+  return simulated;
 }
 
 std::unique_ptr<EventLoop> make_loop() { return make_loop(SteadyClock::instance()); }

@@ -18,6 +18,14 @@ namespace polyloop::testing {
 // The backend this test binary runs on ("" = the default).
 const std::string& backend_under_test();
 
+// True when the backend under test is simulated (sim: its own virtual
+// clock and in-memory sockets). A test case that needs real time passing,
+// real descriptors (pipes, socketpairs, files polled, options set with
+// syscalls) or other threads racing the loop's clock calls
+// `if (skip_when_simulated("why")) return;` first: it then says why in the
+// log and passes without running. docs/testing.md lists these cases.
+bool skip_when_simulated(const char* why);
+
 // A loop on the backend under test, with the real clock or `clock`; a
 // StaticEventLoop if the test runs with `--dispatch=static`.
 std::unique_ptr<EventLoop> make_loop();
