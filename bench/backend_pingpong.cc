@@ -23,27 +23,13 @@
 #include <vector>
 
 #include "bench/backend_setups.h"
+#include "bench/pingpong_tasks.h"
 #include "polyloop/polyloop.h"
 
 namespace pl = polyloop;
 
 namespace {
 
-pl::Task<> pinger(int fd, int rounds) {
-  char b = 'p';
-  for (int i = 0; i < rounds; ++i) {
-    co_await pl::async_send(fd, &b, 1);
-    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
-  }
-}
-
-pl::Task<> ponger(int fd, int rounds) {
-  char b;
-  for (int i = 0; i < rounds; ++i) {
-    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
-    co_await pl::async_send(fd, &b, 1);
-  }
-}
 
 double run_once(std::unique_ptr<pl::Backend> backend, int pairs, int rounds) {
   pl::EventLoop loop(std::move(backend));
@@ -54,8 +40,8 @@ double run_once(std::unique_ptr<pl::Backend> backend, int pairs, int rounds) {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
     fds.push_back(sv[0]);
     fds.push_back(sv[1]);
-    tasks.push_back(pinger(sv[0], rounds));
-    tasks.push_back(ponger(sv[1], rounds));
+    tasks.push_back(loopbench::pinger(sv[0], rounds));
+    tasks.push_back(loopbench::ponger(sv[1], rounds));
   }
   auto t0 = std::chrono::steady_clock::now();
   loop.run_until_complete(pl::gather(std::move(tasks)));

@@ -16,6 +16,7 @@
 #include "bench/alloc_count.h"
 #include "bench/file_workloads.h"
 #include "bench/loop_counters.h"
+#include "bench/pingpong_tasks.h"
 #include "polyloop/polyloop.h"
 
 namespace loopbench {
@@ -245,21 +246,6 @@ void lock(pl::EventLoop& loop, run_record& r) {
 // shape without the network stack or a client process): 10 Unix socket
 // pairs, on each a task that sends a byte and waits for the reply and one
 // that echoes it. n: round trips (2 sends + 2 recvs each).
-pl::Task<> pinger(int fd, int rounds) {
-  char b = 'p';
-  for (int i = 0; i < rounds; ++i) {
-    co_await pl::async_send(fd, &b, 1);
-    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
-  }
-}
-
-pl::Task<> ponger(int fd, int rounds) {
-  char b;
-  for (int i = 0; i < rounds; ++i) {
-    if (co_await pl::async_recv(fd, &b, 1) != 1) throw std::runtime_error("short recv");
-    co_await pl::async_send(fd, &b, 1);
-  }
-}
 
 pl::Task<> close_both(int a, int b) {
   co_await pl::async_close(a);

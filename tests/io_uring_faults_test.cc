@@ -36,9 +36,13 @@
 #include "core/file/file.h"
 #include "core/loop/loop_access.h"
 #include "polyloop/polyloop.h"
+#include "tests/support/io_uring_rings.h"
 
 namespace pl = polyloop;
 using pl::backends::IoUringBackend;
+using pl::testing::io_uring_fds;
+using pl::testing::pipe_pair;
+using pl::testing::read_fdinfo;
 using namespace std::chrono_literals;
 
 // --- the injected io_uring_get_events ------------------------------------------------
@@ -82,50 +86,6 @@ struct temp_dir {
     std::filesystem::remove_all(path, ec);
   }
 };
-
-struct pipe_pair {
-  int r = -1, w = -1;
-  pipe_pair() {
-    int fds[2];
-    BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~pipe_pair() {
-    ::close(r);
-    ::close(w);
-  }
-};
-
-// How many entries the kernel holds in this ring's overflow list
-// (/proc/self/fdinfo of the ring's fd).
-std::size_t overflowed(int ring_fd) {
-  std::ifstream in("/proc/self/fdinfo/" + std::to_string(ring_fd));
-  std::string line;
-  std::size_t n = 0;
-  bool in_list = false;
-  while (std::getline(in, line)) {
-    if (line.rfind("CqOverflowList:", 0) == 0) {
-      in_list = true;
-    } else if (in_list && line.find("user_data") != std::string::npos) {
-      ++n;
-    } else if (!line.empty() && line[0] != ' ' && line[0] != '\t') {
-      in_list = false;
-    }
-  }
-  return n;
-}
-
-std::vector<int> io_uring_fds() {
-  std::vector<int> fds;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    if (std::filesystem::read_symlink(entry.path(), ec).string() == "anon_inode:[io_uring]") {
-      fds.push_back(std::stoi(entry.path().filename().string()));
-    }
-  }
-  return fds;
-}
 
 pl::Task<std::int64_t> read_one(int fd, char* buf) { co_return co_await pl::async_read(fd, buf, 1); }
 
@@ -185,10 +145,10 @@ BOOST_AUTO_TEST_CASE(a_failing_get_events_with_completions_in_overflow_is_a_wait
     BOOST_REQUIRE(::write(pipes[i].w, &c, 1) == 1);
   }
   auto give_up = std::chrono::steady_clock::now() + 2s;
-  while (overflowed(ring_fd) == 0 && std::chrono::steady_clock::now() < give_up) {
+  while (read_fdinfo(ring_fd).overflowed == 0 && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(1ms);
   }
-  BOOST_REQUIRE(overflowed(ring_fd) > 0);
+  BOOST_REQUIRE(read_fdinfo(ring_fd).overflowed > 0);
   // Now every attempt to fetch the overflow list fails (EBADR stands for
   // "the kernel lost completions", what a broken list would say).
   get_events_error = EBADR;

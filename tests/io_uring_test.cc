@@ -30,69 +30,20 @@
 #include <vector>
 
 #include "polyloop/polyloop.h"
+#include "tests/support/io_uring_rings.h"
 
 namespace pl = polyloop;
 using pl::backends::IoUringBackend;
+using pl::testing::io_uring_fds;
+using pl::testing::pipe_pair;
+using pl::testing::read_fdinfo;
+using pl::testing::ring_fdinfo;
 using namespace std::chrono_literals;
 
 namespace {
 
-struct pipe_pair {
-  int r = -1, w = -1;
-  pipe_pair() {
-    int fds[2];
-    BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~pipe_pair() {
-    ::close(r);
-    ::close(w);
-  }
-};
-
 std::unique_ptr<pl::EventLoop> ring_loop(unsigned entries) {
   return std::make_unique<pl::EventLoop>(std::make_unique<IoUringBackend>(entries));
-}
-
-// The io_uring fds this process has open, from /proc/self/fd.
-std::vector<int> io_uring_fds() {
-  std::vector<int> fds;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    auto target = std::filesystem::read_symlink(entry.path(), ec);
-    if (!ec && target.string() == "anon_inode:[io_uring]") {
-      fds.push_back(std::stoi(entry.path().filename().string()));
-    }
-  }
-  return fds;
-}
-
-// The kernel's own view of a ring (/proc/self/fdinfo/FD): its CQ size
-// ("CqMask") and how many completions wait in the overflow list, i.e. found
-// the CQ ring full (IORING_FEAT_NODROP keeps them there until flushed).
-struct ring_fdinfo {
-  unsigned cq_entries = 0;
-  std::size_t overflowed = 0;
-  std::string text;
-};
-ring_fdinfo read_fdinfo(int fd) {
-  std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
-  ring_fdinfo info;
-  std::string line;
-  bool in_overflow_list = false;
-  while (std::getline(in, line)) {
-    info.text += line + "\n";
-    if (line.rfind("CqMask:", 0) == 0) info.cq_entries = std::stoul(line.substr(7), nullptr, 0) + 1;
-    if (line.rfind("CqOverflowList:", 0) == 0) {
-      in_overflow_list = true;
-    } else if (in_overflow_list && line.find("user_data") != std::string::npos) {
-      ++info.overflowed;
-    } else if (!line.empty() && line[0] != ' ' && line[0] != '\t') {
-      in_overflow_list = false;
-    }
-  }
-  return info;
 }
 
 // Bytes left in a pipe, read without blocking: a test that expects a byte

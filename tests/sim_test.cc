@@ -16,10 +16,12 @@
 
 #include "net/stream.h"
 #include "polyloop/polyloop.h"
+#include "tests/support/stream_echo.h"
 
 namespace pl = polyloop;
 namespace net = polyloop::net;
 using namespace std::chrono_literals;
+using pl::testing::echo_until_eof;
 using wall = std::chrono::steady_clock;
 
 namespace {
@@ -30,18 +32,6 @@ pl::sim_config with_seed(std::uint64_t seed) {
   pl::sim_config c;
   c.seed = seed;
   return c;
-}
-
-// Echoes what arrives until EOF.
-pl::Task<> echo_lines(net::Stream s) {
-  while (true) {
-    std::string data = co_await s.read();
-    if (data.empty()) break;
-    s.write(data);
-    co_await s.drain();
-  }
-  s.close();
-  co_await s.wait_closed();
 }
 
 }  // namespace
@@ -70,7 +60,7 @@ BOOST_AUTO_TEST_CASE(a_30_s_timeout_fires_at_exactly_30_s_of_loop_time_in_under_
 
 namespace {
 pl::Task<std::string> echo_once(std::string text) {
-  net::Server server = co_await net::start_server(echo_lines, "127.0.0.1", 0);
+  net::Server server = co_await net::start_server(echo_until_eof, "127.0.0.1", 0);
   net::Stream c = co_await net::open_connection("localhost", server.port());
   c.write(text + "\n");
   std::string back = co_await c.read_until("\n");
@@ -99,7 +89,7 @@ BOOST_AUTO_TEST_CASE(latency_delays_each_delivery_by_exactly_the_configured_virt
 
 namespace {
 pl::Task<std::string> echo_big(std::size_t n) {
-  net::Server server = co_await net::start_server(echo_lines, "::1", 0);
+  net::Server server = co_await net::start_server(echo_until_eof, "::1", 0);
   net::Stream c = co_await net::open_connection("::1", server.port());
   std::string line(n, 'a');
   for (std::size_t i = 0; i < n; ++i) line[i] = static_cast<char>('a' + i % 26);
@@ -124,7 +114,7 @@ BOOST_AUTO_TEST_CASE(short_reads_and_writes_and_a_small_buffer_still_deliver_eve
 
 namespace {
 pl::Task<std::string> read_until_reset() {
-  net::Server server = co_await net::start_server(echo_lines, "127.0.0.1", 0);
+  net::Server server = co_await net::start_server(echo_until_eof, "127.0.0.1", 0);
   net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
   std::string outcome;
   try {
@@ -161,7 +151,7 @@ pl::Task<int> serve_through_emfile(int clients) {
   net::Server server = co_await net::start_server(
       [&served](net::Stream s) -> pl::Task<> {
         ++served;
-        co_await echo_lines(std::move(s));
+        co_await echo_until_eof(std::move(s));
       },
       "127.0.0.1", 0);
   for (int i = 0; i < clients; ++i) {
@@ -225,7 +215,7 @@ namespace {
 pl::Task<> chatter(std::vector<std::string>& trace) {
   auto& loop = pl::get_running_loop();
   auto t0 = loop.time();
-  net::Server server = co_await net::start_server(echo_lines, "127.0.0.1", 0);
+  net::Server server = co_await net::start_server(echo_until_eof, "127.0.0.1", 0);
   std::vector<pl::Task<>> clients;
   for (int id = 0; id < 5; ++id) {
     clients.push_back([](int id, std::uint16_t port, std::vector<std::string>& trace,

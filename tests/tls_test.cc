@@ -40,6 +40,7 @@
 
 #include "net/stream.h"
 #include "tools/certs/self_signed.h"
+#include "tests/support/stream_echo.h"
 #include "tests/support/test_support.h"
 
 extern char** environ;
@@ -47,6 +48,7 @@ extern char** environ;
 namespace pl = polyloop;
 namespace net = polyloop::net;
 using namespace std::chrono_literals;
+using pl::testing::echo_until_eof;
 using wall = std::chrono::steady_clock;
 
 namespace {
@@ -118,16 +120,6 @@ pl::Task<bool> wait_until(std::function<bool()> pred, std::chrono::milliseconds 
   co_return true;
 }
 
-pl::Task<> echo_handler(net::Stream s) {
-  while (true) {
-    std::string data = co_await s.read();
-    if (data.empty()) break;
-    s.write(data);
-    co_await s.drain();
-  }
-  s.close();
-  co_await s.wait_closed();
-}
 
 std::string pattern(std::size_t n, std::uint32_t seed = 1) {
   std::string out(n, '\0');
@@ -192,7 +184,7 @@ bool openssl_cli_found() { return std::system("command -v openssl >/dev/null 2>&
 
 // A TLS echo server on 127.0.0.1, port 0.
 pl::Task<net::Server> tls_echo_server(net::TlsOptions tls = {server_context()}) {
-  co_return co_await net::start_server(echo_handler, "127.0.0.1", 0, std::move(tls));
+  co_return co_await net::start_server(echo_until_eof, "127.0.0.1", 0, std::move(tls));
 }
 
 }  // namespace
@@ -332,7 +324,7 @@ BOOST_FIXTURE_TEST_CASE(alpn_negotiates_the_servers_first_choice_the_client_offe
     net::Server server = co_await net::start_server(
         [&server_saw](net::Stream s) -> pl::Task<> {
           server_saw = s.tls_info()->alpn;
-          co_await echo_handler(s);
+          co_await echo_until_eof(s);
         },
         "127.0.0.1", 0, net::TlsOptions{sctx});
     auto cctx = trusting_client();
@@ -366,7 +358,7 @@ BOOST_FIXTURE_TEST_CASE(sni_chooses_the_certificate_for_the_name_asked, tls_fixt
     net::Server server = co_await net::start_server(
         [&names](net::Stream s) -> pl::Task<> {
           names.push_back(s.tls_info()->server_name);
-          co_await echo_handler(s);
+          co_await echo_until_eof(s);
         },
         "127.0.0.1", 0, net::TlsOptions{sctx});
     auto cctx = net::TlsContext::client();
@@ -419,7 +411,7 @@ BOOST_FIXTURE_TEST_CASE(client_certificates_required_by_the_server, tls_fixture)
     net::Server server = co_await net::start_server(
         [&subjects](net::Stream s) -> pl::Task<> {
           subjects.push_back(s.tls_info()->peer_subject);
-          co_await echo_handler(s);
+          co_await echo_until_eof(s);
         },
         "127.0.0.1", 0, net::TlsOptions{sctx});
     auto with_cert = trusting_client();
@@ -460,7 +452,7 @@ BOOST_FIXTURE_TEST_CASE(starttls_upgrades_mid_stream, tls_fixture) {
           BOOST_TEST(co_await s.read_until("\r\n") == "STARTTLS\r\n");
           s.write("220 go ahead\r\n");
           co_await s.start_tls({server_context()});
-          co_await echo_handler(s);
+          co_await echo_until_eof(s);
         },
         "127.0.0.1", 0);
     net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
@@ -690,7 +682,7 @@ BOOST_FIXTURE_TEST_CASE(bad_configuration_is_a_clear_error, tls_fixture) {
   run([]() -> pl::Task<> {
     BOOST_CHECK_EXCEPTION(co_await net::open_connection("127.0.0.1", 1, {server_context()}),
                           std::invalid_argument, pl::testing::message_has("TlsContext::client()"));
-    net::Server plain = co_await net::start_server(echo_handler, "127.0.0.1", 0);
+    net::Server plain = co_await net::start_server(echo_until_eof, "127.0.0.1", 0);
     net::Stream c = co_await net::open_connection("127.0.0.1", plain.port());
     BOOST_CHECK_EXCEPTION(co_await c.start_tls({trusting_client()}), std::invalid_argument,
                           pl::testing::message_has("server_hostname"));

@@ -98,33 +98,6 @@ int fail(int err) noexcept {
   return -1;
 }
 
-const char* kind_name(op_kind k) noexcept {
-  switch (k) {
-    case op_kind::read:
-      return "read";
-    case op_kind::write:
-      return "write";
-    case op_kind::recv:
-      return "recv";
-    case op_kind::send:
-      return "send";
-    case op_kind::accept:
-      return "accept";
-    case op_kind::connect:
-      return "connect";
-    case op_kind::poll:
-      return "poll";
-    case op_kind::close:
-      return "close";
-    case op_kind::recvmsg:
-      return "recvmsg";
-    case op_kind::sendmsg:
-      return "sendmsg";
-    default:
-      return "a file operation";
-  }
-}
-
 }  // namespace
 
 // --- clock --------------------------------------------------------------------
@@ -364,7 +337,7 @@ void SimBackend::refuse_unsimulated(operation& op) noexcept {
   int err = is_file_op(op.kind) ? EOPNOTSUPP : EBADF;
   complete(op, -err);
   if (is_file_op(op.kind)) return;  // core/file takes these to the executor
-  std::string what = std::string("sim backend: ") + kind_name(op.kind) + " on fd " +
+  std::string what = std::string("sim backend: ") + op_kind_name(op.kind) + " on fd " +
                      std::to_string(op.fd) +
                      ", which is not a simulated socket (under sim, only sockets made through "
                      "net/ on this loop can be used)";

@@ -71,6 +71,28 @@ enum class op_kind : std::uint8_t {
 // True for the kinds above that only a backend with native_file_ops takes.
 constexpr bool is_file_op(op_kind k) noexcept { return k >= op_kind::pread; }
 
+// The kind's syscall name, for messages ("recv on fd 7 was cancelled").
+constexpr const char* op_kind_name(op_kind k) noexcept {
+  switch (k) {
+    case op_kind::read: return "read";
+    case op_kind::write: return "write";
+    case op_kind::recv: return "recv";
+    case op_kind::send: return "send";
+    case op_kind::accept: return "accept";
+    case op_kind::connect: return "connect";
+    case op_kind::poll: return "poll";
+    case op_kind::close: return "close";
+    case op_kind::recvmsg: return "recvmsg";
+    case op_kind::sendmsg: return "sendmsg";
+    case op_kind::pread: return "pread";
+    case op_kind::pwrite: return "pwrite";
+    case op_kind::fsync: return "fsync";
+    case op_kind::openat: return "openat";
+    case op_kind::statx: return "statx";
+  }
+  return "operation";
+}
+
 // What a starter may tell the backend about an operation (operation::hints,
 // a bit set). A hint never changes an operation's result, only how the
 // backend goes about it; a backend may ignore any hint.
