@@ -45,12 +45,14 @@ std::chrono::duration<double> tutorial_seconds(double x) {
   return std::chrono::duration<double>(x * g_scale);
 }
 
-// Measures the time since it was made, in tutorial seconds.
+// Measures the loop's time since it was made, in tutorial seconds: the
+// steady clock on a real backend, virtual time under --backend=sim (where
+// the whole tour takes milliseconds and every figure is exact).
 class Stopwatch {
  public:
-  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  explicit Stopwatch(const pl::EventLoop& loop) : loop_(&loop), start_(loop.time()) {}
   void print() const {
-    double real = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    double real = std::chrono::duration<double>(loop_->time() - start_).count();
     std::cout << "elapsed " << std::fixed << std::setprecision(2) << real / g_scale << " s";
     if (g_scale != 1.0) {
       std::cout << " (real " << std::setprecision(3) << real
@@ -60,7 +62,8 @@ class Stopwatch {
   }
 
  private:
-  std::chrono::steady_clock::time_point start_;
+  const pl::EventLoop* loop_;
+  pl::Clock::time_point start_;
 };
 
 void heading(int n, std::string_view title) { std::cout << "\n== " << n << ". " << title << "\n"; }
@@ -146,7 +149,7 @@ std::unique_ptr<pl::EventLoop> tour_run_until_complete(const std::string& backen
   std::cout << "a new event loop on the " << loop->backend_name() << " backend\n";
 
   // loop.run_until_complete(do_some_work(3))
-  Stopwatch watch;
+  Stopwatch watch(*loop);
   loop->run_until_complete(do_some_work(3));
   watch.print();
   return loop;
@@ -164,7 +167,7 @@ void tour_ensure_future(pl::EventLoop& loop) {
   std::cout << "future scheduled; future.done() = " << future.done() << "\n";
 
   // loop.run_until_complete(future)
-  Stopwatch watch;
+  Stopwatch watch(loop);
   loop.run_until_complete(future);
   std::cout << "future.done() = " << future.done() << "\n";
   watch.print();
@@ -180,7 +183,7 @@ void tour_add_done_callback(pl::EventLoop& loop) {
   // loop.run_until_complete(futu)
   pl::Future<> futu = loop.ensure_future(do_some_work(3));
   futu.add_done_callback(done_callback);
-  Stopwatch watch;
+  Stopwatch watch(loop);
   loop.run_until_complete(futu);
   watch.print();
 }
@@ -192,7 +195,7 @@ void tour_gather(pl::EventLoop& loop) {
 
   // loop.run_until_complete(asyncio.gather(do_some_work(1), do_some_work(3)))
   std::cout << "-- from arguments\n";
-  Stopwatch args_watch;
+  Stopwatch args_watch(loop);
   loop.run_until_complete(pl::gather(do_some_work(1), do_some_work(3)));
   args_watch.print();
 
@@ -202,7 +205,7 @@ void tour_gather(pl::EventLoop& loop) {
   std::vector<pl::Task<>> coros;
   coros.push_back(do_some_work(1));
   coros.push_back(do_some_work(3));
-  Stopwatch list_watch;
+  Stopwatch list_watch(loop);
   loop.run_until_complete(pl::gather(std::move(coros)));
   list_watch.print();
 
@@ -210,7 +213,7 @@ void tour_gather(pl::EventLoop& loop) {
   //          asyncio.ensure_future(do_some_work(3))]
   // loop.run_until_complete(asyncio.gather(*futus))
   std::cout << "-- from futures (std::vector<Future<>>)\n";
-  Stopwatch futures_watch;
+  Stopwatch futures_watch(loop);
   std::vector<pl::Future<>> futus{loop.ensure_future(do_some_work(1)),
                                   loop.ensure_future(do_some_work(3))};
   loop.run_until_complete(pl::gather(futus));
@@ -230,7 +233,7 @@ void tour_run_forever(pl::EventLoop& loop) {
   std::cout << "-- the pitfall: each coroutine calls loop.stop() when done\n";
   pl::Future<> one = loop.ensure_future(do_some_work_then_stop(loop, 1));
   pl::Future<> three = loop.ensure_future(do_some_work_then_stop(loop, 3));
-  Stopwatch pitfall_watch;
+  Stopwatch pitfall_watch(loop);
   loop.run_forever();
   pitfall_watch.print();
   std::cout << "run_forever returned: the 1 s coroutine done = " << one.done()
@@ -252,7 +255,7 @@ void tour_run_forever(pl::EventLoop& loop) {
   pl::Future<> futus =
       loop.ensure_future(pl::gather(do_some_work_say_done(1), do_some_work_say_done(3)));
   futus.add_done_callback(std::bind_front(stop_loop, std::ref(loop)));  // functools.partial
-  Stopwatch fix_watch;
+  Stopwatch fix_watch(loop);
   loop.run_forever();
   fix_watch.print();
   std::cout << "run_forever returned: gather done = " << futus.done() << "\n";
@@ -299,7 +302,7 @@ std::unique_ptr<pl::EventLoop> tour_wait(const std::string& backend) {
   // (polyloop's wait takes futures, as asyncio.wait does since Python 3.11.)
   std::vector<pl::Future<>> tasks{loop->ensure_future(do_some_work_say_done(1)),
                                   loop->ensure_future(do_some_work_say_done(3))};
-  Stopwatch watch;
+  Stopwatch watch(*loop);
   auto [done, pending] = loop->run_until_complete(pl::wait(tasks));
   watch.print();
   std::cout << "wait returned " << done.size() << " done, " << pending.size() << " pending\n";
@@ -312,7 +315,7 @@ std::unique_ptr<pl::EventLoop> tour_wait(const std::string& backend) {
   std::cout << "-- return_when=FIRST_COMPLETED\n";
   std::vector<pl::Future<>> more{loop->ensure_future(do_some_work_say_done(1)),
                                  loop->ensure_future(do_some_work_say_done(3))};
-  Stopwatch first_watch;
+  Stopwatch first_watch(*loop);
   auto [first_done, still_pending] = loop->run_until_complete(pl::wait(more, pl::FIRST_COMPLETED));
   first_watch.print();
   std::cout << "wait returned " << first_done.size() << " done, " << still_pending.size()
@@ -346,7 +349,7 @@ void tour_timer(pl::EventLoop& loop) {
   // t = timer(3, lambda futu: print('Done'))
   // loop.run_until_complete(t)
   pl::Task<> t = timer(3, [](pl::Future<>&) { std::cout << "Done\n"; });
-  Stopwatch watch;
+  Stopwatch watch(loop);
   loop.run_until_complete(std::move(t));
   watch.print();
 }
