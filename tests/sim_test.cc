@@ -9,11 +9,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "examples/echo_handler.h"
+#include "examples/http_hello_handler.h"
 #include "net/stream.h"
 #include "polyloop/polyloop.h"
 #include "tests/support/stream_echo.h"
@@ -316,4 +319,111 @@ BOOST_AUTO_TEST_CASE(a_seed_sweep_finds_a_lost_update_and_its_seed_replays_it) {
   BOOST_TEST_REQUIRE(failing.has_value(), "no seed of 1..1000 lost the deposit");
   BOOST_TEST_MESSAGE("the deposit is lost with POLYLOOP_SIM_SEED=" << *failing);
   for (int replay = 0; replay < 3; ++replay) BOOST_TEST(bank_balance(with_seed(*failing)) == 100);
+}
+
+// --- the example servers under simulated clients ----------------------------------
+
+namespace {
+// A byte pattern that differs per client and per position, so a byte echoed
+// to the wrong client or out of place is caught.
+std::string client_bytes(int client, std::size_t n) {
+  std::string out(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<char>((client * 131 + i * 7 + i / 251) & 0xff);
+  return out;
+}
+
+// One client of the echo example: sends its bytes in chunks of 1..4096 and
+// reads everything back, then closes; returns what came back.
+pl::Task<std::string> echo_client(int port, int client, std::size_t total) {
+  net::Stream c = co_await net::open_connection("127.0.0.1", port);
+  std::string out = client_bytes(client, total);
+  std::string back;
+  std::size_t sent = 0;
+  while (sent < total) {
+    std::size_t chunk = std::min<std::size_t>(total - sent, 1 + (sent * 31 + client) % 4096);
+    c.write(std::string_view(out).substr(sent, chunk));
+    co_await c.drain();
+    sent += chunk;
+    while (back.size() < sent / 2) back += co_await c.read(65536);  // keep both directions moving
+  }
+  c.write_eof();
+  while (true) {
+    std::string more = co_await c.read(65536);
+    if (more.empty()) break;
+    back += more;
+  }
+  c.close();
+  co_await c.wait_closed();
+  co_return back;
+}
+
+pl::Task<std::vector<std::string>> echo_example_with_clients(int clients, std::size_t total) {
+  net::Server server = co_await net::start_server(echo_server::serve, "127.0.0.1", 0);
+  std::vector<pl::Task<std::string>> all;
+  for (int i = 0; i < clients; ++i) all.push_back(echo_client(server.port(), i, total));
+  std::vector<std::string> back = co_await pl::gather(std::move(all));
+  server.close();
+  co_await server.wait_closed();
+  co_return back;
+}
+}  // namespace
+
+// examples/echo_server's handler, 20 simulated clients, 64 KiB each, over
+// links with latency, jitter, a bandwidth limit and short reads and writes.
+BOOST_AUTO_TEST_CASE(the_echo_example_serves_simulated_clients_over_a_faulty_network) {
+  pl::sim_config c = with_seed(5);
+  c.latency = 200us;
+  c.jitter = 100us;
+  c.bandwidth = 50'000'000;
+  c.short_io = 0.3;
+  auto loop = pl::new_sim_loop(c);
+  auto w0 = wall::now();
+  std::vector<std::string> back = loop->run_until_complete(echo_example_with_clients(20, 64 * 1024));
+  BOOST_REQUIRE_EQUAL(back.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    BOOST_TEST((back[i] == client_bytes(i, 64 * 1024)), "client " << i << " got " << back[i].size()
+                                                                   << " bytes, or other bytes");
+  }
+  BOOST_TEST(ms(wall::now() - w0) < 2000.0);
+}
+
+namespace {
+// One client of the http example: 5 pipelined GET / and one GET /nope in one
+// write, then the six answers read in order.
+pl::Task<bool> http_client(int port) {
+  net::Stream c = co_await net::open_connection("127.0.0.1", port);
+  std::string requests;
+  for (int i = 0; i < 5; ++i) requests += "GET / HTTP/1.1\r\nHost: sim\r\n\r\n";
+  requests += "GET /nope HTTP/1.1\r\nHost: sim\r\n\r\n";
+  c.write(requests);
+  std::string want;
+  for (int i = 0; i < 5; ++i) want += http_hello::ok_response;
+  want += http_hello::not_found_response;
+  std::string got = co_await c.read_exactly(want.size());
+  c.close();
+  co_await c.wait_closed();
+  co_return got == want;
+}
+
+pl::Task<std::vector<bool>> http_example_with_clients(int clients) {
+  net::Server server = co_await net::start_server(http_hello::serve, "127.0.0.1", 0);
+  std::vector<pl::Task<bool>> all;
+  for (int i = 0; i < clients; ++i) all.push_back(http_client(server.port()));
+  std::vector<bool> ok = co_await pl::gather(std::move(all));
+  server.close();
+  co_await server.wait_closed();
+  co_return ok;
+}
+}  // namespace
+
+// examples/http_hello's handler, 50 simulated clients pipelining requests
+// over links with latency and short reads and writes.
+BOOST_AUTO_TEST_CASE(the_http_example_answers_pipelined_simulated_clients_in_order) {
+  pl::sim_config c = with_seed(9);
+  c.latency = 1ms;
+  c.short_io = 0.5;
+  auto loop = pl::new_sim_loop(c);
+  std::vector<bool> ok = loop->run_until_complete(http_example_with_clients(50));
+  BOOST_REQUIRE_EQUAL(ok.size(), 50u);
+  for (std::size_t i = 0; i < ok.size(); ++i) BOOST_TEST(ok[i], "client " << i << "'s answers");
 }
