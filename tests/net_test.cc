@@ -88,15 +88,26 @@ struct net_fixture : pl::testing::loop_fixture {
   }
 };
 
-// Handlers that ran, and ended (however they ended).
+// Handlers that ran, and ended (however they ended). A count lives in the
+// test's coroutine frame; when a test times out, that frame is destroyed
+// while its server's handlers still run (they end only when the loop
+// closes), so a guard checks that its count is still alive before it writes.
 struct conn_count {
   int started = 0;
   int finished = 0;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+  conn_count() = default;
+  conn_count(const conn_count&) = delete;
+  conn_count& operator=(const conn_count&) = delete;
+  ~conn_count() { *alive = false; }
 };
 struct finish_guard {
   conn_count* c;
-  explicit finish_guard(conn_count* cc) : c(cc) { ++c->started; }
-  ~finish_guard() { ++c->finished; }
+  std::shared_ptr<bool> alive;
+  explicit finish_guard(conn_count* cc) : c(cc), alive(cc->alive) { ++c->started; }
+  ~finish_guard() {
+    if (*alive) ++c->finished;
+  }
 };
 
 // Polls `pred` every millisecond; false if it is still false after `timeout`.
