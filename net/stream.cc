@@ -630,6 +630,21 @@ Task<std::string> Stream::read(std::size_t n) {
   co_return s.take(n);
 }
 
+Task<std::span<const char>> Stream::read_some() {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    co_await s.fill();
+  }
+  // consume() leaves the bytes where they are: the next fill() writes over
+  // them, and only a read makes one.
+  std::span<const char> view(s.buffered().data(), s.available());
+  s.consume(view.size());
+  co_return view;
+}
+
 namespace {
 // Stream::read_into's two bodies, apart so that the plain one stays one
 // co_await (see fill()).

@@ -181,8 +181,10 @@ namespace {
 // Clients connected, the loop stopped before it ran their handlers: the
 // loop's close() must close what the backend accepted meanwhile.
 pl::Task<> connect_and_leave(std::vector<int>* clients) {
+  // Handlers that wait past the loop's close: the streams they hold are
+  // closed with their frames then.
   net::Server server = co_await net::start_server(
-      [](net::Stream) -> pl::Task<> { co_return; }, "127.0.0.1", 0);
+      [](net::Stream) -> pl::Task<> { co_await pl::sleep(1h); }, "127.0.0.1", 0);
   co_await pl::sleep(1ms);
   for (int i = 0; i < 32; ++i) clients->push_back(connect_raw(server.port()));
   co_await pl::sleep(0ms);  // one iteration: the accepts complete, nothing more
