@@ -23,6 +23,7 @@
 #include "core/task/sleep.h"
 #include "core/combinators/gather.h"
 #include "core/combinators/timeout.h"
+#include "net/detail/multishot_accept.h"
 #include "net/detail/sockets.h"
 #include "net/detail/stream_transport.h"
 #include "net/dns.h"
@@ -629,6 +630,21 @@ Task<std::string> Stream::read(std::size_t n) {
   co_return s.take(n);
 }
 
+Task<std::span<const char>> Stream::read_some() {
+  auto keep = s_;
+  detail::stream_state& s = state_of(keep);
+  read_guard guard(s);
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    co_await s.fill();
+  }
+  // consume() leaves the bytes where they are: the next fill() writes over
+  // them, and only a read makes one.
+  std::span<const char> view(s.buffered().data(), s.available());
+  s.consume(view.size());
+  co_return view;
+}
+
 namespace {
 // Stream::read_into's two bodies, apart so that the plain one stays one
 // co_await (see fill()).
@@ -1167,12 +1183,22 @@ struct server_state : std::enable_shared_from_this<server_state> {
 
   // `slot` is a parameter so that it goes with the frame, run or not.
   static Task<> accept_all(std::shared_ptr<server_state> s, [[maybe_unused]] task_slot slot) {
+    // One accept for many connections where the backend has it.
+    std::optional<multishot_acceptor> many;
+    if (polyloop::detail::loop_access::backend(*s->loop).traits().multishot_accept) {
+      many.emplace(*s->loop, s->fd);
+    }
     while (!s->closing) {
       int conn = -1;
       int err = 0;
       std::exception_ptr failure;
       try {
-        conn = static_cast<int>(co_await async_accept(s->fd));
+        if (many) {
+          while (!many->ready()) co_await many->wait();
+          conn = many->take();
+        } else {
+          conn = static_cast<int>(co_await async_accept(s->fd));
+        }
       } catch (const CancelledError&) {
         break;
       } catch (const std::system_error& e) {
@@ -1226,6 +1252,13 @@ struct server_state : std::enable_shared_from_this<server_state> {
       s->loop->create_task(handle(s, accepted_fd(conn, detail::sockets_of(*s->loop))));
     }
     s->closing = true;
+    if (many) {
+      // Its memory is this frame's: it must end before the frame does. Fds
+      // it accepted meanwhile are closed with it (their clients see the
+      // connection end), none is leaked.
+      many->cancel();
+      co_await many->wait_end();
+    }
     s->close_spare();
     if (s->fd >= 0) co_await close_quietly(std::exchange(s->fd, -1));
     s->closed = true;

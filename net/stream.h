@@ -87,6 +87,11 @@ class Stream {
   // The same into the caller's buffer, allocating nothing: the number of
   // bytes read, 0 at end of stream (or for an empty `out`).
   Task<std::size_t> read_into(std::span<char> out);
+  // What is buffered, else one receive, lent without a copy: a view of the
+  // bytes in the stream's own input buffer, taken as read. Valid until the
+  // next read of any kind or close() of this stream (the buffer is then
+  // reused); copy what must outlive that. Empty at end of stream.
+  Task<std::span<const char>> read_some();
   // Exactly n bytes, or IncompleteReadError at end of stream.
   Task<std::string> read_exactly(std::size_t n);
   // Up to and including `separator`; IncompleteReadError at end of stream,

@@ -1233,14 +1233,30 @@ struct fd_starvation {
     ::closedir(d);
     return highest;
   }
-  void starve() {
+  // Lowers the limit to `headroom` descriptors above those open, before a
+  // server starts: an accept the kernel performs samples the limit when it
+  // is submitted (io_uring), and a multishot accept stays submitted, so
+  // only a limit it started under is one it hits. starve() then fills the
+  // descriptors up to this limit rather than lowering it again.
+  void limit_now(int headroom) {
     BOOST_TEST_REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    rlimit low = saved;
+    low.rlim_cur = static_cast<rlim_t>(highest_open_fd() + 1 + headroom);
+    BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    active = limited = true;
+  }
+  bool limited = false;
+
+  void starve() {
+    if (!limited) BOOST_TEST_REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
     int base = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     BOOST_TEST_REQUIRE(base >= 0);
     fillers.push_back(base);
-    rlimit low = saved;
-    low.rlim_cur = static_cast<rlim_t>(highest_open_fd() + 1);
-    BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    if (!limited) {
+      rlimit low = saved;
+      low.rlim_cur = static_cast<rlim_t>(highest_open_fd() + 1);
+      BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    }
     active = true;
     while (fillers.size() < 100000) {
       int fd = ::fcntl(base, F_DUPFD_CLOEXEC, 0);
@@ -1256,7 +1272,7 @@ struct fd_starvation {
     for (int fd : fillers) ::close(fd);
     fillers.clear();
     ::setrlimit(RLIMIT_NOFILE, &saved);
-    active = false;
+    active = limited = false;
   }
   ~fd_starvation() { release(); }
 };
@@ -1278,6 +1294,9 @@ pl::Task<> emfile(fd_starvation* starvation, pl::testing::handler_log* log) {
   // the type before the descriptors run out.
   co_await expect_system_error(net::open_connection("127.0.0.1", closed_port()), "warm-up",
                                ECONNREFUSED);
+  // The limit the server starts under (a multishot accept keeps it: see
+  // limit_now), with room for what this test opens before starving.
+  starvation->limit_now(48);
   conn_count c;
   net::Server server = co_await net::start_server(echo(c), "127.0.0.1", 0);
   std::uint16_t port = server.port();

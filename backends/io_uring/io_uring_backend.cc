@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -165,6 +166,39 @@ bool probe_recv_poll_first() {
   return supported;
 }
 
+// A multishot accept of a connection already waiting on an abstract Unix
+// socket: 5.19+ accepts it and stays armed (F_MORE); an older kernel rejects
+// the flag in sqe->ioprio (-EINVAL).
+bool probe_multishot_accept() {
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (listener < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  socklen_t addrlen = sizeof addr;
+  int client = -1;
+  io_uring ring{};
+  bool supported = false;
+  // bind() with the family only: the kernel picks a free abstract name.
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(sa_family_t)) == 0 &&
+      ::listen(listener, 1) == 0 &&
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &addrlen) == 0 &&
+      (client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0 &&
+      ::connect(client, reinterpret_cast<sockaddr*>(&addr), addrlen) == 0 &&
+      io_uring_queue_init(2, &ring, 0) == 0) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_multishot_accept(sqe, listener, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+      supported = cqe->res >= 0 && (cqe->flags & IORING_CQE_F_MORE) != 0;
+      if (cqe->res >= 0) ::close(cqe->res);
+    }
+    io_uring_queue_exit(&ring);  // cancels the accept still armed
+  }
+  if (client >= 0) ::close(client);
+  ::close(listener);
+  return supported;
+}
+
 std::string probe_now() {
   io_uring ring{};
   IoUringBackend::options opts;
@@ -196,6 +230,11 @@ bool IoUringBackend::kernel_has_recv_poll_first() {
   return supported;
 }
 
+bool IoUringBackend::kernel_has_multishot_accept() {
+  static const bool supported = probe_multishot_accept();
+  return supported;
+}
+
 std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
   options o;
   if (setup == "coop") {
@@ -203,11 +242,13 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
   } else if (setup == "no_taskrun") {
     o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
     o.recv_poll_first = false;                 // (5.19)
+    o.multishot_accept = false;                // (5.19)
   } else if (setup == "unregistered") {
     o.register_ring_fd = false;  // before 5.18
   } else if (setup == "no_cancel_fd") {
     o.cancel_by_fd = false;  // before 5.19
     o.recv_poll_first = false;
+    o.multishot_accept = false;
   } else {
     throw BackendError("unknown set-up '" + std::string(setup) +
                        "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
@@ -240,7 +281,9 @@ IoUringBackend::IoUringBackend(const options& opts)
                .fifo_per_fd = false,
                .kernel_performs_ops = true,
                .bound_to_first_thread = opts.defer_taskrun || opts.register_ring_fd,
-               .native_file_ops = true}),
+               .native_file_ops = true,
+               .multishot_accept = opts.multishot_accept && opts.cancel_by_fd &&
+                                   kernel_cancels_by_fd() && kernel_has_multishot_accept()}),
       register_ring_fd_(opts.register_ring_fd),
       nosignal_writes_(detail::kernel_has_rwf_nosignal()),
       cancel_by_fd_(opts.cancel_by_fd && kernel_cancels_by_fd()),
@@ -349,6 +392,11 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
         io_uring_prep_send(sqe, op.fd, buf, op.len, op.flags | MSG_NOSIGNAL);
         break;
       case op_kind::accept:
+        if (op.multishot) {
+          io_uring_prep_multishot_accept(sqe, op.fd, nullptr, nullptr,
+                                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+          break;
+        }
         io_uring_prep_accept(sqe, op.fd, op.addr, op.addr != nullptr ? &op.addrlen : nullptr,
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
         break;
@@ -410,6 +458,13 @@ void IoUringBackend::start(operation& op) noexcept {
   // submit_op(), not here: non-zero means the operation is still in the
   // backlog or the ring, and a second SQE for it would complete it twice.
   POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
+  if (op.multishot) {
+    POLYLOOP_INVARIANT(op.kind == op_kind::accept && traits().multishot_accept && op.buf != nullptr,
+                       "a multishot operation this backend cannot run (see multishot_accept)");
+    auto& r = *static_cast<multishot_results*>(op.buf);
+    r.armed = true;
+    r.end = 0;
+  }
   if (detail::may_raise_sigpipe(op.kind) && !nosignal_writes_) ++signalling_writes_;
   op.backend_seq = static_cast<std::uint32_t>(close_seq_);
   if (!cancel_by_fd_ && op.kind != op_kind::close) track(op);
@@ -483,6 +538,13 @@ void IoUringBackend::cancel(operation& op) noexcept {
     op.backend_state = 0;
     op.result = -ECANCELED;
     handed_back(op);
+    if (op.multishot) {
+      // Its results are queued with it already if there are any.
+      auto& r = *static_cast<multishot_results*>(op.buf);
+      r.armed = false;
+      r.end = -ECANCELED;
+      if (!r.results.empty()) return;
+    }
     completed_.push(&op);
     return;
   }
@@ -520,10 +582,60 @@ void IoUringBackend::wakeup() noexcept { waker_.wake(); }
 void IoUringBackend::finish(operation& op, std::int64_t result,
                             detail::ready_queue* ready) noexcept {
   untrack(op);
-  op.result = result;
   op.backend_state = 0;
   handed_back(op);
+  if (op.multishot) {
+    end_multishot(op, result, ready);
+    return;
+  }
+  op.result = result;
   if (ready != nullptr) ready->push(&op);
+}
+
+namespace {
+// Appends one result; true if the operation must now be pushed (nothing of
+// it was pending). Out of memory, an accepted fd is closed: its client sees
+// the connection end, as when a server cannot take it.
+bool add_result(operation& op, std::int64_t result) noexcept {
+  auto& r = *static_cast<multishot_results*>(op.buf);
+  bool first = r.results.empty();
+  try {
+    r.results.push_back(result);
+  } catch (const std::bad_alloc&) {
+    if (result >= 0) ::close(static_cast<int>(result));
+    return false;
+  }
+  return first;
+}
+}  // namespace
+
+void IoUringBackend::one_of_many(operation& op, std::int32_t res,
+                                 detail::ready_queue* ready) noexcept {
+  if (ready == nullptr || shutting_down_) {
+    if (res >= 0) ::close(res);  // its owner is about to be destroyed
+    return;
+  }
+  if (add_result(op, res)) ready->push(&op);
+}
+
+void IoUringBackend::end_multishot(operation& op, std::int64_t result,
+                                   detail::ready_queue* ready) noexcept {
+  auto& r = *static_cast<multishot_results*>(op.buf);
+  bool pending = !r.results.empty();  // then the operation is queued already
+  if (result >= 0) {
+    // The kernel's last completion carried a connection too: keep it, and
+    // say "ended by the kernel" so that the starter starts it again.
+    if (ready != nullptr) {
+      add_result(op, result);
+    } else {
+      ::close(static_cast<int>(result));
+    }
+    r.end = 0;
+  } else {
+    r.end = result;
+  }
+  r.armed = false;
+  if (ready != nullptr && !pending) ready->push(&op);
 }
 
 void IoUringBackend::retry_or_backlog(operation& op) noexcept {
@@ -555,6 +667,11 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* re
   auto* op = reinterpret_cast<operation*>(tag);
   POLYLOOP_INVARIANT((op->backend_state & in_flight_bit) != 0,
                      "a completion for an operation not in flight (completed twice?)");
+  if ((cqe.flags & IORING_CQE_F_MORE) != 0) {
+    // One completion of a multishot operation, which stays in flight.
+    one_of_many(*op, cqe.res, ready);
+    return;
+  }
   --in_flight_;
   op->backend_state &= ~in_flight_bit;
   if ((op->backend_state & cancel_unsent_bit) != 0) {

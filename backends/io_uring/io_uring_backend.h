@@ -46,6 +46,11 @@ class IoUringBackend final : public Backend {
     // first try (IORING_RECVSEND_POLL_FIRST, 5.19) where the kernel has it;
     // false, or an older kernel: the hint is ignored (try, then wait).
     bool recv_poll_first = true;
+    // An accept may be multishot (backend_traits::multishot_accept: one SQE
+    // for many connections) where the kernel has IORING_ACCEPT_MULTISHOT
+    // (5.19) and cancels by fd (cancel_by_fd, which ends it on close); false,
+    // or an older kernel: one SQE per accept.
+    bool multishot_accept = true;
   };
   // Throws BackendError saying why io_uring cannot be used, or
   // std::system_error naming the syscall for other failures.
@@ -69,6 +74,9 @@ class IoUringBackend final : public Backend {
   // Whether this kernel takes IORING_RECVSEND_POLL_FIRST on a recv (5.19+;
   // older ones reject the flag with -EINVAL): tried once per process.
   static bool kernel_has_recv_poll_first();
+  // Whether this kernel takes IORING_ACCEPT_MULTISHOT (5.19+): an accept of
+  // a waiting connection tried once per process.
+  static bool kernel_has_multishot_accept();
   // The set-ups tests run the behaviour suite on besides the default
   // ("io_uring:coop", ...: the paths of kernels 5.11-6.0 on a newer one);
   // throws BackendError naming them for another name.
@@ -109,6 +117,10 @@ class IoUringBackend final : public Backend {
   void handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* ready) noexcept;
   int reap(detail::ready_queue* ready) noexcept;
   void finish(operation& op, std::int64_t result, detail::ready_queue* ready) noexcept;
+  // A multishot operation's completion that keeps it armed (F_MORE).
+  void one_of_many(operation& op, std::int32_t res, detail::ready_queue* ready) noexcept;
+  // A multishot operation's last completion (result: a last fd, or why).
+  void end_multishot(operation& op, std::int64_t result, detail::ready_queue* ready) noexcept;
   void retry_or_backlog(operation& op) noexcept;
   bool closed_since_start(const operation& op) noexcept;
   void cancel_ops_on_fd(int fd) noexcept;

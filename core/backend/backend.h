@@ -37,6 +37,7 @@
 #include <utility>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "core/backend/ready_queue.h"
 #include "core/backend/socket_calls.h"
@@ -105,12 +106,40 @@ namespace op_hint {
 inline constexpr std::uint8_t expect_wait = 1;
 }  // namespace op_hint
 
+// Where a multishot operation's completions wait for their starter (see
+// operation::multishot). The backend appends; the starter takes them.
+struct multishot_results {
+  // Results not yet taken (accept: new fds), in the kernel's order. The
+  // backend pushes the operation onto the ready queue when this goes from
+  // empty to not empty, so the starter's `fn` must take them all (clear
+  // it) each time it runs. Whoever holds an fd here must close it: the
+  // starter closes the ones it will not use (server closed), also when it
+  // is destroyed with some left.
+  std::vector<std::int64_t> results;
+  // True from start() until the operation's last completion.
+  bool armed = false;
+  // Once !armed: why it ended. 0: the kernel ended it (start it again to go
+  // on); -ECANCELED: cancel(), a close of the fd, or shutdown(); else -errno.
+  std::int64_t end = 0;
+};
+
 // One operation. The caller fills the request fields and `fn` (what runs when
 // the completed operation is taken off the loop's ready queue), then starts
 // it; the backend sets `result` (>= 0, or -errno) and pushes the operation.
+//
+// Multishot (`multishot` true; only an accept, only on a backend whose
+// backend_traits::multishot_accept is true): one start, many completions.
+// `buf` points to a multishot_results the starter keeps alive, with the
+// operation, until results->armed is false after its fn ran (or until the
+// loop's close(): shutdown() forgets it, and closes fds it accepts then).
+// Each completion's result goes to results->results and the operation is
+// pushed as said there; its last one sets armed false and `end`, and
+// pushes it if nothing is pending. cancel() and a close of the fd end it
+// (end -ECANCELED). `result` is not used.
 struct operation : detail::ready_node {
   op_kind kind = op_kind::read;
   std::uint8_t hints = 0;  // op_hint bits; in what was padding
+  bool multishot = false;  // see above; in what was padding
   int fd = -1;
   int flags = 0;
   void* buf = nullptr;
@@ -166,6 +195,10 @@ struct backend_traits {
   // -EOPNOTSUPP, and core/file runs the syscall on the loop's default
   // executor instead (a regular file cannot be waited on by readiness).
   bool native_file_ops = false;
+  // An accept may be started multishot (operation::multishot): it then
+  // completes once per connection until it is cancelled or the kernel ends
+  // it (io_uring: IORING_ACCEPT_MULTISHOT, 5.19). False: one-shot only.
+  bool multishot_accept = false;
 };
 
 // What a backend counts of its own work, for EventLoop::stats() (LoopStats::
