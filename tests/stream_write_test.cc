@@ -171,8 +171,7 @@ BOOST_FIXTURE_TEST_CASE(a_write_to_a_peer_that_went_away_is_reported_by_drain, l
 // operation outlives its memory (ASan sees a use after free otherwise), and
 // the bytes never sent are reported through the loop's exception handler,
 // with their number (net/stream.h: "never dropped silently").
-BOOST_FIXTURE_TEST_CASE(the_loop_closed_with_sends_in_flight_reports_the_bytes_lost,
-                        loop_fixture) {
+BOOST_FIXTURE_TEST_CASE(the_loop_closed_with_sends_in_flight_reports_the_bytes_lost, loop_fixture) {
   socket_pair p;
   handler_log log;
   log.install(*loop);
@@ -245,15 +244,12 @@ BOOST_AUTO_TEST_CASE(the_last_handle_dropped_as_the_loop_closes_leaks_nothing) {
   auto loop = pl::testing::make_loop();
   socket_pair p;
   auto open = [&]() -> pl::Task<Stream> { co_return Stream(p.give_a()); };
-  {
-    Stream s = loop->run_until_complete(open());
-  }  // the last handle: its close starts
+  { Stream s = loop->run_until_complete(open()); }  // the last handle: its close starts
   loop->close();
   char c;
   ssize_t n = ::recv(p.b, &c, 1, MSG_DONTWAIT);
-  BOOST_TEST(n == 0, "the peer should see end of stream; recv returned " << n << " ("
-                                                                          << std::strerror(errno)
-                                                                          << ")");
+  BOOST_TEST(n == 0, "the peer should see end of stream; recv returned "
+                         << n << " (" << std::strerror(errno) << ")");
 }
 
 // The same with one more iteration, so that the close is under way (on
@@ -262,9 +258,7 @@ BOOST_AUTO_TEST_CASE(the_last_handle_dropped_one_iteration_before_the_loop_close
   auto loop = pl::testing::make_loop();
   socket_pair p;
   auto open = [&]() -> pl::Task<Stream> { co_return Stream(p.give_a()); };
-  {
-    Stream s = loop->run_until_complete(open());
-  }
+  { Stream s = loop->run_until_complete(open()); }
   run_one_iteration(*loop);
   loop->close();
   char c;
