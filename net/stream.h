@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -103,6 +104,15 @@ class Stream {
   // Queues data and starts sending; never waits. Throws std::system_error if
   // the connection already failed, std::logic_error after close().
   void write(std::string_view data);
+  // The same, taking the string (an rvalue std::string only: a literal or
+  // an lvalue goes to the overload above): when nothing is queued, its bytes
+  // are sent from where they are (moved into the send queue, not copied)
+  // and freed once sent. For a buffer the caller has no more use for.
+  template <class String>
+    requires std::same_as<String, std::string>
+  void write(String&& data) {
+    write_owned(std::move(data));
+  }
   // Waits while more than the high-water mark is buffered; rethrows a
   // failure of the connection (reset by peer, broken pipe).
   Task<> drain();
@@ -142,6 +152,7 @@ class Stream {
   friend Stream connect_read_pipe(int fd);
   friend Stream connect_write_pipe(int fd);
   explicit Stream(std::shared_ptr<detail::stream_state> state);
+  void write_owned(std::string&& data);
   std::shared_ptr<detail::stream_state> s_;
 };
 
