@@ -1592,13 +1592,21 @@ Task<> serve_tls(Stream stream, TlsOptions tls, ConnectionHandler handler) {
 
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           TlsOptions tls, int backlog) {
+  ServerOptions options;
+  options.backlog = backlog;
+  co_return co_await start_server(std::move(handler), std::move(host), port, std::move(tls),
+                                  options);
+}
+
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, ServerOptions options) {
   if (!tls.context.is_server()) {
     throw std::invalid_argument("start_server: the TlsContext is a client's; use TlsContext::server()");
   }
   ConnectionHandler over_tls = [tls = std::move(tls), handler = std::move(handler)](Stream s) {
     return serve_tls(std::move(s), tls, handler);
   };
-  co_return co_await start_server(std::move(over_tls), std::move(host), port, backlog);
+  co_return co_await start_server(std::move(over_tls), std::move(host), port, options);
 }
 
 }  // namespace polyloop::net

@@ -258,5 +258,7 @@ Task<Server> start_server_from_socket(ConnectionHandler handler, int fd, int bac
 // debug mode).
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           TlsOptions tls, int backlog = 511);
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, ServerOptions options);
 
 }  // namespace polyloop::net
