@@ -175,6 +175,8 @@ server start_server(const std::string& program, const net_run_options& o,
       command.push_back("--tls-cert=" + o.tls_cert_file);
       command.push_back("--tls-key=" + o.tls_key_file);
     }
+  } else if (o.server_loops > 1) {
+    command.push_back("--loops=" + std::to_string(o.server_loops));  // a peer's (libuv's)
   }
   s.proc = spawn(command, cpus.size() >= 2 && o.server_loops == 1 ? cpus[0] : -1);
   if (s.proc.pid < 0) {
@@ -580,9 +582,16 @@ void run_many_loops(const net_run_options& options, const std::vector<int>& cpus
     run_echo(64, o, cpus, echo);
     r.set("echo" + at + "_msgs_per_s", echo.get("msgs_per_s").value_or(0));
     r.set("echo" + at + "_server_cpu_us_per_msg", echo.get("server_cpu_us_per_msg").value_or(0));
-    r.set("echo" + at + "_syscalls_per_msg", echo.get("syscalls_per_op").value_or(0));
+    if (auto syscalls = echo.get("syscalls_per_op")) {  // polyloop's servers only (--stats)
+      r.set("echo" + at + "_syscalls_per_msg", *syscalls);
+    }
+    // A peer's command (bench/peers.cc) serves echo; its http half, http.
+    net_run_options http_o = o;
+    for (std::string& arg : http_o.server_command) {
+      if (arg == "--serve=echo") arg = "--serve=http";
+    }
     run_record http;
-    run_http(o, cpus, http);
+    run_http(http_o, cpus, http);
     r.set("http" + at + "_requests_per_s", http.get("requests_per_s").value_or(0));
     r.set("http" + at + "_server_cpu_us_per_req", http.get("server_cpu_us_per_req").value_or(0));
     for (run_record* part : {&echo, &http}) {
