@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -263,4 +264,40 @@ BOOST_FIXTURE_TEST_CASE(what_is_not_a_bound_stream_socket_is_refused_saying_what
     BOOST_TEST(e.code().value() == EBADF, e.what());
   }
   BOOST_TEST(log.messages.empty());
+}
+
+// A Unix-domain socket the caller bound: served on its path.
+BOOST_FIXTURE_TEST_CASE(a_server_from_a_bound_unix_socket_serves_on_its_path, server_fixture) {
+  std::string dir = "/tmp/plsock.XXXXXX";
+  BOOST_TEST_REQUIRE(::mkdtemp(dir.data()) != nullptr);
+  std::string path = dir + "/s";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  BOOST_TEST_REQUIRE(fd >= 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  BOOST_TEST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  run([](int fd, std::string path) -> pl::Task<> {
+    int count = 0;
+    net::Server server = co_await net::start_server_from_socket(say_name("unix", count), fd);
+    BOOST_TEST(server.address().path == path);
+    net::Stream c = co_await net::open_unix_connection(path);
+    c.write("who?\n");
+    BOOST_TEST(co_await c.read_until("\n") == "unix\n");
+    c.close();
+    co_await c.wait_closed();
+    BOOST_TEST(count == 1);
+    server.close();
+    co_await server.wait_closed();
+  }(fd, path));
+  BOOST_TEST(!is_open(fd));
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+  BOOST_TEST(log.messages.empty());
+
+  // An unbound Unix socket is refused as an unbound TCP one is.
+  int unbound = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  BOOST_TEST_REQUIRE(unbound >= 0);
+  expect_refused<std::invalid_argument>(*this, unbound, "not bound");
+  ::close(unbound);
 }
