@@ -128,6 +128,7 @@ struct loop_slot {
   polyloop::Future<>* stop = nullptr;   // resolved on the loop's thread only
   std::promise<polyloop::net::Address> listening;  // its server's address, or why it failed
   polyloop::LoopStats stats;  // at its end
+  std::string failure;        // why it ended other than by stop_loop(); its thread's only
 };
 
 // Serves `handler` on the running loop until `slot.stop` resolves (SIGINT or
@@ -271,7 +272,8 @@ inline int serve_many_loops(polyloop::net::ConnectionHandler handler, const serv
       if (cpu >= 0) pin_this_thread(cpu);
       try {
         polyloop::run(serve_loop(handler, o, port, slot), backend);
-      } catch (...) {
+      } catch (const std::exception& e) {
+        slot.failure = e.what();
         try {
           slot.listening.set_exception(std::current_exception());
         } catch (const std::future_error&) {  // it listened, then failed: said below
@@ -295,6 +297,12 @@ inline int serve_many_loops(polyloop::net::ConnectionHandler handler, const serv
   }
   for (auto& s : slots) stop_loop(*s);
   for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < slots.size() && error.empty(); ++i) {
+    if (!slots[i]->failure.empty()) {
+      error = "loop " + std::to_string(i + 1) + " of " + std::to_string(o.loops) + ": " +
+              slots[i]->failure;
+    }
+  }
   if (!error.empty()) throw std::runtime_error(error);
   if (!o.stats_path.empty()) write_stats(o.stats_path, slots);
   return 0;
