@@ -11,7 +11,8 @@
 // with a self-signed certificate made for the run) and https_handshake (a
 // full TLS handshake per connection), idle_conns (echo while the server holds
 // 10,000 idle connections; loopbench raises its fd limit to the hard limit
-// for it, and the servers and clients inherit it) (a server of examples/
+// for it, and the servers and clients inherit it), many_loops (echo 64 B and
+// http with the server at 1 and 2 loops, SO_REUSEPORT) (a server of examples/
 // against bench/echo_client or wrk, pinned to different cores). Each run is a
 // fresh process. Prints one JSON line per run, then a Markdown table of the
 // medians, and writes an SVG chart of them (default: loopbench.svg in the
@@ -61,7 +62,7 @@ namespace {
 constexpr std::string_view all_workloads[] = {"callbacks", "tasks", "timers",   "sleep_chain",
                                               "queue",     "lock",  "echo",     "echo_16k",
                                               "http",      "https",     "https_handshake", "idle_conns", "to_thread", "file_read",
-                                              "pingpong"};
+                                              "pingpong", "many_loops"};
 
 struct options {
   std::vector<std::string> workloads;
@@ -77,7 +78,7 @@ struct options {
             << "\nusage: loopbench [--workload=NAME[,NAME]|all] [--backend=NAME[,NAME]|all]"
                " [--repeat=N] [--seconds=S] [--full] [--chart=PATH] [--peers[=NAME[,NAME]]]\n"
                "workloads: callbacks tasks timers sleep_chain queue lock echo echo_16k http https "
-               "https_handshake idle_conns to_thread file_read pingpong\n"
+               "https_handshake idle_conns to_thread file_read pingpong many_loops\n"
                "peers: libuv asio uvloop asyncio nginx (the asio peer's column is boost_asio)\n";
   std::exit(2);
 }
@@ -206,8 +207,8 @@ bool on_path(const std::string& program) {
 void check_programs(const options& o, const std::string& dir) {
   bool echo = false, http = false, handshake = false;
   for (const std::string& w : o.workloads) {
-    echo = echo || w == "echo" || w == "echo_16k" || w == "idle_conns";
-    http = http || w == "http" || w == "https";
+    echo = echo || w == "echo" || w == "echo_16k" || w == "idle_conns" || w == "many_loops";
+    http = http || w == "http" || w == "https" || w == "many_loops";
     handshake = handshake || w == "https_handshake";
   }
   std::vector<std::string> needed;

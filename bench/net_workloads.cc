@@ -1,5 +1,6 @@
 #include "bench/net_workloads.h"
 
+#include "bench/loop_counters.h"
 #include "bench/process.h"
 #include "tools/certs/self_signed.h"
 
@@ -19,6 +20,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -98,7 +101,47 @@ struct server {
   child proc;
   int port = 0;
   std::string error;
+  // Where an example server writes its loops' counters at exit (--stats);
+  // empty for a peer.
+  std::string stats_file;
 };
+
+// A fresh name for a server's --stats file.
+std::string new_stats_file() {
+  static int made = 0;
+  const char* tmp = std::getenv("TMPDIR");
+  return std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/loopbench-stats-" +
+         std::to_string(getpid()) + "-" + std::to_string(++made) + ".json";
+}
+
+// After the server exited: the counters it wrote, per operation (`ops`: its
+// messages or requests), on `r`; then the file is removed. The counts run
+// from the server's start to its exit, so they include the start-up probe
+// and the reply check: a few operations among the run's many thousands.
+void set_server_counters(run_record& r, const server& s, double ops) {
+  if (s.stats_file.empty()) return;
+  std::ifstream in(s.stats_file);
+  std::string line;
+  std::getline(in, line);
+  std::remove(s.stats_file.c_str());
+  std::optional<run_record> c = parse_json(line);
+  if (!c) return;
+  polyloop::LoopStats after;
+  auto count = [&c](const char* key) {
+    return static_cast<std::uint64_t>(c->get(key).value_or(0));
+  };
+  after.iterations = count("iterations");
+  after.waits_blocking = count("waits_blocking");
+  after.backend.syscalls = count("syscalls");
+  after.backend.epoll_waits = count("epoll_waits");
+  after.backend.epoll_ctls = count("epoll_ctls");
+  after.backend.io_attempts = count("io_attempts");
+  after.backend.enters = count("enters");
+  after.backend.sqes_submitted = count("sqes_submitted");
+  after.backend.cqes_reaped = count("cqes_reaped");
+  after.backend.context_runs = count("context_runs");
+  set_loop_counters(r, polyloop::LoopStats{}, after, ops);
+}
 
 // Whether a connection to 127.0.0.1:port is accepted within `timeout`, while
 // the server `pid` runs.
@@ -125,13 +168,17 @@ server start_server(const std::string& program, const net_run_options& o,
   server s;
   std::vector<std::string> command = o.server_command;
   if (command.empty()) {
-    command = {program, "--backend=" + o.backend, "--port=0"};
+    s.stats_file = new_stats_file();
+    command = {program, "--backend=" + o.backend, "--port=0", "--stats=" + s.stats_file};
+    if (o.server_loops > 1) command.push_back("--loops=" + std::to_string(o.server_loops));
     if (!o.tls_cert_file.empty()) {
       command.push_back("--tls-cert=" + o.tls_cert_file);
       command.push_back("--tls-key=" + o.tls_key_file);
     }
+  } else if (o.server_loops > 1) {
+    command.push_back("--loops=" + std::to_string(o.server_loops));  // a peer's (libuv's)
   }
-  s.proc = spawn(command, cpus.size() >= 2 ? cpus[0] : -1);
+  s.proc = spawn(command, cpus.size() >= 2 && o.server_loops == 1 ? cpus[0] : -1);
   if (s.proc.pid < 0) {
     s.error = "cannot start " + command[0];
     return s;
@@ -168,10 +215,10 @@ struct load_result {
 // Runs the load generator `args` pinned to the second CPU (the server has the
 // first), then stops the server.
 load_result run_load(server& s, const std::vector<std::string>& args,
-                     const std::vector<int>& cpus) {
+                     const std::vector<int>& cpus, bool pin_load = true) {
   load_result r;
   double cpu0 = cpu_seconds(s.proc.pid);
-  child load = spawn(args, cpus.size() >= 2 ? cpus[1] : -1);
+  child load = spawn(args, cpus.size() >= 2 && pin_load ? cpus[1] : -1);
   if (load.pid > 0) {
     bool timed_out = false;
     r.out = read_all(load.out, std::chrono::seconds(60), &timed_out);
@@ -226,7 +273,7 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
                            {o.programs_dir + "/bench/echo_client",
                             "--port=" + std::to_string(s.port), "--size=" + std::to_string(size),
                             seconds_arg(o)},
-                           cpus);
+                           cpus, o.pin_load);
   std::optional<run_record> c = parse_last_json(l.out);
   if (!c) {
     r.error = "echo_client printed no result (wait status " + std::to_string(l.status) + ")";
@@ -234,6 +281,7 @@ void run_echo(std::size_t size, const net_run_options& o, const std::vector<int>
   }
   double msgs = set_echo_figures(r, *c, l.server_cpu_s);
   r.set("peak_rss_kib", l.server_rss_kib);
+  set_server_counters(r, s, msgs);
   r.ok = c->ok && l.status == 0 && msgs > 0 && l.server_ok;
   if (!c->ok || l.status != 0) {
     r.error = "echo_client reported a failure (see its message above)";
@@ -318,6 +366,7 @@ void run_idle_conns(long idle, const net_run_options& o, const std::vector<int>&
   bool server_ok = stop_server(s.proc, server_error);
   std::optional<run_record> c = parse_last_json(out);
   double msgs = c ? set_echo_figures(r, *c, cpu1 - cpu0) : 0;
+  set_server_counters(r, s, msgs);
   r.set("server_bytes_per_idle_conn",
         idle > 0 ? std::max(0.0, rss_idle - rss_before) * 1024 / static_cast<double>(idle) : 0);
   r.ok = error.empty() && c && c->ok && status == 0 && msgs > 0 && server_ok;
@@ -449,7 +498,7 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
                             "--latency",
                             std::string(tls ? "https" : "http") + "://127.0.0.1:" +
                                 std::to_string(s.port) + "/"},
-                           cpus);
+                           cpus, o.pin_load);
 
   double requests = 0, secs = 0, rps = 0, p99 = 0;
   bool errors = false;
@@ -478,6 +527,7 @@ void run_http(const net_run_options& o, const std::vector<int>& cpus, run_record
   r.set("latency_p99_us", p99);
   r.set("server_cpu_us_per_req", requests > 0 ? l.server_cpu_s * 1e6 / requests : 0);
   r.set("peak_rss_kib", l.server_rss_kib);
+  set_server_counters(r, s, requests);
   r.ok = reply_ok && l.status == 0 && requests > 0 && !errors && l.server_ok;
   if (l.status != 0 && error.empty()) {
     error = "wrk failed (wait status " + std::to_string(l.status) +
@@ -515,9 +565,61 @@ void run_https_handshake(const net_run_options& o, const std::vector<int>& cpus,
   r.set("handshakes_per_s", c->get("handshakes_per_s").value_or(0));
   r.set("handshake_p99_us", c->get("p99_us").value_or(0));
   r.set("server_cpu_us_per_handshake", handshakes > 0 ? l.server_cpu_s * 1e6 / handshakes : 0);
+  set_server_counters(r, s, handshakes);
   r.set("peak_rss_kib", l.server_rss_kib);
   r.ok = c->ok && l.status == 0 && handshakes > 0 && l.server_ok;
   if (!r.ok) r.error = l.server_ok ? "tls_handshake_client failed" : l.server_error;
+}
+
+// --- many_loops ----------------------------------------------------------------
+
+// echo 64 B and http against the example servers at 1 loop and at 2 loops
+// (one per CPU, SO_REUSEPORT), one after the other, as one record: each
+// figure named by its load and its loop count.
+void run_many_loops(const net_run_options& options, const std::vector<int>& cpus,
+                    run_record& r) {
+  constexpr int loop_counts[] = {1, 2};
+  r.ok = true;
+  double total_ops = 0, total_seconds = 0;
+  for (int loops : loop_counts) {
+    net_run_options o = options;
+    o.server_loops = loops;
+    o.pin_load = false;  // the same at 1 loop as at 2, where no CPU is the client's
+    std::string at = loops == 1 ? "_1loop" : "_" + std::to_string(loops) + "loops";
+    run_record echo;
+    run_echo(64, o, cpus, echo);
+    r.set("echo" + at + "_msgs_per_s", echo.get("msgs_per_s").value_or(0));
+    r.set("echo" + at + "_server_cpu_us_per_msg", echo.get("server_cpu_us_per_msg").value_or(0));
+    if (auto syscalls = echo.get("syscalls_per_op")) {  // polyloop's servers only (--stats)
+      r.set("echo" + at + "_syscalls_per_msg", *syscalls);
+    }
+    // A peer's command (bench/peers.cc) serves echo; its http half, http.
+    net_run_options http_o = o;
+    for (std::string& arg : http_o.server_command) {
+      if (arg == "--serve=echo") arg = "--serve=http";
+    }
+    run_record http;
+    run_http(http_o, cpus, http);
+    r.set("http" + at + "_requests_per_s", http.get("requests_per_s").value_or(0));
+    r.set("http" + at + "_server_cpu_us_per_req", http.get("server_cpu_us_per_req").value_or(0));
+    for (run_record* part : {&echo, &http}) {
+      total_ops += part->get("n").value_or(0);
+      total_seconds += part->get("seconds").value_or(0);
+      if (!part->ok && r.ok) {
+        r.ok = false;
+        r.error = (part == &echo ? "echo" : "http") + std::string(" at ") +
+                  std::to_string(loops) + " loop(s): " + part->error;
+      }
+    }
+  }
+  r.set("n", total_ops);
+  r.set("seconds", total_seconds);
+  r.set("ns_per_op", total_ops > 0 ? total_seconds * 1e9 / total_ops : 0);
+  double one = r.get("echo_1loop_msgs_per_s").value_or(0);
+  r.set("echo_speedup_2loops", one > 0 ? r.get("echo_2loops_msgs_per_s").value_or(0) / one : 0);
+  one = r.get("http_1loop_requests_per_s").value_or(0);
+  r.set("http_speedup_2loops",
+        one > 0 ? r.get("http_2loops_requests_per_s").value_or(0) / one : 0);
 }
 
 }  // namespace
@@ -546,13 +648,15 @@ bool write_self_signed_files(const std::string& dir, std::string& cert_file,
 
 bool is_net_workload(std::string_view name) {
   return name == "echo" || name == "echo_16k" || name == "http" || name == "https" ||
-         name == "https_handshake" || name == "idle_conns";
+         name == "https_handshake" || name == "idle_conns" || name == "many_loops";
 }
 
 run_record run_net_workload(std::string_view name, const net_run_options& options) {
   run_record r;
   bool tls = name == "https" || name == "https_handshake";
-  r.workload = name == "http" || name == "idle_conns" || tls ? std::string(name) : "echo";
+  r.workload = name == "http" || name == "idle_conns" || name == "many_loops" || tls
+                   ? std::string(name)
+                   : "echo";
   r.backend = options.backend;
   std::vector<int> cpus = allowed_cpus();
   auto run_tls = [&](const net_run_options& o) {
@@ -580,6 +684,8 @@ run_record run_net_workload(std::string_view name, const net_run_options& option
     run_http(options, cpus, r);
   } else if (name == "idle_conns") {
     run_idle_conns(10'000, options, cpus, r);
+  } else if (name == "many_loops") {
+    run_many_loops(options, cpus, r);
   } else {
     run_echo(name == "echo" ? 64 : 16384, options, cpus, r);
   }

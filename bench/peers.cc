@@ -29,7 +29,7 @@ struct peer {
 
 const std::vector<peer>& peers() {
   static const std::vector<peer> all = {
-      {"libuv", {"callbacks", "timers", "echo", "echo_16k", "http", "idle_conns"}},
+      {"libuv", {"callbacks", "timers", "echo", "echo_16k", "http", "idle_conns", "many_loops"}},
       {"boost_asio",
        {"callbacks", "tasks", "sleep_chain", "timers", "echo", "echo_16k", "http", "idle_conns"}},
       {"uvloop",

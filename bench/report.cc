@@ -53,6 +53,24 @@ constexpr figure figures[] = {
     {"pingpong, loop iterations per round trip", "pingpong", "", 0, "iterations_per_op"},
     {"pingpong, non-blocking attempts per round trip", "pingpong", "", 0, "attempts_per_op"},
     {"pingpong, io_uring_enter calls per round trip", "pingpong", "", 0, "enters_per_op"},
+    // The example servers' loops over the echo and http loads (--stats).
+    {"echo 64 B, server syscalls per msg", "echo", "", 64, "syscalls_per_op"},
+    {"echo 64 B, server loop iterations per msg", "echo", "", 64, "iterations_per_op"},
+    {"http, server syscalls per request", "http", "", 0, "syscalls_per_op"},
+    {"http, server loop iterations per request", "http", "", 0, "iterations_per_op"},
+    // One loop per core (SO_REUSEPORT): 1 loop, then 2.
+    {"many_loops echo, 1 loop, msgs/s", "many_loops", "", 0, "echo_1loop_msgs_per_s"},
+    {"many_loops echo, 2 loops, msgs/s", "many_loops", "", 0, "echo_2loops_msgs_per_s"},
+    {"many_loops echo, 1 loop, server CPU us per msg", "many_loops", "", 0,
+     "echo_1loop_server_cpu_us_per_msg"},
+    {"many_loops echo, 2 loops, server CPU us per msg", "many_loops", "", 0,
+     "echo_2loops_server_cpu_us_per_msg"},
+    {"many_loops http, 1 loop, requests/s", "many_loops", "", 0, "http_1loop_requests_per_s"},
+    {"many_loops http, 2 loops, requests/s", "many_loops", "", 0, "http_2loops_requests_per_s"},
+    {"many_loops http, 1 loop, server CPU us per request", "many_loops", "", 0,
+     "http_1loop_server_cpu_us_per_req"},
+    {"many_loops http, 2 loops, server CPU us per request", "many_loops", "", 0,
+     "http_2loops_server_cpu_us_per_req"},
 };
 
 // A peer's runs have no dispatch (bench/peers.h): they go in the rows of

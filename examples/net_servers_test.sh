@@ -2,7 +2,8 @@
 # Starts an example server ($1: echo_server or http_hello; $2 which one it
 # is: "echo" or "http"; further arguments are passed on) on port 0, talks to
 # it over bash's /dev/tcp, then stops it with SIGTERM (echo) or SIGINT (http),
-# which must end it with status 0 (core/signals delivers both to the loop).
+# which must end it with status 0 (core/signals delivers both to the loop) and
+# leave its counters in the --stats file (of as many loops as --loops says).
 set -euo pipefail
 bin=$1
 kind=$2
@@ -11,7 +12,8 @@ shift 2
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 out=$tmp/$kind.out
 err=$tmp/$kind.err
-"$bin" --port=0 "$@" >"$out" 2>"$err" &
+stats=$tmp/$kind.stats
+"$bin" --port=0 --stats="$stats" "$@" >"$out" 2>"$err" &
 pid=$!
 trap 'kill -KILL "$pid" 2>/dev/null || true' EXIT
 
@@ -81,4 +83,9 @@ rc=0
 wait "$pid" || rc=$?
 trap - EXIT
 [[ $rc == 0 ]] || fail "exit status $rc after SIG$stop_signal"
+# --stats=PATH: the loops' counters (summed), written at exit as one JSON line.
+loops=1
+for arg in "$@"; do [[ $arg == --loops=* ]] && loops=${arg#--loops=}; done
+grep -Eq "^\{\"ok\":true,\"loops\":$loops,\"iterations\":[1-9][0-9]*,.*\"syscalls\":[1-9][0-9]*" "$stats" ||
+  fail "--stats: not the counters of $loops loop(s) in $stats: '$(cat "$stats" 2>/dev/null)'"
 echo "PASS: $kind on $addr $*"

@@ -1412,7 +1412,7 @@ namespace {
 
 // A listening socket on `a`; -1 if this host has no such family (asyncio
 // skips those too: "::" on a host without IPv6).
-int listen_socket(const AddrInfo& a, int backlog) {
+int listen_socket(const AddrInfo& a, const ServerOptions& options) {
   polyloop::detail::socket_calls& calls = detail::sockets();
   int fd = calls.socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -1420,11 +1420,17 @@ int listen_socket(const AddrInfo& a, int backlog) {
     throw_errno(errno, "socket");
   }
   int one = 1;
-  calls.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (options.reuse_address) calls.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (options.reuse_port &&
+      calls.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int err = errno;
+    calls.close(fd);
+    throw_errno(err, "setsockopt SO_REUSEPORT on " + a.address().to_string());
+  }
   // Each family gets its own socket, so "::" must not take IPv4 too.
   if (a.family == AF_INET6) calls.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (calls.bind(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.addrlen) != 0 ||
-      calls.listen(fd, backlog) != 0) {
+      calls.listen(fd, options.backlog) != 0) {
     int err = errno;
     calls.close(fd);  // never seen by the backend
     throw_errno(err, "listen on " + a.address().to_string());
@@ -1441,6 +1447,13 @@ void set_port(AddrInfo& a, std::uint16_t port) {
 
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog) {
+  ServerOptions options;
+  options.backlog = backlog;
+  co_return co_await start_server(std::move(handler), std::move(host), port, options);
+}
+
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          ServerOptions options) {
   AddrInfoHints hints;
   hints.socktype = SOCK_STREAM;
   hints.flags = AI_PASSIVE | AI_NUMERICSERV;
@@ -1458,7 +1471,7 @@ Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint
         // same, so that one port serves every address (asyncio would give
         // each its own).
         set_port(a, bound_port);
-        int fd = listen_socket(a, backlog);
+        int fd = listen_socket(a, options);
         if (fd < 0) continue;
         sockaddr_storage ss{};
         socklen_t len = sizeof ss;
@@ -1505,6 +1518,77 @@ Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int 
   a.path = path;
   Server server;
   server.listeners_.push_back(listen_on(std::move(handler), fd, a));
+  co_return server;
+}
+
+namespace {
+
+// What start_server_from_socket refuses, said as what the socket is.
+std::string socket_type_name(int type) {
+  switch (type) {
+    case SOCK_DGRAM: return "a datagram socket (SOCK_DGRAM)";
+    case SOCK_SEQPACKET: return "a SOCK_SEQPACKET socket";
+    case SOCK_RAW: return "a raw socket (SOCK_RAW)";
+    default: return "a socket of type " + std::to_string(type);
+  }
+}
+
+}  // namespace
+
+Task<Server> start_server_from_socket(ConnectionHandler handler, int fd, int backlog) {
+  const std::string what = "start_server_from_socket(fd " + std::to_string(fd) + ")";
+  // The sim backend's sockets are names inside its network, not fds a
+  // caller could have made.
+  if (&detail::sockets() != &polyloop::detail::system_socket_calls::instance()) {
+    throw std::invalid_argument(what + ": the simulated backend has no real sockets; "
+                                       "make its servers with start_server");
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw_errno(errno, what);
+  if (!S_ISSOCK(st.st_mode)) {
+    throw std::invalid_argument(what + ": not a socket; give it a bound TCP or Unix-domain "
+                                       "stream socket");
+  }
+  int type = 0;
+  int domain = 0;
+  int listening = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) throw_errno(errno, what);
+  len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) throw_errno(errno, what);
+  len = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) throw_errno(errno, what);
+  if (type != SOCK_STREAM) {
+    throw std::invalid_argument(what + ": " + socket_type_name(type) +
+                                "; a Server needs a stream socket (SOCK_STREAM)");
+  }
+  if (domain != AF_INET && domain != AF_INET6 && domain != AF_UNIX) {
+    throw std::invalid_argument(what + ": a socket of family " + std::to_string(domain) +
+                                "; a Server takes AF_INET, AF_INET6 or AF_UNIX");
+  }
+  sockaddr_storage ss{};
+  socklen_t ss_len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &ss_len) == 0) {
+    throw std::invalid_argument(what + ": connected to " + to_address(ss, ss_len).to_string() +
+                                "; a Server needs a bound socket that is not connected (a "
+                                "connected one is a Stream: Stream(fd))");
+  }
+  ss = {};
+  ss_len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &ss_len) != 0) throw_errno(errno, what);
+  Address bound = to_address(ss, ss_len);
+  bool unbound = domain == AF_UNIX ? bound.path.empty() : bound.port == 0;
+  if (!listening && unbound) {
+    throw std::invalid_argument(what + ": not bound; bind it to an address first (or let "
+                                       "start_server bind one)");
+  }
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+    throw_errno(errno, what + ": making it non-blocking");
+  }
+  if (!listening && ::listen(fd, backlog) != 0) throw_errno(errno, "listen on " + bound.to_string());
+  Server server;
+  server.listeners_.push_back(listen_on(std::move(handler), fd, std::move(bound)));
   co_return server;
 }
 
@@ -1618,13 +1702,21 @@ Task<> serve_tls(Stream stream, TlsOptions tls, ConnectionHandler handler) {
 
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           TlsOptions tls, int backlog) {
+  ServerOptions options;
+  options.backlog = backlog;
+  co_return co_await start_server(std::move(handler), std::move(host), port, std::move(tls),
+                                  options);
+}
+
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, ServerOptions options) {
   if (!tls.context.is_server()) {
     throw std::invalid_argument("start_server: the TlsContext is a client's; use TlsContext::server()");
   }
   ConnectionHandler over_tls = [tls = std::move(tls), handler = std::move(handler)](Stream s) {
     return serve_tls(std::move(s), tls, handler);
   };
-  co_return co_await start_server(std::move(over_tls), std::move(host), port, backlog);
+  co_return co_await start_server(std::move(over_tls), std::move(host), port, options);
 }
 
 }  // namespace polyloop::net

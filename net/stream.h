@@ -200,6 +200,21 @@ Task<Stream> open_connection(std::string host, std::uint16_t port, TlsOptions tl
 
 using ConnectionHandler = std::function<Task<>(Stream)>;
 
+// How start_server binds and listens: asyncio's start_server arguments of
+// the same names.
+struct ServerOptions {
+  int backlog = 511;
+  // SO_REUSEADDR: bind a port whose earlier connections linger in
+  // TIME_WAIT (asyncio's default on Unix).
+  bool reuse_address = true;
+  // SO_REUSEPORT: several listening sockets (of this process or another of
+  // the same user) share the port, and the kernel spreads new connections
+  // among them by a hash of the client's address: one server per loop, one
+  // loop per core (docs/api.md, "One loop per core"). Every socket on the
+  // port must set it; a bind without it then fails with EADDRINUSE.
+  bool reuse_port = false;
+};
+
 class Server {
  public:
   Server() = default;
@@ -222,6 +237,8 @@ class Server {
  private:
   friend Task<Server> start_server(ConnectionHandler, std::string, std::uint16_t, int);
   friend Task<Server> start_unix_server(ConnectionHandler, std::string, int);
+  friend Task<Server> start_server(ConnectionHandler, std::string, std::uint16_t, ServerOptions);
+  friend Task<Server> start_server_from_socket(ConnectionHandler, int, int);
   std::vector<std::shared_ptr<detail::server_state>> listeners_;
 };
 
@@ -237,7 +254,19 @@ class Server {
 // accepting resumes when descriptors free up.
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           int backlog = 511);
+// The same with ServerOptions (reuse_port, reuse_address, backlog).
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          ServerOptions options);
 Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int backlog = 511);
+// A Server on a socket the caller made (asyncio's start_server(sock=...)):
+// a TCP or Unix-domain stream socket, listening, or bound (then it listens
+// with `backlog`). It is made non-blocking and the Server owns it from then
+// on (close() closes it). Refused, the fd left to the caller:
+// std::invalid_argument for an fd that is not a socket, a socket that is not
+// SOCK_STREAM, one that is connected or not bound; std::system_error EBADF
+// for a closed fd. Not on the sim backend (std::invalid_argument): its
+// sockets exist only through start_server.
+Task<Server> start_server_from_socket(ConnectionHandler handler, int fd, int backlog = 511);
 // The same over TLS: each connection's handshake runs (within
 // tls.handshake_timeout) before handler sees it. A client that fails it
 // (bad certificate, garbage, a stall, a reset) is closed and not reported:
@@ -245,5 +274,7 @@ Task<Server> start_unix_server(ConnectionHandler handler, std::string path, int 
 // debug mode).
 Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
                           TlsOptions tls, int backlog = 511);
+Task<Server> start_server(ConnectionHandler handler, std::string host, std::uint16_t port,
+                          TlsOptions tls, ServerOptions options);
 
 }  // namespace polyloop::net

@@ -5,6 +5,12 @@
 //   libuv_peer --serve=echo|http [--port=N] the echo or http server: prints
 //                                          "listening on 127.0.0.1:PORT", serves until SIGTERM
 //                                          or SIGINT, then exits 0
+//   libuv_peer --serve=echo|http [--port=N] --loops=N
+//                                          the same on N loops (the many_loops workload), a
+//                                          thread and a uv_loop_t each, pinned one per CPU,
+//                                          each listening on the port with SO_REUSEPORT
+//                                          (libuv 1.44 has no flag for it: set on the socket
+//                                          before the bind)
 //
 // libuv has no coroutines (no tasks or sleep_chain) and no call_soon: the
 // callbacks workload's chains are idle handles, the handle libuv runs once
@@ -14,12 +20,16 @@
 // microsecond due time (see timers()), so the "none early" check holds.
 #define _GNU_SOURCE  // memmem
 #include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 static double now_s(void) { return (double)uv_hrtime() / 1e9; }
@@ -396,9 +406,88 @@ static int serve(uv_loop_t* loop, int http, int port) {
   return 0;
 }
 
+// --loops=N > 1: one loop per thread, sharing nothing but the port.
+struct shard {
+  uv_loop_t loop;
+  uv_tcp_t server;
+  uv_signal_t term, interrupt;
+  uv_thread_t thread;
+  int cpu;  // -1: not pinned
+};
+
+// Listens on 127.0.0.1:port (0: a free one) on `s`'s loop, the port shared
+// with SO_REUSEPORT; returns the port bound.
+static int listen_shared(struct shard* s, int port) {
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", port, &addr);
+  uv_tcp_init_ex(&s->loop, &s->server, AF_INET);
+  s->server.data = &s->server;  // not a connection (close_any)
+  uv_os_fd_t fd;
+  int one = 1;
+  int err = uv_fileno((uv_handle_t*)&s->server, &fd);
+  if (err == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    err = uv_translate_sys_error(errno);
+  }
+  if (err == 0) err = uv_tcp_bind(&s->server, (const struct sockaddr*)&addr, 0);
+  if (err == 0) err = uv_listen((uv_stream_t*)&s->server, 1024, on_connection);
+  if (err != 0) die("cannot listen on 127.0.0.1 with SO_REUSEPORT", err);
+  struct sockaddr_in bound;
+  int len = sizeof bound;
+  uv_tcp_getsockname(&s->server, (struct sockaddr*)&bound, &len);
+  // libuv's signal watchers are process-wide: every loop's gets the signal.
+  uv_signal_init(&s->loop, &s->term);
+  s->term.data = &s->term;
+  uv_signal_start(&s->term, on_signal, SIGTERM);
+  uv_signal_init(&s->loop, &s->interrupt);
+  s->interrupt.data = &s->interrupt;
+  uv_signal_start(&s->interrupt, on_signal, SIGINT);
+  return ntohs(bound.sin_port);
+}
+
+static void run_shard(void* arg) {
+  struct shard* s = arg;
+  if (s->cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(s->cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  uv_walk(&s->loop, close_any, NULL);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+static int serve_loops(int http, int port, int loops) {
+  serving_http = http;
+  cpu_set_t allowed;
+  int cpus[CPU_SETSIZE], ncpus = 0;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &allowed)) cpus[ncpus++] = c;
+    }
+  }
+  struct shard* shards = calloc((size_t)loops, sizeof *shards);
+  // Every loop listens before any runs: the first picks the port.
+  for (int i = 0; i < loops; ++i) {
+    uv_loop_init(&shards[i].loop);
+    shards[i].cpu = ncpus >= 2 ? cpus[i % ncpus] : -1;
+    port = listen_shared(&shards[i], port);
+  }
+  printf("listening on 127.0.0.1:%d\n", port);
+  fflush(stdout);
+  for (int i = 0; i < loops; ++i) uv_thread_create(&shards[i].thread, run_shard, &shards[i]);
+  for (int i = 0; i < loops; ++i) {
+    uv_thread_join(&shards[i].thread);
+    uv_loop_close(&shards[i].loop);
+  }
+  free(shards);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const char *run = NULL, *serve_what = NULL;
   int port = 0;
+  int loops = 1;
   for (int i = 1; i < argc; ++i) {
     if (strncmp(argv[i], "--run=", 6) == 0) {
       run = argv[i] + 6;
@@ -406,11 +495,21 @@ int main(int argc, char** argv) {
       serve_what = argv[i] + 8;
     } else if (strncmp(argv[i], "--port=", 7) == 0) {
       port = atoi(argv[i] + 7);
+    } else if (strncmp(argv[i], "--loops=", 8) == 0) {
+      loops = atoi(argv[i] + 8);
+      if (loops < 1 || loops > 1024) {
+        fprintf(stderr, "libuv_peer: bad --loops '%s' (1 to 1024)\n", argv[i] + 8);
+        return 2;
+      }
     } else {
       fprintf(stderr, "libuv_peer: unknown argument '%s'\n", argv[i]);
       serve_what = run = NULL;
       break;
     }
+  }
+  if (loops > 1 && serve_what != NULL &&
+      (strcmp(serve_what, "echo") == 0 || strcmp(serve_what, "http") == 0)) {
+    return serve_loops(strcmp(serve_what, "http") == 0, port, loops);
   }
   uv_loop_t* loop = uv_default_loop();
   int status = 2;
@@ -423,7 +522,7 @@ int main(int argc, char** argv) {
     status = serve(loop, strcmp(serve_what, "http") == 0, port);
   } else {
     fprintf(stderr,
-            "usage: libuv_peer --run=callbacks|timers | --serve=echo|http [--port=N]\n");
+            "usage: libuv_peer --run=callbacks|timers | --serve=echo|http [--port=N] [--loops=N]\n");
     return 2;
   }
   uv_loop_close(loop);
