@@ -41,7 +41,7 @@
 #include "backends/support/op_list.h"
 #include "core/backend/backend.h"
 #include "core/backend/socket_calls.h"
-#include "core/loop/clock.h"
+#include "core/backend/clock.h"
 
 namespace polyloop::backends {
 
