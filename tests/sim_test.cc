@@ -81,14 +81,127 @@ BOOST_AUTO_TEST_CASE(localhost_resolves_in_memory_and_a_round_trip_takes_no_real
   BOOST_TEST(loop->run_until_complete(echo_once("ping")) == "ping\n");
 }
 
+namespace {
+// The virtual times, after the start, at which each step of an echo over a
+// link of `latency` happens.
+struct echo_times {
+  double connected = -1, echoed = -1, eof_at_server = -1, client_closed = -1, server_closed = -1;
+};
+
+pl::Task<echo_times> timed_echo() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  auto since = [&] { return ms(loop.time() - t0); };
+  echo_times t;
+  pl::Event eof_seen;
+  net::Server server = co_await net::start_server(
+      [&](net::Stream s) -> pl::Task<> {
+        for (;;) {
+          std::string data = co_await s.read();
+          if (data.empty()) break;
+          s.write(data);
+        }
+        t.eof_at_server = since();
+        eof_seen.set();
+        s.close();
+        co_await s.wait_closed();
+      },
+      "127.0.0.1", 0);
+  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
+  t.connected = since();
+  c.write("x\n");
+  co_await c.read_until("\n");
+  t.echoed = since();
+  c.close();
+  co_await c.wait_closed();
+  t.client_closed = since();
+  co_await eof_seen.wait();
+  server.close();
+  co_await server.wait_closed();
+  t.server_closed = since();
+  co_return t;
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(latency_delays_each_delivery_by_exactly_the_configured_virtual_time) {
   pl::sim_config c = with_seed(1);
   c.latency = 7ms;
   auto loop = pl::new_sim_loop(c);
-  auto t0 = loop->time();
-  BOOST_TEST(loop->run_until_complete(echo_once("x")) == "x\n");
-  // There and back: two deliveries of 7 ms (connect and close are instant).
-  BOOST_TEST(ms(loop->time() - t0) == 14.0);
+  echo_times t = loop->run_until_complete(timed_echo());
+  BOOST_TEST_MESSAGE("connected " << t.connected << " echoed " << t.echoed << " eof "
+                                  << t.eof_at_server << " client closed " << t.client_closed
+                                  << " server closed " << t.server_closed);
+  BOOST_TEST(t.connected == 14.0);  // one round trip: SYN, SYN-ACK
+  BOOST_TEST(t.echoed == 28.0);     // there and back
+  BOOST_TEST(t.client_closed == 28.0);  // a local close waits for nobody
+  BOOST_TEST(t.eof_at_server == 35.0);  // the FIN takes one latency
+  BOOST_TEST(t.server_closed == 35.0);
+}
+
+namespace {
+// A connect to a port nobody listens on: refused after one round trip.
+pl::Task<double> refused_after() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  try {
+    co_await net::open_connection("127.0.0.1", 9);
+    BOOST_ERROR("a connect to a port nobody listens on succeeded");
+  } catch (const std::system_error& e) {
+    BOOST_TEST((e.code() == std::errc::connection_refused), e.what());
+  }
+  co_return ms(loop.time() - t0);
+}
+
+// The client's 4th byte resets the connection (reset_after_bytes): the
+// server reads the 4 bytes, then ECONNRESET, both one latency after the
+// send; returns {send time, data time, reset time} after the start.
+pl::Task<std::vector<double>> reset_times() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  auto since = [&] { return ms(loop.time() - t0); };
+  std::vector<double> times;
+  pl::Event done;
+  net::Server server = co_await net::start_server(
+      [&](net::Stream s) -> pl::Task<> {
+        try {
+          for (;;) {
+            std::string data = co_await s.read();
+            BOOST_TEST(data == "abcd");
+            times.push_back(since());
+            if (data.empty()) break;
+          }
+        } catch (const std::system_error& e) {
+          BOOST_TEST((e.code() == std::errc::connection_reset), e.what());
+          times.push_back(since());
+        }
+        done.set();
+        s.close();
+        co_await s.wait_closed();
+      },
+      "127.0.0.1", 0);
+  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
+  times.push_back(since());
+  c.write("abcd");
+  co_await done.wait();
+  c.close();
+  co_await c.wait_closed();
+  server.close();
+  co_await server.wait_closed();
+  co_return times;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_refused_connect_and_a_reset_take_the_link_latency) {
+  pl::sim_config c = with_seed(1);
+  c.latency = 5ms;
+  c.reset_after_bytes = 4;
+  auto loop = pl::new_sim_loop(c);
+  BOOST_TEST(loop->run_until_complete(refused_after()) == 10.0);  // SYN out, RST back
+  std::vector<double> t = loop->run_until_complete(reset_times());
+  BOOST_TEST_REQUIRE(t.size() == 3u);
+  BOOST_TEST(t[0] == 10.0);  // connected: one round trip
+  BOOST_TEST(t[1] == 15.0);  // the bytes, one latency after the send
+  BOOST_TEST(t[2] == 15.0);  // the reset right behind them
 }
 
 namespace {

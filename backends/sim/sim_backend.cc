@@ -327,25 +327,57 @@ int SimBackend::close(int fd) noexcept {
   return 0;
 }
 
-// The peer sees EOF after the bytes already sent.
+std::chrono::nanoseconds SimBackend::link_delay() noexcept {
+  auto delay = config_.latency;
+  if (config_.jitter.count() > 0) {
+    delay += std::chrono::nanoseconds(draw(static_cast<std::uint64_t>(config_.jitter.count()) + 1));
+  }
+  return delay;
+}
+
+// A FIN or RST for `peer`, travelling after the bytes already sent: on a
+// link with latency it arrives one delay later (in order, never before
+// them). False: the link has no delay and nothing in flight, so the caller
+// applies it at once.
+bool SimBackend::queue_notice(sim_socket& peer, bool fin, bool rst) noexcept {
+  auto delay = link_delay();
+  if (delay.count() == 0 && peer.in_flight.empty()) return false;
+  try {
+    Clock::time_point due = std::max(clock_.now() + delay, peer.last_due);
+    peer.last_due = due;
+    if (peer.in_flight.empty()) delivering_.push_back(peer.fd);
+    peer.in_flight.push_back({due, std::string(), fin, rst});
+  } catch (...) {
+    return false;  // no memory: the notice arrives at once instead
+  }
+  return true;
+}
+
+// The peer sees EOF after the bytes already sent, one delay of the link
+// after the shutdown or close.
 void SimBackend::send_fin(sim_socket& s) noexcept {
   sim_socket* p = find(s.peer);
   if (p == nullptr) return;
-  if (p->in_flight.empty()) {
+  if (!queue_notice(*p, true, false)) {
     p->eof_in = true;
     touch(s.peer);
-  } else {
-    p->in_flight.back().fin = true;
   }
+}
+
+// `peer` learns of a reset one delay of the link later (at once on a link
+// without): ECONNRESET, and what was in flight behind it is lost.
+void SimBackend::send_rst(sim_socket& peer) noexcept {
+  if (queue_notice(peer, false, true)) return;
+  peer.reset = true;
+  peer.in_flight.clear();
+  peer.in_flight_bytes = 0;
+  touch(peer.fd);
 }
 
 void SimBackend::reset_connection(sim_socket& s) noexcept {
   if (sim_socket* p = find(s.peer)) {
-    p->reset = true;
     p->peer = -1;
-    p->in_flight.clear();
-    p->in_flight_bytes = 0;
-    touch(s.peer);
+    send_rst(*p);
   }
   s.reset = true;
   s.peer = -1;
@@ -375,9 +407,7 @@ void SimBackend::forget(int fd) noexcept {
     if (sim_socket* p = find(s->peer)) {
       // Unread data makes the kernel answer with a reset, not a FIN.
       if (s->unread() > 0) {
-        p->reset = true;
-        p->in_flight.clear();
-        p->in_flight_bytes = 0;
+        send_rst(*p);
       } else if (!s->write_shut) {
         send_fin(*s);
       }
@@ -443,6 +473,7 @@ void SimBackend::cancel(operation& op) noexcept {
   if (op.kind == op_kind::connect && s->state == sock_state::connecting) {
     s->state = s->bound_key.empty() ? sock_state::fresh : sock_state::bound;
     s->target = -1;
+    s->handshaking = false;
   }
   complete(op, -ECANCELED);
 }
@@ -586,10 +617,7 @@ bool SimBackend::try_send(sim_socket& s, operation& op, const iovec* iov, std::s
     bytes.append(static_cast<const char*>(iov[i].iov_base), k);
   }
   sim_socket& p = *find(s.peer);
-  auto delay = config_.latency;
-  if (config_.jitter.count() > 0) {
-    delay += std::chrono::nanoseconds(draw(static_cast<std::uint64_t>(config_.jitter.count()) + 1));
-  }
+  auto delay = link_delay();
   if (config_.bandwidth > 0) {
     delay += std::chrono::nanoseconds(take * 1'000'000'000ull / config_.bandwidth);
   }
@@ -667,8 +695,30 @@ bool SimBackend::try_connect(sim_socket& s, operation& op) noexcept {
     op.result = op.addr == nullptr ? -EFAULT : -EAFNOSUPPORT;
     return true;
   }
+  if (!s.handshaking && s.state != sock_state::connecting) {
+    // One round trip of the link (SYN out, SYN-ACK or RST back) before the
+    // answer; none on a link without latency.
+    auto rtt = link_delay() + link_delay();
+    if (rtt.count() > 0) {
+      try {
+        handshaking_.push_back(op.fd);
+      } catch (...) {
+        op.result = -ENOBUFS;
+        return true;
+      }
+      s.handshaking = true;
+      s.handshake_due = clock_.now() + rtt;
+      s.state = sock_state::connecting;
+      s.target = -1;
+      return false;
+    }
+  }
+  if (s.handshaking) {
+    if (clock_.now() < s.handshake_due) return false;
+    s.handshaking = false;
+  }
   int target = -1;
-  if (s.state == sock_state::connecting) {
+  if (s.state == sock_state::connecting && s.target >= 0) {
     target = s.target;
   } else {
     target = bound_socket(false, op.addr, op.addrlen);
@@ -928,10 +978,7 @@ bool SimBackend::try_send_datagram(sim_socket& s, operation& op, const iovec* io
     auto& in6 = reinterpret_cast<sockaddr_in6&>(d.from);
     if (IN6_IS_ADDR_UNSPECIFIED(&in6.sin6_addr)) in6.sin6_addr = in6addr_loopback;
   }
-  auto delay = config_.latency;
-  if (config_.jitter.count() > 0) {
-    delay += std::chrono::nanoseconds(draw(static_cast<std::uint64_t>(config_.jitter.count()) + 1));
-  }
+  auto delay = link_delay();
   if (config_.bandwidth > 0) {
     delay += std::chrono::nanoseconds(size * 1'000'000'000ull / config_.bandwidth);
   }
@@ -953,6 +1000,10 @@ bool SimBackend::try_send_datagram(sim_socket& s, operation& op, const iovec* io
 
 Clock::time_point SimBackend::next_delivery() const noexcept {
   Clock::time_point next = Clock::time_point::max();
+  for (int fd : handshaking_) {
+    const sim_socket* s = const_cast<SimBackend*>(this)->find(fd);
+    if (s != nullptr && s->handshaking) next = std::min(next, s->handshake_due);
+  }
   for (int fd : delivering_) {
     const sim_socket* s = const_cast<SimBackend*>(this)->find(fd);
     if (s != nullptr && !s->in_flight.empty()) next = std::min(next, s->in_flight.front().due);
@@ -965,6 +1016,13 @@ Clock::time_point SimBackend::next_delivery() const noexcept {
 
 void SimBackend::deliver_due() noexcept {
   Clock::time_point now = clock_.now();
+  std::erase_if(handshaking_, [&](int fd) {
+    sim_socket* s = find(fd);
+    if (s == nullptr || !s->handshaking) return true;
+    if (s->handshake_due > now) return false;
+    touch(fd);  // its connect retries and now gets its answer
+    return true;
+  });
   std::erase_if(delivering_, [&](int fd) {
     sim_socket* s = find(fd);
     if (s == nullptr) return true;
@@ -973,8 +1031,14 @@ void SimBackend::deliver_due() noexcept {
       s->in_flight_bytes -= seg.bytes.size();
       s->inbox.append(seg.bytes);
       if (seg.fin) s->eof_in = true;
-      s->in_flight.pop_front();
       touch(fd);
+      if (seg.rst) {  // nothing comes after a reset
+        s->reset = true;
+        s->in_flight.clear();
+        s->in_flight_bytes = 0;
+        break;
+      }
+      s->in_flight.pop_front();
     }
     while (!s->datagrams_in_flight.empty() && s->datagrams_in_flight.front().due <= now) {
       s->datagrams.push_back(std::move(s->datagrams_in_flight.front()));
@@ -989,7 +1053,8 @@ void SimBackend::deliver_due() noexcept {
 std::error_code SimBackend::poll(std::chrono::nanoseconds timeout,
                                  detail::ready_queue& ready) noexcept {
   deliver_due();
-  if (completed_.head == nullptr && timeout.count() != 0 && !delivering_.empty()) {
+  if (completed_.head == nullptr && timeout.count() != 0 &&
+      (!delivering_.empty() || !handshaking_.empty())) {
     // Nothing runnable and no timer sooner: the network's next delivery.
     clock_.time_.skip_to(next_delivery());
     deliver_due();

@@ -10,7 +10,8 @@
 // poll, close) act on simulated stream sockets (TCP over IPv4/IPv6, Unix),
 // with listening sockets and their backlog, a receive buffer that makes a
 // sender wait (back-pressure), half-close, EOF, reset, and ECONNREFUSED for
-// an address nobody listens on; and on simulated datagram sockets (UDP over
+// an address nobody listens on (on a link with latency a connect takes one
+// round trip, and a FIN or reset reaches the peer one delay later); and on simulated datagram sockets (UDP over
 // IPv4/IPv6, Unix), as Linux has them: message boundaries, MSG_TRUNC for a
 // datagram longer than the receive, a receive buffer beyond which UDP
 // datagrams are dropped (a Unix sender waits instead), a UDP datagram to a
@@ -105,6 +106,7 @@ class SimBackend final : private detail::socket_calls, public Backend {
     Clock::time_point due;
     std::string bytes;
     bool fin = false;  // the sender shut down or closed after these bytes
+    bool rst = false;  // the sender reset the connection after these bytes
   };
   enum class sock_state : std::uint8_t { fresh, bound, listening, connecting, connected };
   struct sim_socket {
@@ -123,6 +125,10 @@ class SimBackend final : private detail::socket_calls, public Backend {
     std::deque<int> accept_queue;
     std::vector<int> waiting_connects;
     int target = -1;  // connecting: the listener it waits on
+    // A connect on a link with latency: its SYN-ACK (or RST) comes back at
+    // handshake_due, one round trip after the connect started.
+    bool handshaking = false;
+    Clock::time_point handshake_due{};
     // Connected.
     int peer = -1;      // -1 once the peer is gone
     std::string inbox;  // delivered, unread: [inbox_read, size)
@@ -163,6 +169,9 @@ class SimBackend final : private detail::socket_calls, public Backend {
   int make_socket(int family) noexcept;
   void forget(int fd) noexcept;
   void send_fin(sim_socket& s) noexcept;
+  void send_rst(sim_socket& peer) noexcept;
+  bool queue_notice(sim_socket& peer, bool fin, bool rst) noexcept;
+  std::chrono::nanoseconds link_delay() noexcept;  // latency plus a draw of jitter
   void reset_connection(sim_socket& s) noexcept;
   std::uint16_t ephemeral_port() noexcept;
   void bind_ephemeral(sim_socket& s) noexcept;
@@ -206,6 +215,7 @@ class SimBackend final : private detail::socket_calls, public Backend {
   std::map<std::string, int> bound_;  // address key -> socket
   std::vector<int> dirty_;
   std::vector<int> delivering_;  // sockets with segments or datagrams in flight
+  std::vector<int> handshaking_;  // sockets whose connect waits for its round trip
   detail::op_list completed_;
   std::vector<operation*> batch_;
   std::uint16_t next_port_ = 40000;
