@@ -716,3 +716,66 @@ BOOST_AUTO_TEST_CASE(resends_over_a_lossy_link_get_every_request_answered) {
   BOOST_TEST(sends > 120, sends << " sends for 100 requests");
   BOOST_TEST_MESSAGE(sends << " sends for 100 answers at 20% loss each way");
 }
+
+namespace {
+// Two links of their own (sim_config::links_by_port) beside the default
+// one: port 5000 loses every datagram, port 6000 has 3 ms of latency where
+// the default has 1 ms, for datagrams and for a connection alike.
+pl::Task<> two_links() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  net::DatagramEndpoint lossy = co_await net::create_datagram_endpoint(loopback(5000), std::nullopt);
+  net::DatagramEndpoint slow = co_await net::create_datagram_endpoint(loopback(6000), std::nullopt);
+  net::DatagramEndpoint plain = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::DatagramEndpoint tx = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  auto t0 = loop.time();
+  for (int i = 0; i < 10; ++i) {
+    co_await tx.sendto("to lossy", lossy.local_address());
+    co_await tx.sendto("to slow", slow.local_address());
+    co_await tx.sendto("to plain", plain.local_address());
+  }
+  for (int i = 0; i < 10; ++i) {
+    BOOST_TEST((co_await plain.recvfrom()).data == "to plain");
+    BOOST_TEST(ms(loop.time() - t0) == 1.0);
+  }
+  for (int i = 0; i < 10; ++i) {
+    BOOST_TEST((co_await slow.recvfrom()).data == "to slow");
+    BOOST_TEST(ms(loop.time() - t0) == 3.0);
+  }
+  bool nothing = false;
+  try {
+    co_await pl::wait_for(lossy.recvfrom(), 1s);
+  } catch (const pl::TimeoutError&) {
+    nothing = true;
+  }
+  BOOST_TEST(nothing, "a datagram crossed the link that loses them all");
+  for (net::DatagramEndpoint* e : {&lossy, &slow, &plain, &tx}) {
+    e->close();
+    co_await e->wait_closed();
+  }
+  // A connection to port 6000: its handshake takes that link's round trip.
+  net::Server server = co_await net::start_server(echo_until_eof, "127.0.0.1", 6000);
+  auto t1 = loop.time();
+  net::Stream c = co_await net::open_connection("127.0.0.1", 6000);
+  BOOST_TEST(ms(loop.time() - t1) == 6.0);
+  c.write("x\n");
+  co_await c.read_until("\n");
+  BOOST_TEST(ms(loop.time() - t1) == 12.0);
+  c.close();
+  co_await c.wait_closed();
+  server.close();
+  co_await server.wait_closed();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(links_by_port_set_loss_and_latency_per_link) {
+  pl::sim_config c = with_seed(3);
+  c.latency = 1ms;
+  c.links_by_port[5000] = {.latency = 1ms, .jitter = 0ms, .datagram_loss = 1.0};
+  c.links_by_port[6000] = {.latency = 3ms, .jitter = 0ms, .datagram_loss = 0.0};
+  auto loop = pl::new_sim_loop(c);
+  loop->run_until_complete(two_links());
+  c.links_by_port[7000].datagram_loss = -0.5;
+  BOOST_CHECK_EXCEPTION(pl::new_sim_loop(c), std::invalid_argument, [](const std::exception& e) {
+    return std::string(e.what()).find("links_by_port[7000]") != std::string::npos;
+  });
+}

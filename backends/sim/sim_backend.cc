@@ -136,6 +136,14 @@ SimBackend::SimBackend(const sim_config& config)
                                 std::to_string(config_.datagram_loss) +
                                 ": a probability from 0 to 1 is needed");
   }
+  for (const auto& [port, link] : config_.links_by_port) {
+    if (!(link.datagram_loss >= 0 && link.datagram_loss <= 1)) {
+      throw std::invalid_argument("sim_config::links_by_port[" + std::to_string(port) +
+                                  "].datagram_loss is " + std::to_string(link.datagram_loss) +
+                                  ": a probability from 0 to 1 is needed");
+    }
+  }
+  default_link_ = {config_.latency, config_.jitter, config_.datagram_loss};
 }
 
 SimBackend::~SimBackend() {
@@ -327,10 +335,21 @@ int SimBackend::close(int fd) noexcept {
   return 0;
 }
 
-std::chrono::nanoseconds SimBackend::link_delay() noexcept {
-  auto delay = config_.latency;
-  if (config_.jitter.count() > 0) {
-    delay += std::chrono::nanoseconds(draw(static_cast<std::uint64_t>(config_.jitter.count()) + 1));
+const sim_config::link& SimBackend::link_between(const sockaddr_storage& from,
+                                                 const sockaddr_storage& to) const noexcept {
+  if (!config_.links_by_port.empty()) {
+    for (std::uint16_t port : {port_of(to), port_of(from)}) {
+      auto it = config_.links_by_port.find(port);
+      if (port != 0 && it != config_.links_by_port.end()) return it->second;
+    }
+  }
+  return default_link_;
+}
+
+std::chrono::nanoseconds SimBackend::link_delay(const sim_config::link& link) noexcept {
+  auto delay = link.latency;
+  if (link.jitter.count() > 0) {
+    delay += std::chrono::nanoseconds(draw(static_cast<std::uint64_t>(link.jitter.count()) + 1));
   }
   return delay;
 }
@@ -339,8 +358,9 @@ std::chrono::nanoseconds SimBackend::link_delay() noexcept {
 // link with latency it arrives one delay later (in order, never before
 // them). False: the link has no delay and nothing in flight, so the caller
 // applies it at once.
-bool SimBackend::queue_notice(sim_socket& peer, bool fin, bool rst) noexcept {
-  auto delay = link_delay();
+bool SimBackend::queue_notice(const sim_socket& from, sim_socket& peer, bool fin,
+                              bool rst) noexcept {
+  auto delay = link_delay(link_between(from.local, peer.local));
   if (delay.count() == 0 && peer.in_flight.empty()) return false;
   try {
     Clock::time_point due = std::max(clock_.now() + delay, peer.last_due);
@@ -358,7 +378,7 @@ bool SimBackend::queue_notice(sim_socket& peer, bool fin, bool rst) noexcept {
 void SimBackend::send_fin(sim_socket& s) noexcept {
   sim_socket* p = find(s.peer);
   if (p == nullptr) return;
-  if (!queue_notice(*p, true, false)) {
+  if (!queue_notice(s, *p, true, false)) {
     p->eof_in = true;
     touch(s.peer);
   }
@@ -366,8 +386,8 @@ void SimBackend::send_fin(sim_socket& s) noexcept {
 
 // `peer` learns of a reset one delay of the link later (at once on a link
 // without): ECONNRESET, and what was in flight behind it is lost.
-void SimBackend::send_rst(sim_socket& peer) noexcept {
-  if (queue_notice(peer, false, true)) return;
+void SimBackend::send_rst(const sim_socket& from, sim_socket& peer) noexcept {
+  if (queue_notice(from, peer, false, true)) return;
   peer.reset = true;
   peer.in_flight.clear();
   peer.in_flight_bytes = 0;
@@ -377,7 +397,7 @@ void SimBackend::send_rst(sim_socket& peer) noexcept {
 void SimBackend::reset_connection(sim_socket& s) noexcept {
   if (sim_socket* p = find(s.peer)) {
     p->peer = -1;
-    send_rst(*p);
+    send_rst(s, *p);
   }
   s.reset = true;
   s.peer = -1;
@@ -407,7 +427,7 @@ void SimBackend::forget(int fd) noexcept {
     if (sim_socket* p = find(s->peer)) {
       // Unread data makes the kernel answer with a reset, not a FIN.
       if (s->unread() > 0) {
-        send_rst(*p);
+        send_rst(*s, *p);
       } else if (!s->write_shut) {
         send_fin(*s);
       }
@@ -617,7 +637,7 @@ bool SimBackend::try_send(sim_socket& s, operation& op, const iovec* iov, std::s
     bytes.append(static_cast<const char*>(iov[i].iov_base), k);
   }
   sim_socket& p = *find(s.peer);
-  auto delay = link_delay();
+  auto delay = link_delay(link_between(s.local, p.local));
   if (config_.bandwidth > 0) {
     delay += std::chrono::nanoseconds(take * 1'000'000'000ull / config_.bandwidth);
   }
@@ -698,7 +718,10 @@ bool SimBackend::try_connect(sim_socket& s, operation& op) noexcept {
   if (!s.handshaking && s.state != sock_state::connecting) {
     // One round trip of the link (SYN out, SYN-ACK or RST back) before the
     // answer; none on a link without latency.
-    auto rtt = link_delay() + link_delay();
+    sockaddr_storage to{};
+    std::memcpy(&to, op.addr, op.addrlen);
+    const sim_config::link& link = link_between(s.local, to);
+    auto rtt = link_delay(link) + link_delay(link);
     if (rtt.count() > 0) {
       try {
         handshaking_.push_back(op.fd);
@@ -957,7 +980,10 @@ bool SimBackend::try_send_datagram(sim_socket& s, operation& op, const iovec* io
     r->waiting_senders.push_back(s.fd);
     return false;
   }
-  if (is_udp && chance(config_.datagram_loss)) return true;  // lost on the way
+  sockaddr_storage dest{};
+  std::memcpy(&dest, to, to_len);
+  const sim_config::link& link = link_between(s.local, dest);
+  if (is_udp && chance(link.datagram_loss)) return true;  // lost on the way
   datagram d;
   try {
     d.bytes.reserve(size);
@@ -978,7 +1004,7 @@ bool SimBackend::try_send_datagram(sim_socket& s, operation& op, const iovec* io
     auto& in6 = reinterpret_cast<sockaddr_in6&>(d.from);
     if (IN6_IS_ADDR_UNSPECIFIED(&in6.sin6_addr)) in6.sin6_addr = in6addr_loopback;
   }
-  auto delay = link_delay();
+  auto delay = link_delay(link);
   if (config_.bandwidth > 0) {
     delay += std::chrono::nanoseconds(size * 1'000'000'000ull / config_.bandwidth);
   }

@@ -169,9 +169,13 @@ class SimBackend final : private detail::socket_calls, public Backend {
   int make_socket(int family) noexcept;
   void forget(int fd) noexcept;
   void send_fin(sim_socket& s) noexcept;
-  void send_rst(sim_socket& peer) noexcept;
-  bool queue_notice(sim_socket& peer, bool fin, bool rst) noexcept;
-  std::chrono::nanoseconds link_delay() noexcept;  // latency plus a draw of jitter
+  void send_rst(const sim_socket& from, sim_socket& peer) noexcept;
+  bool queue_notice(const sim_socket& from, sim_socket& peer, bool fin, bool rst) noexcept;
+  // The link between two addresses (sim_config::links_by_port, else the
+  // defaults), and one delay on it: its latency plus a draw of its jitter.
+  const sim_config::link& link_between(const sockaddr_storage& from,
+                                       const sockaddr_storage& to) const noexcept;
+  std::chrono::nanoseconds link_delay(const sim_config::link& link) noexcept;
   void reset_connection(sim_socket& s) noexcept;
   std::uint16_t ephemeral_port() noexcept;
   void bind_ephemeral(sim_socket& s) noexcept;
@@ -208,6 +212,7 @@ class SimBackend final : private detail::socket_calls, public Backend {
   std::uint64_t draw(std::uint64_t n) noexcept;  // uniform in [0, n)
 
   sim_config config_;
+  sim_config::link default_link_;  // config_'s latency, jitter and datagram_loss
   sim_clock clock_;
   std::mt19937_64 rng_;
   detail::eventfd_waker waker_;

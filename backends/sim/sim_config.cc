@@ -70,7 +70,8 @@ std::string sim_config::describe() const {
          " bandwidth=" + std::to_string(bandwidth) + " short_io=" + std::to_string(short_io) +
          " reset=" + std::to_string(reset) + " reset_after=" + std::to_string(reset_after_bytes) +
          " accept_emfile=" + std::to_string(accept_emfile) +
-         " datagram_loss=" + std::to_string(datagram_loss);
+         " datagram_loss=" + std::to_string(datagram_loss) +
+         " links_by_port=" + std::to_string(links_by_port.size());
 }
 
 }  // namespace polyloop::backends

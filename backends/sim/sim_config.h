@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace polyloop::backends {
@@ -39,6 +40,18 @@ struct sim_config {
   // has a receiver: the same seed drops the same datagrams. Unix datagrams
   // are never lost, as in the kernel.
   double datagram_loss = 0;
+  // The faults of one link, where links_by_port sets them apart.
+  struct link {
+    std::chrono::nanoseconds latency{0};
+    std::chrono::nanoseconds jitter{0};
+    double datagram_loss = 0;
+  };
+  // Links whose latency, jitter and datagram_loss differ from the values
+  // above, by port: a datagram's link is its receiver's port if listed,
+  // else its sender's; a connection's (both directions, its handshake, FIN
+  // and reset included) is its server's port if listed, else its client's.
+  // Settable in code only.
+  std::map<std::uint16_t, link> links_by_port;
   // Probability that an accept fails with EMFILE (the connection stays in
   // the backlog, as the kernel keeps it).
   double accept_emfile = 0;
