@@ -282,25 +282,29 @@ int make_socket(int family, const sockaddr* local, socklen_t local_len, const so
                 socklen_t remote_len, const DatagramOptions& options, const std::string& where) {
   // Through the loop's socket calls: the sim backend refuses datagrams
   // (EOPNOTSUPP) rather than a real socket appearing in a simulation.
-  int fd = detail::sockets().socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  // Every call through the loop's socket calls, so that the sim backend
+  // simulates the socket (its datagrams are in memory).
+  polyloop::detail::socket_calls& calls = detail::sockets();
+  int fd = calls.socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw_errno(errno, "socket for " + where);
   auto fail = [&](const char* call) {
     int err = errno;
-    ::close(fd);
+    calls.close(fd);
     throw_errno(err, std::string(call) + " " + where);
   };
   int one = 1;
-  if (options.reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+  if (options.reuse_port &&
+      calls.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     fail("setsockopt(SO_REUSEPORT) for");
   }
   if (options.allow_broadcast &&
-      ::setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) != 0) {
+      calls.setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) != 0) {
     fail("setsockopt(SO_BROADCAST) for");
   }
-  if (local != nullptr && ::bind(fd, local, local_len) != 0) fail("bind");
+  if (local != nullptr && calls.bind(fd, local, local_len) != 0) fail("bind");
   // A non-blocking UDP or Unix datagram connect completes at once: it only
   // sets the default peer.
-  if (remote != nullptr && ::connect(fd, remote, remote_len) != 0) fail("connect");
+  if (remote != nullptr && calls.connect(fd, remote, remote_len) != 0) fail("connect");
   return fd;
 }
 
@@ -402,7 +406,7 @@ Task<DatagramEndpoint> create_datagram_endpoint(std::optional<Address> local,
   if (remote) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (detail::sockets_of(loop).getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       e.s_->remote = to_address(ss, len);
     } else {
       e.s_->remote = *remote;
@@ -496,7 +500,7 @@ Address DatagramEndpoint::local_address() const {
   if (s.fd < 0) return s.local;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getsockname(s.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  if (detail::sockets_of(*s.loop).getsockname(s.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     throw_errno(errno, "getsockname");
   }
   return to_address(ss, len);

@@ -483,6 +483,7 @@ BOOST_FIXTURE_TEST_CASE(create_datagram_endpoint_argument_errors, loop_fixture) 
 }
 
 BOOST_FIXTURE_TEST_CASE(create_datagram_endpoint_reuse_port_and_allow_broadcast, loop_fixture) {
+  if (pl::testing::skip_when_simulated("getsockopt on the endpoint's fd, and SO_REUSEPORT's shared port: kernel socket options sim does not keep")) return;
   loop->run_until_complete(socket_options());
 }
 
@@ -509,6 +510,7 @@ pl::Task<> adopt_stream(int fd) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(an_existing_datagram_socket_is_adopted, loop_fixture) {
+  if (pl::testing::skip_when_simulated("adopts a real socket made with ::socket")) return;
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);  // blocking: adoption fixes that
   BOOST_TEST_REQUIRE(fd >= 0);
   sockaddr_in a{};
@@ -639,6 +641,7 @@ pl::Task<> close_pair(unix_pair p) {
 
 BOOST_FIXTURE_TEST_CASE(an_fd_passed_over_a_unix_stream_socket_is_received_and_usable,
                         loop_fixture) {
+  if (pl::testing::skip_when_simulated("SCM_RIGHTS over a real socketpair")) return;
   unix_pair s(SOCK_STREAM);
   loop->run_until_complete(pass_and_use(s.a, s.b));
   loop->run_until_complete(close_pair(s));
@@ -646,18 +649,21 @@ BOOST_FIXTURE_TEST_CASE(an_fd_passed_over_a_unix_stream_socket_is_received_and_u
 
 BOOST_FIXTURE_TEST_CASE(an_fd_passed_over_a_unix_datagram_socket_is_received_and_usable,
                         loop_fixture) {
+  if (pl::testing::skip_when_simulated("SCM_RIGHTS over a real socketpair")) return;
   unix_pair s(SOCK_DGRAM);
   loop->run_until_complete(pass_and_use(s.a, s.b));
   loop->run_until_complete(close_pair(s));
 }
 
 BOOST_FIXTURE_TEST_CASE(fds_beyond_max_fds_are_reported_and_never_left_open, loop_fixture) {
+  if (pl::testing::skip_when_simulated("SCM_RIGHTS over a real socketpair")) return;
   unix_pair s(SOCK_STREAM);
   loop->run_until_complete(too_many_fds(s.a, s.b));
   loop->run_until_complete(close_pair(s));
 }
 
 BOOST_FIXTURE_TEST_CASE(send_fds_argument_errors_and_plain_data, loop_fixture) {
+  if (pl::testing::skip_when_simulated("SCM_RIGHTS over a real socketpair")) return;
   unix_pair s(SOCK_STREAM);
   loop->run_until_complete(bad_fd_arguments(s.a, s.b));
   loop->run_until_complete(close_pair(s));

@@ -17,6 +17,7 @@
 
 #include "examples/echo_handler.h"
 #include "examples/http_hello_handler.h"
+#include "net/datagram.h"
 #include "net/stream.h"
 #include "polyloop/polyloop.h"
 #include "tests/support/stream_echo.h"
@@ -80,14 +81,127 @@ BOOST_AUTO_TEST_CASE(localhost_resolves_in_memory_and_a_round_trip_takes_no_real
   BOOST_TEST(loop->run_until_complete(echo_once("ping")) == "ping\n");
 }
 
+namespace {
+// The virtual times, after the start, at which each step of an echo over a
+// link of `latency` happens.
+struct echo_times {
+  double connected = -1, echoed = -1, eof_at_server = -1, client_closed = -1, server_closed = -1;
+};
+
+pl::Task<echo_times> timed_echo() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  auto since = [&] { return ms(loop.time() - t0); };
+  echo_times t;
+  pl::Event eof_seen;
+  net::Server server = co_await net::start_server(
+      [&](net::Stream s) -> pl::Task<> {
+        for (;;) {
+          std::string data = co_await s.read();
+          if (data.empty()) break;
+          s.write(data);
+        }
+        t.eof_at_server = since();
+        eof_seen.set();
+        s.close();
+        co_await s.wait_closed();
+      },
+      "127.0.0.1", 0);
+  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
+  t.connected = since();
+  c.write("x\n");
+  co_await c.read_until("\n");
+  t.echoed = since();
+  c.close();
+  co_await c.wait_closed();
+  t.client_closed = since();
+  co_await eof_seen.wait();
+  server.close();
+  co_await server.wait_closed();
+  t.server_closed = since();
+  co_return t;
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(latency_delays_each_delivery_by_exactly_the_configured_virtual_time) {
   pl::sim_config c = with_seed(1);
   c.latency = 7ms;
   auto loop = pl::new_sim_loop(c);
-  auto t0 = loop->time();
-  BOOST_TEST(loop->run_until_complete(echo_once("x")) == "x\n");
-  // There and back: two deliveries of 7 ms (connect and close are instant).
-  BOOST_TEST(ms(loop->time() - t0) == 14.0);
+  echo_times t = loop->run_until_complete(timed_echo());
+  BOOST_TEST_MESSAGE("connected " << t.connected << " echoed " << t.echoed << " eof "
+                                  << t.eof_at_server << " client closed " << t.client_closed
+                                  << " server closed " << t.server_closed);
+  BOOST_TEST(t.connected == 14.0);  // one round trip: SYN, SYN-ACK
+  BOOST_TEST(t.echoed == 28.0);     // there and back
+  BOOST_TEST(t.client_closed == 28.0);  // a local close waits for nobody
+  BOOST_TEST(t.eof_at_server == 35.0);  // the FIN takes one latency
+  BOOST_TEST(t.server_closed == 35.0);
+}
+
+namespace {
+// A connect to a port nobody listens on: refused after one round trip.
+pl::Task<double> refused_after() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  try {
+    co_await net::open_connection("127.0.0.1", 9);
+    BOOST_ERROR("a connect to a port nobody listens on succeeded");
+  } catch (const std::system_error& e) {
+    BOOST_TEST((e.code() == std::errc::connection_refused), e.what());
+  }
+  co_return ms(loop.time() - t0);
+}
+
+// The client's 4th byte resets the connection (reset_after_bytes): the
+// server reads the 4 bytes, then ECONNRESET, both one latency after the
+// send; returns {send time, data time, reset time} after the start.
+pl::Task<std::vector<double>> reset_times() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  auto t0 = loop.time();
+  auto since = [&] { return ms(loop.time() - t0); };
+  std::vector<double> times;
+  pl::Event done;
+  net::Server server = co_await net::start_server(
+      [&](net::Stream s) -> pl::Task<> {
+        try {
+          for (;;) {
+            std::string data = co_await s.read();
+            BOOST_TEST(data == "abcd");
+            times.push_back(since());
+            if (data.empty()) break;
+          }
+        } catch (const std::system_error& e) {
+          BOOST_TEST((e.code() == std::errc::connection_reset), e.what());
+          times.push_back(since());
+        }
+        done.set();
+        s.close();
+        co_await s.wait_closed();
+      },
+      "127.0.0.1", 0);
+  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
+  times.push_back(since());
+  c.write("abcd");
+  co_await done.wait();
+  c.close();
+  co_await c.wait_closed();
+  server.close();
+  co_await server.wait_closed();
+  co_return times;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_refused_connect_and_a_reset_take_the_link_latency) {
+  pl::sim_config c = with_seed(1);
+  c.latency = 5ms;
+  c.reset_after_bytes = 4;
+  auto loop = pl::new_sim_loop(c);
+  BOOST_TEST(loop->run_until_complete(refused_after()) == 10.0);  // SYN out, RST back
+  std::vector<double> t = loop->run_until_complete(reset_times());
+  BOOST_TEST_REQUIRE(t.size() == 3u);
+  BOOST_TEST(t[0] == 10.0);  // connected: one round trip
+  BOOST_TEST(t[1] == 15.0);  // the bytes, one latency after the send
+  BOOST_TEST(t[2] == 15.0);  // the reset right behind them
 }
 
 namespace {
@@ -426,4 +540,242 @@ BOOST_AUTO_TEST_CASE(the_http_example_answers_pipelined_simulated_clients_in_ord
   std::vector<bool> ok = loop->run_until_complete(http_example_with_clients(50));
   BOOST_REQUIRE_EQUAL(ok.size(), 50u);
   for (std::size_t i = 0; i < ok.size(); ++i) BOOST_TEST(ok[i], "client " << i << "'s answers");
+}
+
+// --- datagrams --------------------------------------------------------------------
+
+namespace {
+net::Address loopback(std::uint16_t port = 0) {
+  net::Address a;
+  a.host = "127.0.0.1";
+  a.port = port;
+  return a;
+}
+
+// Sends `count` numbered UDP datagrams at once, then takes what arrives
+// until a second of virtual time passes with nothing (a lost datagram never
+// comes): the numbers that never arrived, in order.
+pl::Task<std::vector<int>> lost_of(int count) {
+  net::DatagramEndpoint rx = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::DatagramEndpoint tx = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::Address to = rx.local_address();
+  for (int i = 0; i < count; ++i) co_await tx.sendto(std::to_string(i), to);
+  std::vector<bool> seen(static_cast<std::size_t>(count), false);
+  for (;;) {
+    try {
+      net::Datagram d = co_await pl::wait_for(rx.recvfrom(), 1s);
+      BOOST_TEST_REQUIRE(!d.truncated);
+      BOOST_TEST_REQUIRE(d.sender.port == tx.local_address().port);
+      int i = std::stoi(d.data);
+      BOOST_TEST_REQUIRE((i >= 0 && i < count && !seen[static_cast<std::size_t>(i)]),
+                         "datagram '" << d.data << "' unexpected or twice");
+      seen[static_cast<std::size_t>(i)] = true;
+    } catch (const pl::TimeoutError&) {
+      break;
+    }
+  }
+  rx.close();
+  tx.close();
+  co_await rx.wait_closed();
+  co_await tx.wait_closed();
+  std::vector<int> lost;
+  for (int i = 0; i < count; ++i) {
+    if (!seen[static_cast<std::size_t>(i)]) lost.push_back(i);
+  }
+  co_return lost;
+}
+
+std::vector<int> lost_with(std::uint64_t seed, double loss) {
+  pl::sim_config c = with_seed(seed);
+  c.datagram_loss = loss;
+  auto loop = pl::new_sim_loop(c);
+  return loop->run_until_complete(lost_of(10000));
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(ten_thousand_datagrams_without_loss_all_arrive) {
+  std::vector<int> lost = lost_with(5, 0.0);
+  BOOST_TEST(lost.empty(),
+             lost.size() << " of 10000 lost, the first " << (lost.empty() ? -1 : lost.front()));
+}
+
+BOOST_AUTO_TEST_CASE(ten_percent_loss_drops_about_a_tenth_and_the_seed_decides_which) {
+  std::vector<int> first = lost_with(5, 0.1);
+  BOOST_TEST_MESSAGE("10% loss, seed 5: " << first.size() << " of 10000 lost; seed 6: "
+                                           << lost_with(6, 0.1).size());
+  // Binomial(10000, 0.1): mean 1000, standard deviation 30; 900..1100 is
+  // over three of them either side.
+  BOOST_TEST(first.size() >= 900u);
+  BOOST_TEST(first.size() <= 1100u);
+  BOOST_TEST((lost_with(5, 0.1) == first), "two runs with seed 5 lost different datagrams");
+  BOOST_TEST((lost_with(6, 0.1) != first), "seeds 5 and 6 lost the same datagrams");
+}
+
+namespace {
+// Three datagrams 1 ms apart over a link of 5 ms latency: each arrives at
+// exactly its send time plus 5 ms; a datagram too long for the receive is
+// cut and flagged; and one beyond the receive buffer is dropped.
+pl::Task<> timed_datagrams() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  net::DatagramEndpoint rx = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::DatagramEndpoint tx =
+      co_await net::create_datagram_endpoint(std::nullopt, rx.local_address());
+  auto t0 = loop.time();
+  for (int i = 0; i < 3; ++i) {
+    co_await tx.send(std::string(100, static_cast<char>('a' + i)));
+    co_await pl::sleep(1ms);
+  }
+  for (int i = 0; i < 3; ++i) {
+    net::Datagram d = co_await rx.recvfrom(60);
+    BOOST_TEST(ms(loop.time() - t0) == 5.0 + i, "datagram " << i << " at " << ms(loop.time() - t0));
+    BOOST_TEST(d.truncated);
+    BOOST_TEST(d.data == std::string(60, static_cast<char>('a' + i)));
+  }
+  // The buffer (350 bytes) holds three of 100 bytes; the fourth is dropped.
+  for (int i = 0; i < 4; ++i) co_await tx.send(std::to_string(i) + std::string(99, '.'));
+  co_await pl::sleep(10ms);
+  for (char i : {'0', '1', '2'}) BOOST_TEST((co_await rx.recvfrom()).data[0] == i);
+  bool timed_out = false;
+  try {
+    co_await pl::wait_for(rx.recvfrom(), 1s);
+  } catch (const pl::TimeoutError&) {
+    timed_out = true;
+  }
+  BOOST_TEST(timed_out, "a datagram beyond the receive buffer arrived");
+  tx.close();
+  rx.close();
+  co_await tx.wait_closed();
+  co_await rx.wait_closed();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(datagrams_arrive_after_the_latency_cut_to_the_receive_and_the_buffer) {
+  pl::sim_config c = with_seed(2);
+  c.latency = 5ms;
+  c.buffer_size = 350;
+  auto loop = pl::new_sim_loop(c);
+  loop->run_until_complete(timed_datagrams());
+}
+
+BOOST_AUTO_TEST_CASE(a_loss_outside_zero_to_one_is_refused_naming_it) {
+  pl::sim_config c = with_seed(1);
+  c.datagram_loss = 1.5;
+  BOOST_CHECK_EXCEPTION(pl::new_sim_loop(c), std::invalid_argument, [](const std::exception& e) {
+    return std::string(e.what()).find("datagram_loss") != std::string::npos;
+  });
+}
+
+namespace {
+// docs/testing.md's "Datagram loss" example: a client that resends after
+// 50 ms of silence gets all its requests answered over a lossy link.
+pl::Task<> answer_forever(net::DatagramEndpoint server) {
+  for (;;) {
+    net::Datagram d = co_await server.recvfrom();
+    co_await server.sendto("ok " + d.data, d.sender);
+  }
+}
+
+pl::Task<int> answered_with_resends(int* sends) {
+  net::DatagramEndpoint server = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::DatagramEndpoint client =
+      co_await net::create_datagram_endpoint(std::nullopt, server.local_address());
+  auto serving = pl::get_running_loop().create_task(answer_forever(server));
+  int answered = 0;
+  for (int i = 0; i < 100; ++i) {
+    std::string request = std::to_string(i);
+    for (;;) {
+      co_await client.send(request);
+      ++*sends;
+      try {
+        net::Datagram reply = co_await pl::wait_for(client.recv(), 50ms);
+        if (reply.data == "ok " + request) {
+          ++answered;
+          break;
+        }
+      } catch (const pl::TimeoutError&) {
+      }
+    }
+  }
+  serving.cancel();
+  client.close();
+  server.close();
+  co_await client.wait_closed();
+  co_await server.wait_closed();
+  co_return answered;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(resends_over_a_lossy_link_get_every_request_answered) {
+  pl::sim_config c = with_seed(42);
+  c.datagram_loss = 0.2;
+  c.latency = 2ms;
+  auto loop = pl::new_sim_loop(c);
+  int sends = 0;
+  BOOST_TEST(loop->run_until_complete(answered_with_resends(&sends)) == 100);
+  // Each exchange survives with probability 0.8 x 0.8: resends were needed.
+  BOOST_TEST(sends > 120, sends << " sends for 100 requests");
+  BOOST_TEST_MESSAGE(sends << " sends for 100 answers at 20% loss each way");
+}
+
+namespace {
+// Two links of their own (sim_config::links_by_port) beside the default
+// one: port 5000 loses every datagram, port 6000 has 3 ms of latency where
+// the default has 1 ms, for datagrams and for a connection alike.
+pl::Task<> two_links() {
+  pl::EventLoop& loop = pl::get_running_loop();
+  net::DatagramEndpoint lossy = co_await net::create_datagram_endpoint(loopback(5000), std::nullopt);
+  net::DatagramEndpoint slow = co_await net::create_datagram_endpoint(loopback(6000), std::nullopt);
+  net::DatagramEndpoint plain = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  net::DatagramEndpoint tx = co_await net::create_datagram_endpoint(loopback(), std::nullopt);
+  auto t0 = loop.time();
+  for (int i = 0; i < 10; ++i) {
+    co_await tx.sendto("to lossy", lossy.local_address());
+    co_await tx.sendto("to slow", slow.local_address());
+    co_await tx.sendto("to plain", plain.local_address());
+  }
+  for (int i = 0; i < 10; ++i) {
+    BOOST_TEST((co_await plain.recvfrom()).data == "to plain");
+    BOOST_TEST(ms(loop.time() - t0) == 1.0);
+  }
+  for (int i = 0; i < 10; ++i) {
+    BOOST_TEST((co_await slow.recvfrom()).data == "to slow");
+    BOOST_TEST(ms(loop.time() - t0) == 3.0);
+  }
+  bool nothing = false;
+  try {
+    co_await pl::wait_for(lossy.recvfrom(), 1s);
+  } catch (const pl::TimeoutError&) {
+    nothing = true;
+  }
+  BOOST_TEST(nothing, "a datagram crossed the link that loses them all");
+  for (net::DatagramEndpoint* e : {&lossy, &slow, &plain, &tx}) {
+    e->close();
+    co_await e->wait_closed();
+  }
+  // A connection to port 6000: its handshake takes that link's round trip.
+  net::Server server = co_await net::start_server(echo_until_eof, "127.0.0.1", 6000);
+  auto t1 = loop.time();
+  net::Stream c = co_await net::open_connection("127.0.0.1", 6000);
+  BOOST_TEST(ms(loop.time() - t1) == 6.0);
+  c.write("x\n");
+  co_await c.read_until("\n");
+  BOOST_TEST(ms(loop.time() - t1) == 12.0);
+  c.close();
+  co_await c.wait_closed();
+  server.close();
+  co_await server.wait_closed();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(links_by_port_set_loss_and_latency_per_link) {
+  pl::sim_config c = with_seed(3);
+  c.latency = 1ms;
+  c.links_by_port[5000] = {.latency = 1ms, .jitter = 0ms, .datagram_loss = 1.0};
+  c.links_by_port[6000] = {.latency = 3ms, .jitter = 0ms, .datagram_loss = 0.0};
+  auto loop = pl::new_sim_loop(c);
+  loop->run_until_complete(two_links());
+  c.links_by_port[7000].datagram_loss = -0.5;
+  BOOST_CHECK_EXCEPTION(pl::new_sim_loop(c), std::invalid_argument, [](const std::exception& e) {
+    return std::string(e.what()).find("links_by_port[7000]") != std::string::npos;
+  });
 }

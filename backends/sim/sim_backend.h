@@ -10,13 +10,25 @@
 // poll, close) act on simulated stream sockets (TCP over IPv4/IPv6, Unix),
 // with listening sockets and their backlog, a receive buffer that makes a
 // sender wait (back-pressure), half-close, EOF, reset, and ECONNREFUSED for
-// an address nobody listens on. Each simulated socket holds a real
+// an address nobody listens on (on a link with latency a connect takes one
+// round trip, and a FIN or reset reaches the peer one delay later); and on simulated datagram sockets (UDP over
+// IPv4/IPv6, Unix), as Linux has them: message boundaries, MSG_TRUNC for a
+// datagram longer than the receive, a receive buffer beyond which UDP
+// datagrams are dropped (a Unix sender waits instead), a UDP datagram to a
+// port nobody binds dropped (on a connected socket: ECONNREFUSED at its next
+// operation, as the ICMP "port unreachable" leaves it), and UDP loss drawn
+// from the seed (sim_config::datagram_loss). Each simulated socket holds a real
 // placeholder descriptor (an eventfd) for its number, so that it can never
 // collide with a real fd of the process, and a stray real syscall on it
 // fails (ENOTSOCK) instead of touching another file. An operation on an fd
 // the sim did not make fails with -EBADF (file operations: -EOPNOTSUPP, so
 // core/file runs them on the executor), reported to the loop's exception
-// handler naming the operation; a datagram socket is refused (EOPNOTSUPP).
+// handler naming the operation; fds sent with a message (SCM_RIGHTS) are
+// refused (EOPNOTSUPP: passing needs real descriptors).
+//
+// Counters (Backend::counters()): each socket call and each attempt at an
+// operation is one `syscalls` and, for an attempt, one `io_attempts` (what
+// epoll would make a syscall of); backends/README.md says so.
 //
 // Seeded: sim_config's seed decides the faults it injects and the order in
 // which a poll() hands back what completed at the same instant.
@@ -41,7 +53,7 @@
 #include "backends/support/op_list.h"
 #include "core/backend/backend.h"
 #include "core/backend/socket_calls.h"
-#include "core/loop/clock.h"
+#include "core/backend/clock.h"
 
 namespace polyloop::backends {
 
@@ -83,15 +95,24 @@ class SimBackend final : private detail::socket_calls, public Backend {
     SimBackend& sim_;
   };
 
+  // One datagram, in flight or delivered.
+  struct datagram {
+    Clock::time_point due;
+    std::string bytes;
+    sockaddr_storage from{};
+    socklen_t from_len = 0;
+  };
   struct segment {
     Clock::time_point due;
     std::string bytes;
     bool fin = false;  // the sender shut down or closed after these bytes
+    bool rst = false;  // the sender reset the connection after these bytes
   };
   enum class sock_state : std::uint8_t { fresh, bound, listening, connecting, connected };
   struct sim_socket {
     int fd = -1;  // its own number (the placeholder's)
     int family = AF_INET;
+    bool is_datagram = false;
     sock_state state = sock_state::fresh;
     sockaddr_storage local{};
     socklen_t local_len = 0;
@@ -104,6 +125,10 @@ class SimBackend final : private detail::socket_calls, public Backend {
     std::deque<int> accept_queue;
     std::vector<int> waiting_connects;
     int target = -1;  // connecting: the listener it waits on
+    // A connect on a link with latency: its SYN-ACK (or RST) comes back at
+    // handshake_due, one round trip after the connect started.
+    bool handshaking = false;
+    Clock::time_point handshake_due{};
     // Connected.
     int peer = -1;      // -1 once the peer is gone
     std::string inbox;  // delivered, unread: [inbox_read, size)
@@ -118,6 +143,14 @@ class SimBackend final : private detail::socket_calls, public Backend {
     bool write_shut = false;
     bool read_shut = false;
     detail::op_list pending;
+    // Datagram sockets: delivered and in flight (in the order sent), their
+    // bytes (against the buffer), the error an ICMP left (ECONNREFUSED) for
+    // the next operation, and Unix senders waiting for room here.
+    std::deque<datagram> datagrams;
+    std::deque<datagram> datagrams_in_flight;
+    std::size_t datagram_bytes = 0;
+    int pending_error = 0;
+    std::vector<int> waiting_senders;
     std::size_t unread() const noexcept { return inbox.size() - inbox_read; }
   };
 
@@ -129,15 +162,25 @@ class SimBackend final : private detail::socket_calls, public Backend {
   int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept override;
   int setsockopt(int fd, int level, int name, const void* value, socklen_t len) noexcept override;
   int shutdown(int fd, int how) noexcept override;
+  int connect(int fd, const sockaddr* addr, socklen_t len) noexcept override;
   int close(int fd) noexcept override;
 
   sim_socket* find(int fd) noexcept;
   int make_socket(int family) noexcept;
   void forget(int fd) noexcept;
   void send_fin(sim_socket& s) noexcept;
+  void send_rst(const sim_socket& from, sim_socket& peer) noexcept;
+  bool queue_notice(const sim_socket& from, sim_socket& peer, bool fin, bool rst) noexcept;
+  // The link between two addresses (sim_config::links_by_port, else the
+  // defaults), and one delay on it: its latency plus a draw of its jitter.
+  const sim_config::link& link_between(const sockaddr_storage& from,
+                                       const sockaddr_storage& to) const noexcept;
+  std::chrono::nanoseconds link_delay(const sim_config::link& link) noexcept;
   void reset_connection(sim_socket& s) noexcept;
   std::uint16_t ephemeral_port() noexcept;
   void bind_ephemeral(sim_socket& s) noexcept;
+  int bound_socket(bool datagram, const sockaddr* addr, socklen_t len) const noexcept;
+  bool autobind_datagram(sim_socket& s) noexcept;
 
   // Operations: each try_ returns true when `op` is finished (result set).
   bool try_op(sim_socket& s, operation& op) noexcept;
@@ -146,6 +189,12 @@ class SimBackend final : private detail::socket_calls, public Backend {
   bool try_accept(sim_socket& s, operation& op) noexcept;
   bool try_connect(sim_socket& s, operation& op) noexcept;
   bool try_poll(sim_socket& s, operation& op) noexcept;
+  // Datagram sockets' operations.
+  bool try_datagram_op(sim_socket& s, operation& op) noexcept;
+  bool try_recv_datagram(sim_socket& s, operation& op, iovec* iov, std::size_t n, int flags,
+                         msghdr* msg) noexcept;
+  bool try_send_datagram(sim_socket& s, operation& op, const iovec* iov, std::size_t n,
+                         const sockaddr* to, socklen_t to_len) noexcept;
   void establish(int fd, sim_socket& s, sim_socket& listener, const sockaddr* to,
                  socklen_t len) noexcept;
   std::size_t room(const sim_socket& s) const noexcept;
@@ -163,13 +212,15 @@ class SimBackend final : private detail::socket_calls, public Backend {
   std::uint64_t draw(std::uint64_t n) noexcept;  // uniform in [0, n)
 
   sim_config config_;
+  sim_config::link default_link_;  // config_'s latency, jitter and datagram_loss
   sim_clock clock_;
   std::mt19937_64 rng_;
   detail::eventfd_waker waker_;
   detail::fd_table<std::unique_ptr<sim_socket>> sockets_;
   std::map<std::string, int> bound_;  // address key -> socket
   std::vector<int> dirty_;
-  std::vector<int> delivering_;  // sockets with segments in flight
+  std::vector<int> delivering_;  // sockets with segments or datagrams in flight
+  std::vector<int> handshaking_;  // sockets whose connect waits for its round trip
   detail::op_list completed_;
   std::vector<operation*> batch_;
   std::uint16_t next_port_ = 40000;

@@ -56,6 +56,7 @@ sim_config sim_config::from_env() {
   c.reset = env_probability("POLYLOOP_SIM_RESET", c.reset);
   c.reset_after_bytes = env_uint("POLYLOOP_SIM_RESET_AFTER", c.reset_after_bytes);
   c.accept_emfile = env_probability("POLYLOOP_SIM_ACCEPT_EMFILE", c.accept_emfile);
+  c.datagram_loss = env_probability("POLYLOOP_SIM_LOSS", c.datagram_loss);
   return c;
 }
 
@@ -68,7 +69,9 @@ std::string sim_config::describe() const {
          " jitter=" + std::to_string(duration_cast<microseconds>(jitter).count()) + "us" +
          " bandwidth=" + std::to_string(bandwidth) + " short_io=" + std::to_string(short_io) +
          " reset=" + std::to_string(reset) + " reset_after=" + std::to_string(reset_after_bytes) +
-         " accept_emfile=" + std::to_string(accept_emfile);
+         " accept_emfile=" + std::to_string(accept_emfile) +
+         " datagram_loss=" + std::to_string(datagram_loss) +
+         " links_by_port=" + std::to_string(links_by_port.size());
 }
 
 }  // namespace polyloop::backends

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace polyloop::backends {
@@ -34,6 +35,23 @@ struct sim_config {
   // bytes have been sent on it in one direction (0: never).
   double reset = 0;
   std::uint64_t reset_after_bytes = 0;
+  // Probability that a UDP datagram is lost on the way (dropped after the
+  // sender's sendto succeeded), drawn from the seed for each datagram that
+  // has a receiver: the same seed drops the same datagrams. Unix datagrams
+  // are never lost, as in the kernel.
+  double datagram_loss = 0;
+  // The faults of one link, where links_by_port sets them apart.
+  struct link {
+    std::chrono::nanoseconds latency{0};
+    std::chrono::nanoseconds jitter{0};
+    double datagram_loss = 0;
+  };
+  // Links whose latency, jitter and datagram_loss differ from the values
+  // above, by port: a datagram's link is its receiver's port if listed,
+  // else its sender's; a connection's (both directions, its handshake, FIN
+  // and reset included) is its server's port if listed, else its client's.
+  // Settable in code only.
+  std::map<std::uint16_t, link> links_by_port;
   // Probability that an accept fails with EMFILE (the connection stays in
   // the backlog, as the kernel keeps it).
   double accept_emfile = 0;
@@ -42,8 +60,8 @@ struct sim_config {
   // (0/1), POLYLOOP_SIM_BUFFER (bytes), POLYLOOP_SIM_LATENCY_US,
   // POLYLOOP_SIM_JITTER_US, POLYLOOP_SIM_BANDWIDTH (bytes/s),
   // POLYLOOP_SIM_SHORT_IO, POLYLOOP_SIM_RESET, POLYLOOP_SIM_RESET_AFTER,
-  // POLYLOOP_SIM_ACCEPT_EMFILE (probabilities 0..1). A malformed value
-  // throws std::invalid_argument naming the variable.
+  // POLYLOOP_SIM_ACCEPT_EMFILE, POLYLOOP_SIM_LOSS (probabilities 0..1). A
+  // malformed value throws std::invalid_argument naming the variable.
   static sim_config from_env();
   // "seed=7 latency=0us ..." for reports.
   std::string describe() const;

@@ -44,7 +44,7 @@
 
 namespace polyloop {
 
-class Clock;  // core/loop/clock.h
+class Clock;  // core/backend/clock.h
 
 enum class op_kind : std::uint8_t {
   read,     // read(fd, buf, len)

@@ -24,6 +24,9 @@ class socket_calls {
   virtual int setsockopt(int fd, int level, int name, const void* value,
                          socklen_t len) noexcept = 0;
   virtual int shutdown(int fd, int how) noexcept = 0;
+  // A datagram socket's connect: it only sets the default peer and never
+  // waits (a stream's connect is an operation, op_kind::connect).
+  virtual int connect(int fd, const sockaddr* addr, socklen_t len) noexcept = 0;
   // Closes a socket no backend operation has named (net/ closes the others
   // with an op_kind::close, so that the backend forgets them first).
   virtual int close(int fd) noexcept = 0;
@@ -52,6 +55,9 @@ class system_socket_calls final : public socket_calls {
     return ::setsockopt(fd, level, name, value, len);
   }
   int shutdown(int fd, int how) noexcept override { return ::shutdown(fd, how); }
+  int connect(int fd, const sockaddr* addr, socklen_t len) noexcept override {
+    return ::connect(fd, addr, len);
+  }
   int close(int fd) noexcept override { return ::close(fd); }
 
   static system_socket_calls& instance() noexcept {

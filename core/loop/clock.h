@@ -2,26 +2,16 @@
 // sleeping (as Tokio's paused clock does).
 //
 // A clock is owned by whoever created it and must outlive every loop using
-// it. Only the loop's thread calls it.
+// it. Only the loop's thread calls it. Clock and VirtualClock live in
+// core/backend/clock.h (a backend may own the loop's time); this header
+// gives all three.
 #pragma once
 
 #include <chrono>
 
+#include "core/backend/clock.h"  // IWYU pragma: export (Clock, VirtualClock)
+
 namespace polyloop {
-
-class Clock {
- public:
-  using time_point = std::chrono::steady_clock::time_point;
-  using duration = std::chrono::steady_clock::duration;
-
-  virtual ~Clock() = default;
-  virtual time_point now() const noexcept = 0;
-  // The loop has nothing to do before `deadline` (the earliest timer). A real
-  // clock returns false and the loop blocks in its backend until then; a
-  // virtual clock may jump to `deadline` and return true, and the loop then
-  // only polls its backend without blocking.
-  virtual bool skip_to(time_point deadline) noexcept = 0;
-};
 
 // std::chrono::steady_clock, the default.
 class SteadyClock final : public Clock {
@@ -29,22 +19,6 @@ class SteadyClock final : public Clock {
   time_point now() const noexcept override { return std::chrono::steady_clock::now(); }
   bool skip_to(time_point) noexcept override { return false; }
   static SteadyClock& instance() noexcept;
-};
-
-// A clock that stands still while the loop has work, and jumps straight to
-// the next timer whenever the loop would otherwise wait for it. Timer tests
-// on it take no real time and see exact deadlines.
-class VirtualClock final : public Clock {
- public:
-  time_point now() const noexcept override { return now_; }
-  bool skip_to(time_point deadline) noexcept override {
-    if (deadline > now_) now_ = deadline;
-    return true;
-  }
-  void advance(duration d) noexcept { now_ += d; }
-
- private:
-  time_point now_{std::chrono::hours(1)};
 };
 
 }  // namespace polyloop
