@@ -78,20 +78,11 @@ void detail::callback_pool::grow() {
 
 void detail::callback_pool::run(ready_node* node, ready_node::action what) {
   auto* n = static_cast<callback_node*>(node);
-  callback_pool* pool = n->pool;
-  if (what == ready_node::action::run && !n->cancelled) {
-    ++pool->callbacks_run_;
-    n->in_timer_heap = false;
-    // From here on the callback counts as run: a Handle::cancel() from inside
-    // it no longer matches, so it cannot destroy the callable mid-call.
-    ++n->generation;
-    try {
-      n->invoke(n->storage);
-    } catch (...) {
-      report_exception(pool->loop());
-    }
+  if (what == ready_node::action::run) {
+    n->pool->run_popped(n);
+  } else {
+    n->pool->release(n);
   }
-  pool->release(n);
 }
 
 void detail::count_threadsafe_callback() noexcept {
@@ -114,7 +105,7 @@ EventLoop::EventLoop(std::unique_ptr<Backend> backend, Clock& clock, iteration_d
       clock_(&clock == &SteadyClock::instance() && backend_->own_clock() != nullptr
                  ? backend_->own_clock()
                  : &clock),
-      pool_(std::make_unique<detail::callback_pool>(*this)) {
+      pool_(*this) {
   if (debug_from_environment()) set_debug(true);
   backend_->set_exception_reporter(
       [](void* loop, const char* what, std::exception_ptr e) noexcept {
@@ -226,9 +217,9 @@ void EventLoop::close() {
   for (detail::ready_node* n : never_run) n->fn(n, detail::ready_node::action::discard);
   // Before any frame goes: no operation may outlive its memory in the kernel.
   backend_->shutdown();
-  ready_.discard_all();
+  counts_.ready_nodes_not_callbacks += ready_.discard_all();
   // Out of the heap first: releasing runs user destructors.
-  for (timer_entry& t : timers_.take()) pool_->release(t.node);
+  for (timer_entry& t : timers_.take()) pool_.release(t.node);
   cancelled_timers_ = 0;
   // Tasks still pending can never run again.
   for_each_live_state(states_, [](detail::state_link* s) {
@@ -244,7 +235,11 @@ void EventLoop::close() {
 LoopStats EventLoop::stats() const noexcept {
   LoopStats s;
   s.iterations = counts_.iterations;
-  s.callbacks_run = pool_->callbacks_run() + counts_.threadsafe_callbacks_run;
+  // Derived, so that running a callback counts nothing: every node popped
+  // from the ready queue, but those run_node() passed on as not callbacks,
+  // the cancelled ones and those close() discarded.
+  s.callbacks_run = ready_.popped() - counts_.ready_nodes_not_callbacks -
+                    pool_.cancelled_popped() + counts_.threadsafe_callbacks_run;
   s.timers_scheduled = counts_.timers_scheduled;
   s.timers_fired = counts_.timers_fired;
   s.timers_cancelled = counts_.timers_cancelled;
@@ -323,7 +318,7 @@ void EventLoop::note_cancelled_timer() noexcept {
 void EventLoop::compact_timers() {
   timers_.retain([this](const timer_entry& t) {
     if (!t.node->cancelled) return true;
-    pool_->release(t.node);
+    pool_.release(t.node);
     return false;
   });
   cancelled_timers_ = 0;
@@ -358,7 +353,7 @@ std::chrono::nanoseconds EventLoop::compute_timeout() {
   if (!ready_.empty() || stopping_) return std::chrono::nanoseconds(0);
   // Cancelled timers on top of the heap must not decide the timeout.
   while (!timers_.empty() && timers_.top().node->cancelled) {
-    pool_->release(timers_.top().node);
+    pool_.release(timers_.top().node);
     timers_.pop();
     --cancelled_timers_;
   }
@@ -382,7 +377,7 @@ void EventLoop::fire_expired_timers() {
     timers_.pop();
     if (n->cancelled) {
       --cancelled_timers_;
-      pool_->release(n);
+      pool_.release(n);
     } else {
       n->in_timer_heap = false;
       ready_.push(n);
@@ -409,10 +404,7 @@ void EventLoop::run_ready() {
     return;
   }
   // Only what is ready now runs in this iteration.
-  for (std::size_t n = ready_.size(); n != 0; --n) {
-    detail::ready_node* node = ready_.pop();
-    node->fn(node, detail::ready_node::action::run);
-  }
+  for (std::size_t n = ready_.size(); n != 0; --n) run_node(ready_.pop());
 }
 
 }  // namespace polyloop

@@ -77,8 +77,8 @@ struct loop_extension {
 };
 // What EventLoop counts for stats() (LoopStats says what each means), laid
 // out for the cheapest increment on the hot paths: the counts per op_kind
-// as arrays indexed by it. Tasks created and callbacks run are counted
-// where they already were (tasks_created_, callback_pool).
+// as arrays indexed by it. Tasks created are counted where they already
+// were (tasks_created_); callbacks run are derived (EventLoop::stats()).
 struct loop_counters {
   std::uint64_t iterations = 0;
   std::uint64_t waits_nonblocking = 0;  // waits_blocking: the other iterations
@@ -87,6 +87,10 @@ struct loop_counters {
   std::uint64_t timers_cancelled = 0;
   std::uint64_t tasks_finished = 0;
   std::uint64_t threadsafe_callbacks_run = 0;
+  // Ready nodes popped that were not call_soon / call_at callbacks (task
+  // steps, I/O completions, threadsafe callables) or that close() discarded:
+  // stats() derives callbacks_run from the ready queue's pops with it.
+  std::uint64_t ready_nodes_not_callbacks = 0;
   std::array<std::uint64_t, op_kind_count> ops_started{};
   std::array<std::uint64_t, op_kind_count> ops_completed{};
   std::array<std::uint64_t, op_kind_count> ops_cancelled{};
@@ -365,6 +369,8 @@ class EventLoop {
   [[noreturn]] void throw_poll_error(std::error_code ec) const;
   [[noreturn]] static void throw_closed();
   void run_ready();
+  // Runs one node popped from the ready queue.
+  void run_node(detail::ready_node* node);
   // run_ready() in debug mode: times each callback (debug.cc).
   [[gnu::noinline]] void run_ready_debug();
   void report_slow(std::chrono::nanoseconds took, const void* task, const void* node);
@@ -388,7 +394,7 @@ class EventLoop {
   std::string backend_name_;
   Clock* clock_;
   detail::ready_queue ready_;
-  std::unique_ptr<detail::callback_pool> pool_;
+  detail::callback_pool pool_;
   detail::quaternary_heap<timer_entry, timer_earlier> timers_;  // earliest on top
   std::uint32_t timer_seq_ = 0;
   std::size_t cancelled_timers_ = 0;
@@ -459,8 +465,19 @@ EventLoop* running_loop() noexcept;
 
 inline detail::callback_node* EventLoop::acquire_node() {
   check_open_and_take_threadsafe();
-  detail::callback_node* n = pool_->acquire();
+  detail::callback_node* n = pool_.acquire();
   return n;
+}
+
+// Most ready nodes are callbacks: those run here, without the call through
+// ready_node::fn and its frame (issue 17: the callback path against libuv).
+inline void EventLoop::run_node(detail::ready_node* node) {
+  if (node->fn == &detail::callback_pool::run) [[likely]] {
+    pool_.run_popped(static_cast<detail::callback_node*>(node));
+  } else {
+    ++counts_.ready_nodes_not_callbacks;
+    node->fn(node, detail::ready_node::action::run);
+  }
 }
 
 template <class F>
