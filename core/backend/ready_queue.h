@@ -32,8 +32,17 @@ class ready_queue {
   // count from it instead of counting each callback (LoopStats::callbacks_run).
   std::uint64_t popped() const noexcept { return head_; }
 
+  bool full() const noexcept { return size() == capacity_; }
+
   void push(ready_node* node) {
-    if (size() == capacity_) grow();
+    make_room();
+    push_into_room(node);
+  }
+  void make_room() {
+    if (full()) grow();
+  }
+  // push() when !full(): the caller checked, so the push calls nothing.
+  void push_into_room(ready_node* node) noexcept {
     slots_[tail_ & mask_] = node;
     ++tail_;
   }

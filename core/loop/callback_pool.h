@@ -102,7 +102,15 @@ class callback_pool {
   callback_pool& operator=(const callback_pool&) = delete;
 
   callback_node* acquire() {
+    make_room();
+    return acquire_free();
+  }
+  bool has_free() const noexcept { return free_ != nullptr; }
+  void make_room() {
     if (free_ == nullptr) grow();
+  }
+  // acquire() when has_free().
+  callback_node* acquire_free() noexcept {
     callback_node* n = free_;
     free_ = n->next_free();
     n->free = false;

@@ -350,6 +350,14 @@ class EventLoop {
   };
 
   detail::callback_node* acquire_node();
+  // call_soon's rare path: takes the threadsafe queue (or throws if closed)
+  // and makes room in the pool and the ready queue, then queues f.
+  template <class F>
+  [[gnu::noinline]] Handle call_soon_slow(F&& f);
+  // Queues f; the pool has a free node and the ready queue room for it.
+  // Always inline: as a call, call_soon would save registers around it.
+  template <class F>
+  [[gnu::always_inline]] Handle queue_callback(F&& f);
   // One iteration (see the top of this file).
   template <class B>
   void run_once(B& backend) {
@@ -484,10 +492,30 @@ template <class F>
 Handle EventLoop::call_soon(F&& f) {
   static_assert(std::is_invocable_v<std::decay_t<F>&>,
                 "call_soon takes a callable with no arguments");
-  detail::callback_node* n = acquire_node();
+  // The rare cases (closed, debug mode or threadsafe callbacks pending; no
+  // free node; a full ready queue) leave through one branch, so the common
+  // path calls nothing and has no registers to save (issue 17).
+  if (flags_.load(std::memory_order_relaxed) != 0 || !pool_.has_free() || ready_.full())
+      [[unlikely]] {
+    return call_soon_slow(std::forward<F>(f));
+  }
+  return queue_callback(std::forward<F>(f));
+}
+
+template <class F>
+Handle EventLoop::call_soon_slow(F&& f) {
+  check_open_and_take_threadsafe();
+  pool_.make_room();
+  ready_.make_room();  // after taking the threadsafe callbacks, which may fill it
+  return queue_callback(std::forward<F>(f));
+}
+
+template <class F>
+inline Handle EventLoop::queue_callback(F&& f) {
+  detail::callback_node* n = pool_.acquire_free();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = false;
-  ready_.push(n);  // acquire_node() took the threadsafe queue first
+  ready_.push_into_room(n);
   return Handle(n);
 }
 
