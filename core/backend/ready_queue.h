@@ -47,6 +47,11 @@ class ready_queue {
     ++tail_;
   }
 
+  // The next node pop() returns, left in place (the queue is not empty).
+  ready_node* front() const noexcept { return slots_[head_ & mask_]; }
+  // pop() without reading the node: after front().
+  void drop_front() noexcept { ++head_; }
+
   ready_node* pop() noexcept {
     ready_node* node = slots_[head_ & mask_];
     ++head_;

@@ -87,10 +87,9 @@ struct loop_counters {
   std::uint64_t timers_cancelled = 0;
   std::uint64_t tasks_finished = 0;
   std::uint64_t threadsafe_callbacks_run = 0;
-  // Ready nodes popped that were not call_soon / call_at callbacks (task
-  // steps, I/O completions, threadsafe callables) or that close() discarded:
-  // stats() derives callbacks_run from the ready queue's pops with it.
-  std::uint64_t ready_nodes_not_callbacks = 0;
+  // call_soon / call_at callbacks popped from the ready queue (cancelled
+  // ones too), added once per EventLoop::run_callbacks() run.
+  std::uint64_t callbacks_popped = 0;
   std::array<std::uint64_t, op_kind_count> ops_started{};
   std::array<std::uint64_t, op_kind_count> ops_completed{};
   std::array<std::uint64_t, op_kind_count> ops_cancelled{};
@@ -319,6 +318,7 @@ class EventLoop {
   Backend& backend();
   // Puts an intrusive node on the ready queue (throws if closed).
   void schedule(detail::ready_node* node);
+  [[gnu::noinline]] void schedule_slow(detail::ready_node* node);
   // Before the loop's thread appends to the ready queue (call_soon,
   // schedule) or its timers (call_at): throws if the loop is closed, and
   // takes first the callbacks other threads queued, so that
@@ -379,12 +379,21 @@ class EventLoop {
   void run_ready();
   // Runs one node popped from the ready queue.
   void run_node(detail::ready_node* node);
+  // Runs `first` (popped) and the callbacks queued right behind it, of the
+  // `left` nodes run_ready()'s batch has left; returns how many are left.
+  [[gnu::noinline]] std::size_t run_callbacks(detail::callback_node* first,
+                                               std::size_t left) noexcept;
+  // While run_callbacks() runs: the ready queue's pop count before its first
+  // callback (stats() counts those popped since); else no_callbacks_run.
+  static constexpr std::uint64_t no_callbacks_run = ~std::uint64_t{0};
+  std::uint64_t callbacks_run_from_ = no_callbacks_run;
   // run_ready() in debug mode: times each callback (debug.cc).
   [[gnu::noinline]] void run_ready_debug();
   void report_slow(std::chrono::nanoseconds took, const void* task, const void* node);
   // POLYLOOP_DEBUG is set, to anything but "" or "0".
   static bool debug_from_environment() noexcept;
   std::chrono::nanoseconds compute_timeout();
+  [[gnu::noinline]] std::chrono::nanoseconds timeout_from_timers();
   void take_threadsafe();
   void fire_expired_timers();
   [[gnu::noinline]] void compact_timers();  // off the iteration's fast path
@@ -477,13 +486,12 @@ inline detail::callback_node* EventLoop::acquire_node() {
   return n;
 }
 
-// Most ready nodes are callbacks: those run here, without the call through
-// ready_node::fn and its frame (issue 17: the callback path against libuv).
+// Callbacks run without the call through ready_node::fn and its frame
+// (issue 17: the callback path against libuv).
 inline void EventLoop::run_node(detail::ready_node* node) {
-  if (node->fn == &detail::callback_pool::run) [[likely]] {
-    pool_.run_popped(static_cast<detail::callback_node*>(node));
+  if (node->fn == &detail::callback_pool::run) {
+    run_callbacks(static_cast<detail::callback_node*>(node), 1);
   } else {
-    ++counts_.ready_nodes_not_callbacks;
     node->fn(node, detail::ready_node::action::run);
   }
 }
