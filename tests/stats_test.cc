@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -323,4 +324,42 @@ BOOST_AUTO_TEST_CASE(reading_stats_on_the_loop_thread_is_consistent_and_makes_no
   });
   run_one_iteration(loop);
   BOOST_TEST(same);
+}
+
+// callbacks_run is derived from the ready queue's pops (core/loop/event_loop.cc,
+// EventLoop::stats()) rather than counted per callback: these are the pops it
+// must not count, and the moment each callback starts to count.
+BOOST_AUTO_TEST_CASE(callbacks_run_counts_each_callback_as_it_starts_and_nothing_else) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  pl::testing::handler_log log;
+  log.install(loop);
+  const std::uint64_t base = loop.stats().callbacks_run;
+  // Read from inside a batch: the running callback and those before it count.
+  std::vector<std::uint64_t> seen;
+  for (int i = 0; i < 3; ++i) loop.call_soon([&] { seen.push_back(loop.stats().callbacks_run); });
+  run_one_iteration(loop);
+  BOOST_TEST(seen == (std::vector<std::uint64_t>{base + 1, base + 2, base + 3}));
+
+  // A callback that throws ran; a cancelled one did not.
+  loop.call_soon([] { throw std::runtime_error("counted anyway"); });
+  loop.call_soon([] {}).cancel();
+  run_one_iteration(loop);
+  BOOST_TEST(log.messages.size() == 1u);
+  BOOST_TEST(loop.stats().callbacks_run == base + 4);
+
+  // Task steps and a future's done callbacks go through the same queue and
+  // are not callbacks (loop_stats.h).
+  pl::Future<int> done = loop.create_future<int>();
+  done.add_done_callback([](pl::Future<int>&) {});
+  done.set_result(1);
+  BOOST_TEST(loop.run_until_complete(after_sleep(7)) == 7);
+  // run_until_complete's own stop() is one callback (core/future/future.cc).
+  const std::uint64_t after_tasks = loop.stats().callbacks_run;
+  BOOST_TEST(after_tasks == base + 5);
+
+  // Callbacks still queued when the loop closes never ran.
+  for (int i = 0; i < 5; ++i) loop.call_soon([] {});
+  loop.close();
+  BOOST_TEST(loop.stats().callbacks_run == after_tasks);
 }

@@ -26,45 +26,67 @@ class ready_queue {
   ready_queue& operator=(const ready_queue&) = delete;
   ~ready_queue() { discard_all(); }
 
-  bool empty() const noexcept { return size_ == 0; }
-  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return tail_ == head_; }
+  std::size_t size() const noexcept { return static_cast<std::size_t>(tail_ - head_); }
+  // Nodes popped since the queue was made: the loop derives its callback
+  // count from it instead of counting each callback (LoopStats::callbacks_run).
+  std::uint64_t popped() const noexcept { return head_; }
+
+  bool full() const noexcept { return size() == capacity_; }
 
   void push(ready_node* node) {
-    if (size_ == capacity_) grow();
-    slots_[(head_ + size_) & (capacity_ - 1)] = node;
-    ++size_;
+    make_room();
+    push_into_room(node);
+  }
+  void make_room() {
+    if (full()) grow();
+  }
+  // push() when !full(): the caller checked, so the push calls nothing.
+  void push_into_room(ready_node* node) noexcept {
+    slots_[tail_ & mask_] = node;
+    ++tail_;
   }
 
+  // The next node pop() returns, left in place (the queue is not empty).
+  ready_node* front() const noexcept { return slots_[head_ & mask_]; }
+  // pop() without reading the node: after front().
+  void drop_front() noexcept { ++head_; }
+
   ready_node* pop() noexcept {
-    ready_node* node = slots_[head_];
-    head_ = (head_ + 1) & (capacity_ - 1);
-    --size_;
+    ready_node* node = slots_[head_ & mask_];
+    ++head_;
     return node;
   }
 
-  // Releases every node without running it (loop close).
-  void discard_all() noexcept {
-    while (size_ != 0) {
+  // Releases every node without running it (loop close); returns how many.
+  std::size_t discard_all() noexcept {
+    std::size_t discarded = 0;
+    for (; !empty(); ++discarded) {
       ready_node* node = pop();
       node->fn(node, ready_node::action::discard);
     }
+    return discarded;
   }
 
  private:
   [[gnu::noinline]] void grow() {
     std::size_t new_capacity = capacity_ == 0 ? 256 : capacity_ * 2;
+    std::size_t new_mask = new_capacity - 1;
     // Not zero-filled: every slot is written before it is read.
     auto slots = std::make_unique_for_overwrite<ready_node*[]>(new_capacity);
-    for (std::size_t i = 0; i < size_; ++i) slots[i] = slots_[(head_ + i) & (capacity_ - 1)];
+    for (std::uint64_t i = head_; i != tail_; ++i) slots[i & new_mask] = slots_[i & mask_];
     slots_ = std::move(slots);
     capacity_ = new_capacity;
-    head_ = 0;
+    mask_ = new_mask;
   }
 
   std::unique_ptr<ready_node*[]> slots_;
   std::size_t capacity_ = 0;  // always a power of two
-  std::size_t head_ = 0;
-  std::size_t size_ = 0;
+  std::size_t mask_ = 0;      // capacity_ - 1
+  // Positions that only grow (a slot is position & mask_): head_ is the next
+  // to pop and counts the pops, tail_ the next to push; size is the difference.
+  std::uint64_t head_ = 0;
+  std::uint64_t tail_ = 0;
 };
 
 }  // namespace polyloop::detail

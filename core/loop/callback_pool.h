@@ -102,7 +102,15 @@ class callback_pool {
   callback_pool& operator=(const callback_pool&) = delete;
 
   callback_node* acquire() {
+    make_room();
+    return acquire_free();
+  }
+  bool has_free() const noexcept { return free_ != nullptr; }
+  void make_room() {
     if (free_ == nullptr) grow();
+  }
+  // acquire() when has_free().
+  callback_node* acquire_free() noexcept {
     callback_node* n = free_;
     free_ = n->next_free();
     n->free = false;
@@ -118,17 +126,46 @@ class callback_pool {
     free_ = n;
   }
   EventLoop& loop() noexcept { return loop_; }
+  // Every callback node's ready_node::fn. The loop's run_ready() does not
+  // call it for action::run: it recognises the pointer and calls
+  // run_popped() inline (one indirect call per callback, the callable's).
   static void run(ready_node* node, ready_node::action what);
-  // Callables invoked (LoopStats::callbacks_run): counted here, where run()
-  // already holds the pool, in one instruction.
-  std::uint64_t callbacks_run() const noexcept { return callbacks_run_; }
+  // Runs, or (if cancelled) only releases, a node popped from the ready queue.
+  void run_popped(callback_node* n) {
+    if (n->cancelled) [[unlikely]] {
+      ++cancelled_popped_;
+      release(n);
+      return;
+    }
+    // From here on the callback counts as run: a Handle::cancel() from inside
+    // it no longer matches, so it cannot destroy the callable mid-call.
+    ++n->generation;
+    try {
+      n->invoke(n->storage);
+    } catch (...) {
+      report_exception(loop_);
+    }
+    release_ran(n);
+  }
+  // Cancelled nodes run_popped() only released: the loop subtracts them from
+  // the nodes it popped to derive LoopStats::callbacks_run.
+  std::uint64_t cancelled_popped() const noexcept { return cancelled_popped_; }
 
  private:
+  // release() for a node run_popped() ran: its generation already moved on
+  // (so no handle matches it), and its invoke pointer is never called again.
+  void release_ran(callback_node* n) noexcept {
+    POLYLOOP_INVARIANT(!n->free, "a callback node released twice");
+    n->free = true;
+    if (n->destroy != nullptr) n->release();
+    n->set_next_free(free_);
+    free_ = n;
+  }
   [[gnu::noinline, gnu::cold]] static void report_exception(EventLoop& loop) noexcept;
   void grow();
   EventLoop& loop_;
   callback_node* free_ = nullptr;
-  std::uint64_t callbacks_run_ = 0;
+  std::uint64_t cancelled_popped_ = 0;
   std::vector<std::unique_ptr<callback_node[]>> chunks_;
 };
 

@@ -71,7 +71,7 @@ void EventLoop::run_ready_debug() {
     detail::ready_node* node = ready_.pop();
     detail::stepping_task = nullptr;
     time_point start = clock_->now();
-    node->fn(node, detail::ready_node::action::run);
+    run_node(node);
     duration took = clock_->now() - start;
     if (took > slow_callback_duration_) [[unlikely]] {
       report_slow(took, detail::stepping_task, node);

@@ -77,8 +77,8 @@ struct loop_extension {
 };
 // What EventLoop counts for stats() (LoopStats says what each means), laid
 // out for the cheapest increment on the hot paths: the counts per op_kind
-// as arrays indexed by it. Tasks created and callbacks run are counted
-// where they already were (tasks_created_, callback_pool).
+// as arrays indexed by it. Tasks created are counted where they already
+// were (tasks_created_); callbacks run are derived (EventLoop::stats()).
 struct loop_counters {
   std::uint64_t iterations = 0;
   std::uint64_t waits_nonblocking = 0;  // waits_blocking: the other iterations
@@ -87,6 +87,9 @@ struct loop_counters {
   std::uint64_t timers_cancelled = 0;
   std::uint64_t tasks_finished = 0;
   std::uint64_t threadsafe_callbacks_run = 0;
+  // call_soon / call_at callbacks popped from the ready queue (cancelled
+  // ones too), added once per EventLoop::run_callbacks() run.
+  std::uint64_t callbacks_popped = 0;
   std::array<std::uint64_t, op_kind_count> ops_started{};
   std::array<std::uint64_t, op_kind_count> ops_completed{};
   std::array<std::uint64_t, op_kind_count> ops_cancelled{};
@@ -315,6 +318,7 @@ class EventLoop {
   Backend& backend();
   // Puts an intrusive node on the ready queue (throws if closed).
   void schedule(detail::ready_node* node);
+  [[gnu::noinline]] void schedule_slow(detail::ready_node* node);
   // Before the loop's thread appends to the ready queue (call_soon,
   // schedule) or its timers (call_at): throws if the loop is closed, and
   // takes first the callbacks other threads queued, so that
@@ -346,6 +350,14 @@ class EventLoop {
   };
 
   detail::callback_node* acquire_node();
+  // call_soon's rare path: takes the threadsafe queue (or throws if closed)
+  // and makes room in the pool and the ready queue, then queues f.
+  template <class F>
+  [[gnu::noinline]] Handle call_soon_slow(F&& f);
+  // Queues f; the pool has a free node and the ready queue room for it.
+  // Always inline: as a call, call_soon would save registers around it.
+  template <class F>
+  [[gnu::always_inline]] Handle queue_callback(F&& f);
   // One iteration (see the top of this file).
   template <class B>
   void run_once(B& backend) {
@@ -365,12 +377,23 @@ class EventLoop {
   [[noreturn]] void throw_poll_error(std::error_code ec) const;
   [[noreturn]] static void throw_closed();
   void run_ready();
+  // Runs one node popped from the ready queue.
+  void run_node(detail::ready_node* node);
+  // Runs `first` (popped) and the callbacks queued right behind it, of the
+  // `left` nodes run_ready()'s batch has left; returns how many are left.
+  [[gnu::noinline]] std::size_t run_callbacks(detail::callback_node* first,
+                                               std::size_t left) noexcept;
+  // While run_callbacks() runs: the ready queue's pop count before its first
+  // callback (stats() counts those popped since); else no_callbacks_run.
+  static constexpr std::uint64_t no_callbacks_run = ~std::uint64_t{0};
+  std::uint64_t callbacks_run_from_ = no_callbacks_run;
   // run_ready() in debug mode: times each callback (debug.cc).
   [[gnu::noinline]] void run_ready_debug();
   void report_slow(std::chrono::nanoseconds took, const void* task, const void* node);
   // POLYLOOP_DEBUG is set, to anything but "" or "0".
   static bool debug_from_environment() noexcept;
   std::chrono::nanoseconds compute_timeout();
+  [[gnu::noinline]] std::chrono::nanoseconds timeout_from_timers();
   void take_threadsafe();
   void fire_expired_timers();
   [[gnu::noinline]] void compact_timers();  // off the iteration's fast path
@@ -388,7 +411,7 @@ class EventLoop {
   std::string backend_name_;
   Clock* clock_;
   detail::ready_queue ready_;
-  std::unique_ptr<detail::callback_pool> pool_;
+  detail::callback_pool pool_;
   detail::quaternary_heap<timer_entry, timer_earlier> timers_;  // earliest on top
   std::uint32_t timer_seq_ = 0;
   std::size_t cancelled_timers_ = 0;
@@ -459,18 +482,48 @@ EventLoop* running_loop() noexcept;
 
 inline detail::callback_node* EventLoop::acquire_node() {
   check_open_and_take_threadsafe();
-  detail::callback_node* n = pool_->acquire();
+  detail::callback_node* n = pool_.acquire();
   return n;
+}
+
+// Callbacks run without the call through ready_node::fn and its frame
+// (issue 17: the callback path against libuv).
+inline void EventLoop::run_node(detail::ready_node* node) {
+  if (node->fn == &detail::callback_pool::run) {
+    run_callbacks(static_cast<detail::callback_node*>(node), 1);
+  } else {
+    node->fn(node, detail::ready_node::action::run);
+  }
 }
 
 template <class F>
 Handle EventLoop::call_soon(F&& f) {
   static_assert(std::is_invocable_v<std::decay_t<F>&>,
                 "call_soon takes a callable with no arguments");
-  detail::callback_node* n = acquire_node();
+  // The rare cases (closed, debug mode or threadsafe callbacks pending; no
+  // free node; a full ready queue) leave through one branch, so the common
+  // path calls nothing and has no registers to save (issue 17).
+  if (flags_.load(std::memory_order_relaxed) != 0 || !pool_.has_free() || ready_.full())
+      [[unlikely]] {
+    return call_soon_slow(std::forward<F>(f));
+  }
+  return queue_callback(std::forward<F>(f));
+}
+
+template <class F>
+Handle EventLoop::call_soon_slow(F&& f) {
+  check_open_and_take_threadsafe();
+  pool_.make_room();
+  ready_.make_room();  // after taking the threadsafe callbacks, which may fill it
+  return queue_callback(std::forward<F>(f));
+}
+
+template <class F>
+inline Handle EventLoop::queue_callback(F&& f) {
+  detail::callback_node* n = pool_.acquire_free();
   n->emplace(std::forward<F>(f));
   n->in_timer_heap = false;
-  ready_.push(n);  // acquire_node() took the threadsafe queue first
+  ready_.push_into_room(n);
   return Handle(n);
 }
 
