@@ -79,37 +79,41 @@ bool try_op(operation& op, backend_counters& counts, write_hint* hint) noexcept 
   }
   while (true) {
     ssize_t r = -1;
-    // Each case one syscall, but write: it counts its own (it may make more).
-    ++counts.syscalls;
+    // One syscall per case, counted in it (one add on the path taken);
+    // write counts its own, as it may make more than one.
     switch (op.kind) {
       case op_kind::read:
+        ++counts.syscalls;
         r = ::read(op.fd, op.buf, op.len);
         break;
       case op_kind::write:
-        --counts.syscalls;
         r = write_without_sigpipe(op, counts, hint);
         break;
       case op_kind::recv:
+        ++counts.syscalls;
         r = ::recv(op.fd, op.buf, op.len, op.flags);
         break;
       case op_kind::send:
+        ++counts.syscalls;
         r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
         break;
       case op_kind::recvmsg:
+        ++counts.syscalls;
         r = ::recvmsg(op.fd, static_cast<msghdr*>(op.buf), op.flags);
         break;
       case op_kind::sendmsg:
+        ++counts.syscalls;
         r = ::sendmsg(op.fd, static_cast<const msghdr*>(op.buf), op.flags | MSG_NOSIGNAL);
         break;
       case op_kind::accept: {
+        ++counts.syscalls;
         socklen_t len = op.addrlen;
         r = ::accept4(op.fd, op.addr, op.addr != nullptr ? &len : nullptr,
                       SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (r >= 0) op.addrlen = len;
         break;
       }
-      default:
-        --counts.syscalls;  // none made
+      default:  // none made
         errno = EINVAL;
         break;
     }

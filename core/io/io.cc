@@ -11,24 +11,29 @@ void io_awaiter::describe(const void* self, std::ostream& out) {
 }
 
 std::int64_t io_awaiter::await_resume() {
-  loop_counters& counts = loop_access::counts(*task.loop);
-  ++counts.ops_completed[static_cast<std::size_t>(kind)];
+  // The common path is a leaf without a frame: the failures, which build
+  // strings and throw, are in throw_failure().
+  ++loop_access::counts(*task.loop).ops_completed[static_cast<std::size_t>(kind)];
   if (task_root* root = task.root) {
     root->waiting.kind = nullptr;
     stepping_task = root;
-    if (result == -ECANCELED && kind != op_kind::close) {
-      ++counts.ops_cancelled[static_cast<std::size_t>(kind)];
-      root->must_cancel = false;
+  }
+  if (result < 0) [[unlikely]] throw_failure();
+  if (kind == op_kind::accept && addrlen_out_ != nullptr) *addrlen_out_ = addrlen;
+  return result;
+}
+
+void io_awaiter::throw_failure() const {
+  if (result == -ECANCELED) {
+    ++loop_access::counts(*task.loop).ops_cancelled[static_cast<std::size_t>(kind)];
+    // A cancelled close still reports the close's own failure.
+    if (task.root != nullptr && kind != op_kind::close) {
+      task.root->must_cancel = false;
       throw CancelledError(std::string(op_kind_name(kind)) + " was cancelled");
     }
   }
-  if (result < 0) {
-    if (result == -ECANCELED) ++counts.ops_cancelled[static_cast<std::size_t>(kind)];
-    throw std::system_error(static_cast<int>(-result), std::generic_category(),
-                            std::string(op_kind_name(kind)) + "(fd " + std::to_string(fd) + ")");
-  }
-  if (kind == op_kind::accept && addrlen_out_ != nullptr) *addrlen_out_ = addrlen;
-  return result;
+  throw std::system_error(static_cast<int>(-result), std::generic_category(),
+                          std::string(op_kind_name(kind)) + "(fd " + std::to_string(fd) + ")");
 }
 
 }  // namespace polyloop::detail

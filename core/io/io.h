@@ -83,6 +83,10 @@ class io_awaiter : public operation {
  private:
   static constexpr wait_kind waits_on{&on_cancel, &describe};
 
+  // await_resume's failures (result < 0): CancelledError for a cancel that
+  // took effect, else std::system_error naming the call.
+  [[noreturn, gnu::noinline, gnu::cold]] void throw_failure() const;
+
   socklen_t* addrlen_out_;  // accept: where to report the peer's length
 };
 
