@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -251,6 +252,44 @@ BOOST_AUTO_TEST_CASE(a_socket_round_trip_counts_its_operations_and_syscalls) {
              (after.waits_blocking - before.waits_blocking) +
                  (after.waits_nonblocking - before.waits_nonblocking));
   loop.run_until_complete(close_pair(s));
+}
+
+// Sends on a socket whose peer was closed until one fails (the first may
+// still succeed: the peer's reset arrives after it); the number made.
+pl::Task<int> send_until_failure(int fd) {
+  for (int sends = 1; sends <= 100; ++sends) {
+    try {
+      co_await pl::async_send(fd, "x", 1);
+    } catch (const std::system_error&) {
+      co_return sends;
+    }
+  }
+  co_return -1;
+}
+
+pl::Task<> send_one(int fd) { co_await pl::async_send(fd, "x", 1); }
+
+pl::Task<> close_one(int fd) { co_await pl::async_close(fd); }
+
+// The failure path (io_awaiter::throw_failure): counted as completed, not as
+// cancelled, and the error names the call.
+BOOST_AUTO_TEST_CASE(a_failed_operation_counts_as_completed_and_not_cancelled) {
+  loop_fixture f;
+  pl::EventLoop& loop = *f.loop;
+  socket_pair s = loop.run_until_complete(connected_pair());
+  loop.run_until_complete(close_one(s.b));
+  const pl::LoopStats before = loop.stats();
+  const int sends = loop.run_until_complete(send_until_failure(s.a));
+  BOOST_TEST_REQUIRE(sends > 0, "100 sends to a closed peer all succeeded");
+  const pl::LoopStats after = loop.stats();
+  const pl::OpCounts& s0 = before.op(op_kind::send);
+  const pl::OpCounts& s1 = after.op(op_kind::send);
+  BOOST_TEST(s1.started - s0.started == static_cast<std::uint64_t>(sends));
+  BOOST_TEST(s1.completed - s0.completed == static_cast<std::uint64_t>(sends));
+  BOOST_TEST(s1.cancelled == s0.cancelled);
+  BOOST_CHECK_EXCEPTION(loop.run_until_complete(send_one(s.a)), std::system_error,
+                        pl::testing::message_has("send(fd "));
+  loop.run_until_complete(close_one(s.a));
 }
 
 BOOST_AUTO_TEST_CASE(a_cancelled_operation_counts_as_completed_and_cancelled) {
