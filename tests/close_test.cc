@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/socket_pair.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
@@ -29,26 +30,10 @@ using pl::testing::loop_fixture;
 using pl::testing::make_loop;
 using pl::testing::message_has;
 using pl::testing::run_one_iteration;
+using pl::testing::socket_pair;
 
 namespace {
 
-// A connected pair of blocking stream sockets (what a program hands the
-// loop; the readiness backends make them non-blocking themselves).
-struct socket_pair {
-  int a = -1;
-  int b = -1;
-  explicit socket_pair(int extra_flags = 0) {
-    int s[2];
-    BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | extra_flags, 0, s) == 0,
-                       "socketpair: " << std::strerror(errno));
-    a = s[0];
-    b = s[1];
-  }
-  ~socket_pair() {
-    if (a >= 0) ::close(a);
-    if (b >= 0) ::close(b);
-  }
-};
 
 int open_fd_count() {
   int n = 0;

@@ -18,6 +18,7 @@
 
 #include "net/stream.h"
 #include "tests/support/allocation_counter.h"
+#include "tests/support/socket_pair.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
@@ -27,28 +28,10 @@ using pl::testing::handler_log;
 using pl::testing::loop_fixture;
 using pl::testing::message_has;
 using pl::testing::run_one_iteration;
+using pl::testing::socket_pair;
 
 namespace {
 
-// A connected pair of Unix stream sockets; each end the test does not hand
-// to a Stream is closed at the end.
-struct socket_pair {
-  int a = -1;
-  int b = -1;
-  socket_pair() {
-    int s[2];
-    BOOST_TEST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, s) == 0,
-                       "socketpair: " << std::strerror(errno));
-    a = s[0];
-    b = s[1];
-  }
-  ~socket_pair() {
-    if (a >= 0) ::close(a);
-    if (b >= 0) ::close(b);
-  }
-  int give_a() { return std::exchange(a, -1); }
-  int give_b() { return std::exchange(b, -1); }
-};
 
 // n bytes of a pattern that shows a byte lost, repeated or reordered.
 std::string pattern(std::size_t n, std::size_t seed = 0) {
@@ -78,7 +61,7 @@ pl::Task<std::string> read_all(Stream s) {
 // buffer the transport sends in order).
 BOOST_FIXTURE_TEST_CASE(many_small_writes_in_one_iteration_arrive_in_order_and_whole,
                         loop_fixture) {
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   std::string expected;
   auto run = [&]() -> pl::Task<std::string> {
     Stream w(p.give_a());
@@ -108,7 +91,7 @@ BOOST_FIXTURE_TEST_CASE(many_small_writes_in_one_iteration_arrive_in_order_and_w
 // SelectorSocketTransportTests.test_write_eof_buffer is the same promise for
 // write_eof), so every byte arrives, in order, before end of stream.
 BOOST_FIXTURE_TEST_CASE(a_16_mib_write_then_close_delivers_every_byte, loop_fixture) {
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   const std::string data = pattern(16 * 1024 * 1024);
   auto run = [&]() -> pl::Task<std::string> {
     Stream w(p.give_a());
@@ -126,7 +109,7 @@ BOOST_FIXTURE_TEST_CASE(a_16_mib_write_then_close_delivers_every_byte, loop_fixt
 
 // The same with the string handed over: moved, sent from where it is.
 BOOST_FIXTURE_TEST_CASE(a_16_mib_moved_write_then_close_delivers_every_byte, loop_fixture) {
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   const std::string data = pattern(16 * 1024 * 1024, 7);
   auto run = [&]() -> pl::Task<std::string> {
     Stream w(p.give_a());
@@ -147,7 +130,7 @@ BOOST_FIXTURE_TEST_CASE(a_16_mib_moved_write_then_close_delivers_every_byte, loo
 // drain() and wait_closed(), and the next write() throws (asyncio's drain()
 // re-raises the exception the transport's connection_lost() was given).
 BOOST_FIXTURE_TEST_CASE(a_write_to_a_peer_that_went_away_is_reported_by_drain, loop_fixture) {
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   auto run = [&]() -> pl::Task<> {
     Stream w(p.give_a());
     // More than the socket holds, so that sends are still queued when the
@@ -172,7 +155,7 @@ BOOST_FIXTURE_TEST_CASE(a_write_to_a_peer_that_went_away_is_reported_by_drain, l
 // the bytes never sent are reported through the loop's exception handler,
 // with their number (net/stream.h: "never dropped silently").
 BOOST_FIXTURE_TEST_CASE(the_loop_closed_with_sends_in_flight_reports_the_bytes_lost, loop_fixture) {
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   handler_log log;
   log.install(*loop);
   std::unique_ptr<Stream> keep;
@@ -208,8 +191,8 @@ BOOST_FIXTURE_TEST_CASE(a_moved_string_is_queued_without_a_copy, loop_fixture) {
     while (::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT) > 0) {
     }
   };
-  socket_pair pv;
-  socket_pair pm;
+  socket_pair pv(SOCK_NONBLOCK);
+  socket_pair pm(SOCK_NONBLOCK);
   fill(pv.a);
   fill(pm.a);
   std::uint64_t view_allocations = 0;
@@ -242,7 +225,7 @@ BOOST_FIXTURE_TEST_CASE(a_moved_string_is_queued_without_a_copy, loop_fixture) {
 // one on the heap that the loop's shutdown never handed back).
 BOOST_AUTO_TEST_CASE(the_last_handle_dropped_as_the_loop_closes_leaks_nothing) {
   auto loop = pl::testing::make_loop();
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   auto open = [&]() -> pl::Task<Stream> { co_return Stream(p.give_a()); };
   { Stream s = loop->run_until_complete(open()); }  // the last handle: its close starts
   loop->close();
@@ -256,7 +239,7 @@ BOOST_AUTO_TEST_CASE(the_last_handle_dropped_as_the_loop_closes_leaks_nothing) {
 // io_uring: submitted) when the loop closes.
 BOOST_AUTO_TEST_CASE(the_last_handle_dropped_one_iteration_before_the_loop_closes_leaks_nothing) {
   auto loop = pl::testing::make_loop();
-  socket_pair p;
+  socket_pair p(SOCK_NONBLOCK);
   auto open = [&]() -> pl::Task<Stream> { co_return Stream(p.give_a()); };
   { Stream s = loop->run_until_complete(open()); }
   run_one_iteration(*loop);
