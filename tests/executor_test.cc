@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include <time.h>
+
 #include "core/executor/concurrent_future.h"
 #include "tests/support/test_support.h"
 
@@ -297,6 +299,75 @@ BOOST_FIXTURE_TEST_CASE(the_default_executor_runs_at_most_its_max_workers_at_onc
   };
   loop->run_until_complete(main());
   BOOST_TEST(peak.load() == 2);
+}
+
+// --- The loop's watch for a call's result (run_once, issue 12 "Speed") -------------
+// While executor calls are out, the loop looks for their results for up to
+// EventLoop::executor_watch_limit (30 us) before each blocking wait; it must
+// never spin beyond that, nor once the calls are delivered.
+
+namespace {
+
+std::chrono::nanoseconds loop_thread_cpu() {
+  timespec t{};
+  BOOST_REQUIRE(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+
+// Runs a chain of 100 us sleeps for ~200 ms; returns the loop thread's CPU
+// time per iteration (each iteration waits in the backend for its timer).
+std::chrono::nanoseconds cpu_per_iteration_of_short_sleeps(pl::EventLoop& loop) {
+  auto sleeps = []() -> pl::Task<> {
+    auto end = std::chrono::steady_clock::now() + 200ms;
+    while (std::chrono::steady_clock::now() < end) co_await pl::sleep(100us);
+  };
+  std::uint64_t iterations = loop.stats().iterations;
+  std::chrono::nanoseconds cpu = loop_thread_cpu();
+  loop.run_until_complete(sleeps());
+  cpu = loop_thread_cpu() - cpu;
+  iterations = loop.stats().iterations - iterations;
+  BOOST_REQUIRE(iterations > 100);
+  return cpu / static_cast<std::int64_t>(iterations);
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(a_loop_waiting_for_a_long_call_sleeps_instead_of_spinning,
+                        loop_fixture) {
+  auto main = []() -> pl::Task<int> {
+    co_return co_await pl::to_thread([] {
+      std::this_thread::sleep_for(200ms);
+      return 1;
+    });
+  };
+  std::chrono::nanoseconds cpu = loop_thread_cpu();
+  BOOST_TEST(loop->run_until_complete(main()) == 1);
+  cpu = loop_thread_cpu() - cpu;
+  // A watch without its bound would use most of the 200 ms; the loop
+  // watches 30 us, then blocks until the result comes.
+  BOOST_TEST(cpu < 20ms, "the loop thread used " << cpu.count() << " ns of CPU in 200 ms");
+}
+
+BOOST_FIXTURE_TEST_CASE(an_idle_loop_whose_calls_were_delivered_uses_no_cpu, loop_fixture) {
+  // The same short waits before the executor exists and after its calls
+  // were delivered cost the same: were the loop still counting a call as
+  // out, each of them would add a watch of up to 30 us.
+  std::chrono::nanoseconds before = cpu_per_iteration_of_short_sleeps(*loop);
+  auto calls = []() -> pl::Task<int> {
+    int sum = 0;
+    for (int i = 0; i < 100; ++i) sum += co_await pl::to_thread([i] { return i; });
+    co_return sum;
+  };
+  BOOST_TEST(loop->run_until_complete(calls()) == 4950);
+  std::chrono::nanoseconds after = cpu_per_iteration_of_short_sleeps(*loop);
+  BOOST_TEST(after < before + 15us, "CPU per iteration: " << before.count() << " ns before, "
+                                                          << after.count() << " ns after");
+  // And a loop with nothing to do over 200 ms uses (almost) no CPU.
+  auto idle = []() -> pl::Task<> { co_await pl::sleep(200ms); };
+  std::chrono::nanoseconds cpu = loop_thread_cpu();
+  loop->run_until_complete(idle());
+  cpu = loop_thread_cpu() - cpu;
+  BOOST_TEST(cpu < 5ms, "an idle loop used " << cpu.count() << " ns of CPU in 200 ms");
 }
 
 // --- ThreadPoolExecutor on its own ----------------------------------------------------

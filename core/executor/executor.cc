@@ -53,6 +53,7 @@ void executor_call_base::finished(phase how) noexcept {
 void executor_call_base::on_delivery(ready_node* n, ready_node::action what) noexcept {
   executor_call_base* self = static_cast<delivery_node*>(n)->call;
   std::shared_ptr<executor_call_base> keep = std::move(self->queued_self_);
+  --loop_access::executor_calls_out(*self->loop_);
   if (what == ready_node::action::run) self->deliver();
 }
 

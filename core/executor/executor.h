@@ -186,6 +186,7 @@ Future<T> submit_call(EventLoop& loop, ThreadPoolExecutor* executor, Fn fn) {
     state->release();
     throw;
   }
+  ++loop_access::executor_calls_out(loop);  // until on_delivery()
   return future;
 }
 

@@ -105,6 +105,11 @@ struct loop_access {
   static std::unique_ptr<loop_extension>& default_executor(EventLoop& loop) noexcept {
     return loop.default_executor_;
   }
+  // Executor calls out (submitted, not yet delivered): while there are
+  // some, run_once() watches briefly for their completion before it blocks.
+  static std::uint32_t& executor_calls_out(EventLoop& loop) noexcept {
+    return loop.executor_calls_out_;
+  }
   // The loop's signal handlers (core/signals makes them on first use).
   static std::unique_ptr<loop_extension>& signal_handlers(EventLoop& loop) noexcept {
     return loop.signal_handlers_;
