@@ -28,12 +28,15 @@
 
 #include "core/loop/loop_access.h"
 #include "tests/support/fd_listing.h"
+#include "tests/support/accept_clients.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
 namespace net = polyloop::net;
 using namespace std::chrono_literals;
 using wall = std::chrono::steady_clock;
+using polyloop::testing::bump_one;
+using polyloop::testing::connect_raw;
 
 namespace {
 
@@ -43,18 +46,6 @@ bool backend_has_multishot_accept(pl::EventLoop& loop) {
 
 std::uint64_t accepts_started(pl::EventLoop& loop) {
   return loop.stats().op(pl::op_kind::accept).started;
-}
-
-// A blocking client connected to 127.0.0.1:port (completed by the kernel).
-int connect_raw(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  BOOST_TEST_REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  return fd;
 }
 
 // What a client sees without waiting: 0 (end of stream), -errno (reset),
@@ -72,16 +63,6 @@ pl::Task<bool> wait_until(std::function<bool()> pred, std::chrono::milliseconds 
     co_await pl::sleep(1ms);
   }
   co_return true;
-}
-
-// Each connection: one byte in, the same byte plus one out, then close.
-pl::Task<> bump_one(net::Stream s, int* served) {
-  std::string b = co_await s.read_exactly(1);
-  s.write(std::string(1, static_cast<char>(b[0] + 1)));
-  co_await s.drain();
-  ++*served;
-  s.close();
-  co_await s.wait_closed();
 }
 
 constexpr int burst = 64;

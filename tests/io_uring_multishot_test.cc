@@ -21,34 +21,17 @@
 #include "core/loop/loop_access.h"
 #include "net/stream.h"
 #include "polyloop/polyloop.h"
+#include "tests/support/accept_clients.h"
 
 namespace pl = polyloop;
 namespace net = polyloop::net;
 using polyloop::backends::IoUringBackend;
 using namespace std::chrono_literals;
 using wall = std::chrono::steady_clock;
+using polyloop::testing::bump_one;
+using polyloop::testing::connect_raw;
 
 namespace {
-
-int connect_raw(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  BOOST_TEST_REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  return fd;
-}
-
-pl::Task<> bump_one(net::Stream s, int* served) {
-  std::string b = co_await s.read_exactly(1);
-  s.write(std::string(1, static_cast<char>(b[0] + 1)));
-  co_await s.drain();
-  ++*served;
-  s.close();
-  co_await s.wait_closed();
-}
 
 // `clients` connect at once; each is answered; returns accepts started.
 pl::Task<std::uint64_t> burst(pl::EventLoop& loop, int clients) {

@@ -101,16 +101,32 @@ BOOST_FIXTURE_TEST_CASE(an_echo_over_lent_views_returns_every_byte_of_16_mib_in_
 }
 
 namespace {
-pl::Task<> buffered_first_and_view_kept(pl::EventLoop& loop) {
+// A server, a client connected to it, and the server's end of that
+// connection (its handler hands the stream over and ends).
+struct connected {
+  net::Server server;
+  net::Stream client;
+  net::Stream accepted;
+};
+pl::Task<connected> connected_streams(pl::EventLoop& loop) {
   pl::Future<net::Stream> accepted = loop.create_future<net::Stream>();
-  net::Server server = co_await net::start_server(
-      [&accepted](net::Stream s) -> pl::Task<> {
-        accepted.set_result(s);
-        co_return;
-      },
-      "127.0.0.1", 0);
+  // Named, not a temporary inside the co_await: g++ 12 would destroy the
+  // lambda temporary twice and release its Future twice (docs/api.md, "A
+  // g++ 12 pitfall").
+  net::ConnectionHandler hand_over = [accepted](net::Stream s) mutable -> pl::Task<> {
+    accepted.set_result(s);
+    co_return;
+  };
+  net::Server server = co_await net::start_server(hand_over, "127.0.0.1", 0);
   net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
   net::Stream s = co_await accepted;
+  co_return connected{std::move(server), std::move(c), std::move(s)};
+}
+}  // namespace
+
+namespace {
+pl::Task<> buffered_first_and_view_kept(pl::EventLoop& loop) {
+  auto [server, c, s] = co_await connected_streams(loop);
   c.write("line\nrest");
   co_await c.drain();
   BOOST_TEST(co_await s.read_until("\n") == "line\n");
@@ -153,15 +169,7 @@ BOOST_FIXTURE_TEST_CASE(buffered_bytes_are_lent_first_and_a_view_stays_until_the
 
 namespace {
 pl::Task<> eof_and_errors(pl::EventLoop& loop) {
-  pl::Future<net::Stream> accepted = loop.create_future<net::Stream>();
-  net::Server server = co_await net::start_server(
-      [&accepted](net::Stream s) -> pl::Task<> {
-        accepted.set_result(s);
-        co_return;
-      },
-      "127.0.0.1", 0);
-  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
-  net::Stream s = co_await accepted;
+  auto [server, c, s] = co_await connected_streams(loop);
 
   // Two readers: the second is told, the first goes on.
   pl::Future<> first = loop.create_task([](net::Stream st) -> pl::Task<> {
@@ -209,15 +217,7 @@ namespace {
 // CPython test_streams.py: StreamTests.test_exception (the reader raises
 // the connection's failure): a reset ends read_some with ECONNRESET.
 pl::Task<> reset_by_peer(pl::EventLoop& loop) {
-  pl::Future<net::Stream> accepted = loop.create_future<net::Stream>();
-  net::Server server = co_await net::start_server(
-      [&accepted](net::Stream s) -> pl::Task<> {
-        accepted.set_result(s);
-        co_return;
-      },
-      "127.0.0.1", 0);
-  net::Stream c = co_await net::open_connection("127.0.0.1", server.port());
-  net::Stream s = co_await accepted;
+  auto [server, c, s] = co_await connected_streams(loop);
   linger hard{1, 0};  // close() then sends a reset
   BOOST_TEST_REQUIRE(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard) == 0);
   c.close();
