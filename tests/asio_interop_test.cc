@@ -210,7 +210,9 @@ void step(asio::io_context& ctx, busy_probes& p, std::thread& poster) {
       });
     });
     auto timer = std::make_shared<asio::steady_timer>(ctx, 10ms);
-    p.timer_due = steady::now() + 10ms;
+    // The timer's own expiry: a time read after the timer was made would be
+    // later than it, and a timer that fired on time could look early.
+    p.timer_due = timer->expiry();
     timer->async_wait([&p, timer](const boost::system::error_code&) {
       p.timer_late_ms = ms_since(p.timer_due);
     });
