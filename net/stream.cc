@@ -215,6 +215,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // The last receive returned less than it asked for: the socket is most
   // likely empty, and the next receive most likely waits (op_hint::expect_wait).
   bool drained = false;
+  // A short receive empties this fd (a socket or a pipe; not a terminal,
+  // whose reads end at a line): only then is the hint given.
+  bool short_read_drains = true;
 
   // Writing: the writer task sends `sending` (which nothing else touches
   // while a send is in flight) and then takes `pending`, which write() fills.
@@ -312,7 +315,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   }
   // Notes whether receiving `n` bytes of the `asked` drained the fd.
   void received(std::int64_t n, std::size_t asked) noexcept {
-    drained = n >= 0 && static_cast<std::size_t>(n) < asked;
+    drained = short_read_drains && n >= 0 && static_cast<std::size_t>(n) < asked;
   }
   polyloop::detail::io_awaiter transmit(const char* buf, std::size_t n) const noexcept {
     return end == stream_end::socket ? async_send(fd, buf, n) : async_write(fd, buf, n);
@@ -618,7 +621,9 @@ std::shared_ptr<detail::stream_state> pipe_state(int fd, detail::stream_end end,
   if (fl < 0 || ((fl & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
     throw_errno(errno, std::string(what) + ": fcntl(O_NONBLOCK) on fd " + std::to_string(fd));
   }
-  return std::make_shared<detail::stream_state>(loop, fd, end);
+  auto state = std::make_shared<detail::stream_state>(loop, fd, end);
+  state->short_read_drains = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  return state;
 }
 }  // namespace
 
