@@ -94,7 +94,8 @@ inline constexpr std::array<bool, 256> token_chars = [] {
   std::array<bool, 256> t{};
   constexpr std::string_view delimiters = "()<>@,;:\\\"/[]?={}";
   for (int c = 33; c < 127; ++c) {
-    t[static_cast<std::size_t>(c)] = delimiters.find(static_cast<char>(c)) == std::string_view::npos;
+    t[static_cast<std::size_t>(c)] =
+        delimiters.find(static_cast<char>(c)) == std::string_view::npos;
   }
   return t;
 }();

@@ -193,8 +193,7 @@ BOOST_FIXTURE_TEST_CASE(a_hinted_receive_gets_bytes_a_short_receive_left_behind,
 // What the hint saves on epoll: after a short receive drained the socket, a
 // hinted receive waits for the edge and makes one attempt, the one that
 // succeeds (without the hint: a failed try in start(), then that one).
-BOOST_FIXTURE_TEST_CASE(on_epoll_a_hinted_receive_after_a_drain_makes_no_failed_try,
-                        loop_fixture) {
+BOOST_FIXTURE_TEST_CASE(on_epoll_a_hinted_receive_after_a_drain_makes_no_failed_try, loop_fixture) {
   if (pl::detail::loop_access::backend(*loop).name() != "epoll") return;
   fd_set_guard g;
   auto s = make_socketpair(g);

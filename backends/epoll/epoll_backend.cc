@@ -191,7 +191,7 @@ void EpollBackend::close_fd(operation& op) noexcept {
 }
 
 std::size_t EpollBackend::drain(op_queue& q, bool& ready_flag,
-                               reactive::write_hint& hint) noexcept {
+                                reactive::write_hint& hint) noexcept {
   ready_flag = true;
   std::size_t done = 0;
   while (operation* op = q.head) {
