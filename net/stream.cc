@@ -266,11 +266,10 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   send_op direct;
   // Held while `direct` is in flight: the kernel reads `sending`, so the
   // state must outlive the send even if every Stream handle goes. Dropped
-  // by the completion, or when the loop's close() forgets the operation.
+  // by the completion, or when the loop's close() forgets the operation
+  // (then by the walk's release(), if a walk of the loop's states holds it).
   std::shared_ptr<stream_state> direct_self;
-  // What the loop's walks of its states hold (state_link's add_ref).
-  std::shared_ptr<stream_state> walk_pin;
-  std::uint32_t walk_pins = 0;
+  std::uint32_t walk_pins = 0;  // state_link's add_ref: walks under way
 
   stream_state(EventLoop& l, int socket_fd, stream_end kind = stream_end::socket)
       : loop(&l),
@@ -742,21 +741,23 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   // destroyed by the close reports them.
   void direct_forgotten() noexcept {
     if (!direct_in_flight) return;
-    std::shared_ptr<stream_state> keep = std::move(direct_self);
     polyloop::detail::loop_access::unlink_state(*loop, this);
     direct_in_flight = false;
     direct_shutdown = false;
     writer_running = false;
     report_lost("the loop was closed before they could be", nullptr);
+    if (walk_pins == 0) {
+      std::shared_ptr<stream_state> last = std::move(direct_self);  // may destroy this
+    }
   }
 
-  // state_link: only while `direct` is in flight.
-  void add_ref() noexcept override {
-    if (walk_pins++ == 0) walk_pin = shared_from_this();
-  }
+  // state_link. A walk (close(), cancel_all_tasks()) holds every state it
+  // visits; a stream is linked only while direct_self holds it, so holding
+  // is keeping direct_self until the walk's release().
+  void add_ref() noexcept override { ++walk_pins; }
   void release() noexcept override {
-    if (--walk_pins != 0) return;
-    std::shared_ptr<stream_state> last = std::move(walk_pin);  // may destroy this: nothing after
+    if (--walk_pins != 0 || direct_in_flight) return;
+    std::shared_ptr<stream_state> last = std::move(direct_self);  // may destroy this
   }
   bool on_loop_event(loop_event e) override {
     switch (e) {
