@@ -18,10 +18,12 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "net/stream.h"
 #include "core/loop/loop_access.h"
@@ -486,4 +488,30 @@ BOOST_FIXTURE_TEST_CASE(a_reset_during_a_send_in_flight_is_reported_by_drain, lo
   };
   loop->run_until_complete(run());
   BOOST_TEST(log.messages.empty(), "reports: " << log.messages.size());
+}
+
+// all_tasks() and dump_tasks() while a stream's send is in flight: the
+// loop's list of live states then holds the stream too (io_uring: the send
+// is no task), and they list tasks only, each pending.
+BOOST_FIXTURE_TEST_CASE(all_tasks_with_a_send_in_flight_lists_only_tasks, loop_fixture) {
+  socket_pair p(SOCK_NONBLOCK);
+  std::size_t listed = 0;
+  std::ostringstream dump;
+  auto run = [&]() -> pl::Task<> {
+    Stream w(p.give_a());
+    w.write(pattern(4 * 1024 * 1024));  // the peer does not read: the send waits
+    co_await pl::testing::pause(5ms);
+    std::vector<pl::TaskRef> tasks = pl::all_tasks(pl::get_running_loop());
+    listed = tasks.size();
+    for (const pl::TaskRef& t : tasks) {
+      BOOST_TEST(t.valid());
+      BOOST_TEST(!t.done());
+      BOOST_TEST(!t.get_name().empty());
+    }
+    pl::get_running_loop().dump_tasks(dump);
+    w.close();
+  };
+  loop->run_until_complete(run());
+  BOOST_TEST(listed > 0u);  // this one at least
+  BOOST_TEST(dump.str().find(std::to_string(listed) + " pending task") == 0u, dump.str());
 }
