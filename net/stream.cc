@@ -219,8 +219,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   // likely empty, and the next receive most likely waits (op_hint::expect_wait).
   bool drained = false;
 
-  // Writing: the writer task sends `sending` (which nothing else touches
-  // while a send is in flight) and then takes `pending`, which write() fills.
+  // Writing: the writer task, or the direct send below, sends `sending`
+  // (which nothing else touches while a send is in flight) and then takes
+  // `pending`, which write() fills.
   std::string pending;
   std::string sending;
   std::size_t sent = 0;
@@ -243,9 +244,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   // write() sends at once when nothing is queued on a backend whose start()
   // tries the syscall itself (backend_traits::tries_in_start: epoll, asio),
   // where the writer task's send would be the same syscall a loop turn
-  // later. Otherwise (io_uring) the writer's send is submitted with the
-  // loop's other operations, one io_uring_enter for them all, and a syscall
-  // per write measured no cheaper there.
+  // later. Otherwise (io_uring) the send is submitted with the loop's other
+  // operations, one io_uring_enter for them all (direct_sends below), and a
+  // syscall per write measured no cheaper there.
   bool send_at_once = true;
   // Where write() does not send at once, on a plain socket (io_uring, sim):
   // write() with nothing queued starts `direct`, a send owned by this state,

@@ -26,8 +26,10 @@ struct state_link {
   enum class loop_event : std::uint8_t {
     closed,           // close(): drop the done callbacks; a pending task ends
     destroyed,        // ~EventLoop: forget the loop
-    cancel_task,      // cancel_all_tasks(): a pending task cancels itself; true if it did
-    is_pending_task,  // true for a scheduled task that has not ended
+    // cancel_all_tasks(): a pending task cancels itself; true if it did (a
+    // stream's send in flight too: it then ends and flushes as a task would)
+    cancel_task,
+    is_pending_task,  // true for a scheduled task that has not ended (or such a send)
   };
   state_link* prev = nullptr;
   state_link* next = nullptr;
