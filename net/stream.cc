@@ -23,6 +23,7 @@
 #include "core/task/sleep.h"
 #include "core/combinators/gather.h"
 #include "core/combinators/timeout.h"
+#include "net/detail/lent_receiver.h"
 #include "net/detail/multishot_accept.h"
 #include "net/detail/sockets.h"
 #include "net/detail/stream_transport.h"
@@ -212,6 +213,13 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   std::size_t in_head = 0;
   bool eof = false;
   bool reading = false;
+  // Where the backend lends buffers to a multishot receive (backend_traits::
+  // multishot_recv; a socket without TLS): bytes are read from them in
+  // place, and `in` is allocated only for bytes that must be joined across
+  // buffers (read_until, read_exactly) or received plainly. rx is made by
+  // the first read that waits.
+  bool lends = false;
+  std::unique_ptr<lent_receiver> rx;
   // The last receive returned less than it asked for: the socket is most
   // likely empty, and the next receive most likely waits (op_hint::expect_wait).
   bool drained = false;
@@ -252,8 +260,14 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
         // A pipe's writes go through the writer's write operation, which the
         // backend makes without SIGPIPE (backends/support/sigpipe.h).
         send_at_once(kind == stream_end::socket &&
-                     polyloop::detail::loop_access::backend(l).traits().tries_in_start) {}
+                     polyloop::detail::loop_access::backend(l).traits().tries_in_start) {
+    lends = kind == stream_end::socket &&
+            polyloop::detail::loop_access::backend(l).traits().multishot_recv;
+  }
   ~stream_state() {
+    // A multishot receive still armed: it goes on its own once the close
+    // below (or the one that came first) has ended it.
+    if (rx && rx->busy() && !loop->is_closed()) lent_receiver::orphan(std::move(rx));
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
     // if the loop still runs (so it forgets the fd), else directly.
@@ -337,11 +351,24 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     }
   }
 
-  std::size_t available() const { return in_size - in_head; }
+  // What is buffered and unread: `in`'s bytes, or, when it has none, the
+  // rest of the first lent buffer (the next one is seen once it is read).
+  std::size_t available() const {
+    if (in_size > in_head || !rx) return in_size - in_head;
+    return rx->front().size();
+  }
   std::size_t buffered_out() const { return pending.size() + sending.size() - sent; }
-  std::string_view buffered() const { return {in.get() + in_head, available()}; }
+  std::string_view buffered() const {
+    if (in_size > in_head || !rx) return {in.get() + in_head, in_size - in_head};
+    std::span<const char> f = rx->front();
+    return {f.data(), f.size()};
+  }
 
   void consume(std::size_t n) {
+    if (in_size == in_head && rx) {
+      if (n > 0) rx->consume(n);
+      return;
+    }
     in_head += n;
     if (in_head == in_size) in_head = in_size = 0;
   }
@@ -359,18 +386,67 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // itself: the TLS branch as a second co_await in one coroutine cost the
   // plain receive about 30 instructions (callgrind, echo_server).
   Task<bool> fill() {
+    if (lends && !transport) return fill_from_lent();
     make_room();
     return transport ? fill_through_transport() : fill_from_socket();
   }
 
-  void make_room() {
+  // Appends what the first lent buffer holds unread to `in`, and gives it back.
+  void absorb_front() {
+    std::span<const char> f = rx->front();
+    make_room_for(f.size());
+    std::memcpy(in.get() + in_size, f.data(), f.size());
+    in_size += f.size();
+    rx->consume(f.size());
+  }
+
+  // fill() over lent buffers: the caller wants more than buffered(). What
+  // it saw (the rest of a lent buffer) moves into `in`, and what comes next
+  // joins it there; with `in` empty, the next buffer is read in place.
+  Task<bool> fill_from_lent() {
+    if (!rx) rx = std::make_unique<lent_receiver>(*loop, fd, &closed_locally);
+    if (rx->has_data()) absorb_front();
+    while (true) {
+      lent_receiver::status st = rx->check();
+      if (st == lent_receiver::status::data) break;
+      if (st == lent_receiver::status::eof) {
+        eof = true;
+        co_return false;
+      }
+      if (st == lent_receiver::status::starved) {
+        // The lent buffers ran out (other connections hold them): one
+        // plain receive, into `in`; the next fill arms the multishot again.
+        make_room();
+        co_return co_await fill_from_socket();
+      }
+      co_await rx->wait();
+    }
+    if (in_size > in_head) {
+      while (rx->has_data()) absorb_front();
+    }
+    co_return true;
+  }
+
+  // Ends the multishot receive and moves what it queued into `in`
+  // (start_tls: from then on the transport receives).
+  Task<> stop_lending() {
+    lends = false;
+    if (!rx) co_return;
+    rx->stop();
+    while (rx->busy()) co_await rx->wait();
+    while (rx->has_data()) absorb_front();
+    rx.reset();
+  }
+
+  void make_room() { make_room_for(chunk); }
+  void make_room_for(std::size_t want) {
     if (in_head > 0 && in_head * 2 >= in_size) {  // compact: keeps the buffer from creeping
-      std::memmove(in.get(), in.get() + in_head, available());
+      std::memmove(in.get(), in.get() + in_head, in_size - in_head);
       in_size -= in_head;
       in_head = 0;
     }
-    if (in_cap - in_size < chunk) {
-      std::size_t cap = std::max(in_size + chunk, in_cap * 2);
+    if (in_cap - in_size < want) {
+      std::size_t cap = std::max(in_size + std::max(want, chunk), in_cap * 2);
       std::unique_ptr<char[]> bigger(new char[cap]);  // default-initialised: not cleared
       if (in_size > 0) std::memcpy(bigger.get(), in.get(), in_size);
       in = std::move(bigger);
@@ -643,6 +719,7 @@ struct read_guard {
       throw std::logic_error("read: another task is already reading this stream");
     }
     s.reading = true;
+    if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
   }
   ~read_guard() { s.reading = false; }
 };
@@ -698,6 +775,11 @@ Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
   detail::stream_state& s = state_of(keep);
   read_guard guard(s);
   if (out.empty()) co_return 0;
+  if (s.lends && s.available() == 0 && !s.eof) {
+    // A multishot receive: copied out of the lent buffer it fills.
+    s.check_can_read();
+    co_await s.fill();
+  }
   if (s.available() > 0) {
     std::size_t n = std::min(out.size(), s.available());
     std::memcpy(out.data(), s.buffered().data(), n);
@@ -1629,6 +1711,10 @@ Task<> Stream::start_tls(TlsOptions options) {
     }
   }
   if (s.write_error) std::rethrow_exception(s.write_error);
+  {
+    read_guard stopping(s);  // no read may start while the multishot receive ends
+    co_await s.stop_lending();
+  }
   tls->received_before(s.buffered().data(), s.available());
   s.consume(s.available());
   s.transport = std::move(tls);
