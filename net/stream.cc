@@ -404,7 +404,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // it saw (the rest of a lent buffer) moves into `in`, and what comes next
   // joins it there; with `in` empty, the next buffer is read in place.
   Task<bool> fill_from_lent() {
-    if (!rx) rx = std::make_unique<lent_receiver>(*loop, fd, &closed_locally);
+    receiver().release_spent();  // what the last read_some() lent is no longer read
     if (rx->has_data()) absorb_front();
     while (true) {
       lent_receiver::status st = rx->check();
@@ -416,8 +416,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
       if (st == lent_receiver::status::starved) {
         // The lent buffers ran out (other connections hold them): one
         // plain receive, into `in`; the next fill arms the multishot again.
-        make_room();
-        co_return co_await fill_from_socket();
+        co_return co_await fill_plainly();
       }
       co_await rx->wait();
     }
@@ -438,7 +437,11 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     rx.reset();
   }
 
-  void make_room() { make_room_for(chunk); }
+  // Inline: a read of a stream whose buffer has room calls nothing.
+  [[gnu::always_inline]] void make_room() {
+    if (in_head == 0 && in_cap - in_size >= chunk) return;
+    make_room_for(chunk);
+  }
   void make_room_for(std::size_t want) {
     if (in_head > 0 && in_head * 2 >= in_size) {  // compact: keeps the buffer from creeping
       std::memmove(in.get(), in.get() + in_head, in_size - in_head);
@@ -456,11 +459,25 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
 
   Task<bool> fill_from_socket() {
     std::int64_t n = co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
+    co_return took_into_in(n);
+  }
+  // After a receive of up to `chunk` bytes into `in`; false at end of stream.
+  bool took_into_in(std::int64_t n) noexcept {
     if (n == recv_ended_by_close) n = 0;
     received(n, chunk);
     in_size += static_cast<std::size_t>(n);
     if (n == 0) eof = true;
-    co_return n != 0;
+    return n != 0;
+  }
+  // One plain receive into `in` (the lent buffers ran out).
+  Task<bool> fill_plainly() {
+    make_room();
+    return fill_from_socket();
+  }
+
+  lent_receiver& receiver() {
+    if (!rx) rx = std::make_unique<lent_receiver>(*loop, fd, &closed_locally);
+    return *rx;
   }
 
   Task<bool> fill_through_transport() {
@@ -470,7 +487,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     co_return n != 0;
   }
 
-  void check_can_read() const {
+  // Inline: an open stream that reads calls nothing.
+  [[gnu::always_inline]] void check_can_read() const {
+    if (fd >= 0 && end != stream_end::write_pipe) return;
     check_direction(stream_end::write_pipe, "read");
     if (fd < 0 && available() == 0) {
       throw std::logic_error("read: the stream is closed");
@@ -719,7 +738,6 @@ struct read_guard {
       throw std::logic_error("read: another task is already reading this stream");
     }
     s.reading = true;
-    if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
   }
   ~read_guard() { s.reading = false; }
 };
@@ -737,23 +755,80 @@ Task<std::string> Stream::read(std::size_t n) {
   co_return s.take(n);
 }
 
-Task<std::span<const char>> Stream::read_some() {
-  auto keep = s_;
+namespace {
+// Stream::read_some's and read_into's bodies, apart so that each stays one
+// co_await on its common path (see fill()): over a plain receive, over lent
+// buffers, and through fill() (TLS).
+std::span<const char> lend_buffered(detail::stream_state& s) {
+  // consume() leaves the bytes where they are: the next receive writes over
+  // them (a lent buffer goes back at the next read), and only a read makes one.
+  std::span<const char> view(s.buffered().data(), s.available());
+  s.consume(view.size());
+  return view;
+}
+
+Task<std::span<const char>> read_some_filled(std::shared_ptr<detail::stream_state> keep) {
   detail::stream_state& s = state_of(keep);
   read_guard guard(s);
   if (s.available() == 0 && !s.eof) {
     s.check_can_read();
     co_await s.fill();
   }
-  // consume() leaves the bytes where they are: the next fill() writes over
-  // them, and only a read makes one.
-  std::span<const char> view(s.buffered().data(), s.available());
-  s.consume(view.size());
+  co_return lend_buffered(s);
+}
+
+// No lent buffers here (rx is null): `in` alone.
+Task<std::span<const char>> read_some_socket(std::shared_ptr<detail::stream_state> keep) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.in_size == s.in_head && !s.eof) {
+    s.check_can_read();
+    s.make_room();
+    std::int64_t n = co_await detail::stream_recv{
+        s.receive(s.in.get() + s.in_size, detail::stream_state::chunk), &s.closed_locally};
+    s.took_into_in(n);
+  }
+  std::span<const char> view(s.in.get() + s.in_head, s.in_size - s.in_head);
+  s.in_head = s.in_size = 0;  // all of it taken; the bytes stay until the next receive
   co_return view;
 }
 
+Task<std::span<const char>> read_some_lent(std::shared_ptr<detail::stream_state> keep) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    detail::lent_receiver& rx = s.receiver();
+    while (true) {
+      detail::lent_receiver::status st = rx.check();
+      if (st == detail::lent_receiver::status::data) break;
+      if (st == detail::lent_receiver::status::eof) {
+        s.eof = true;
+        break;
+      }
+      if (st == detail::lent_receiver::status::starved) {
+        co_await s.fill_plainly();
+        break;
+      }
+      co_await rx.wait();
+    }
+  }
+  if (s.in_size > s.in_head || !s.rx) co_return lend_buffered(s);
+  // The first lent buffer's rest, in place; given back at the next read.
+  std::span<const char> view = s.rx->front();
+  if (!view.empty()) s.rx->consume(view.size());
+  co_return view;
+}
+}  // namespace
+
+Task<std::span<const char>> Stream::read_some() {
+  if (s_ && !s_->transport) return s_->lends ? read_some_lent(s_) : read_some_socket(s_);
+  return read_some_filled(s_);
+}
+
 namespace {
-// Stream::read_into's two bodies, apart so that the plain one stays one
+// Stream::read_into's bodies, apart so that the plain one stays one
 // co_await (see fill()).
 Task<std::size_t> read_into_through_transport(std::shared_ptr<detail::stream_state> keep,
                                               std::span<char> out) {
@@ -770,16 +845,44 @@ Task<std::size_t> read_into_through_transport(std::shared_ptr<detail::stream_sta
   co_return n;
 }
 
+// Copied out of the lent buffers (as much of them as `out` takes).
+Task<std::size_t> read_into_lent(std::shared_ptr<detail::stream_state> keep, std::span<char> out) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
+  if (out.empty()) co_return 0;
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    detail::lent_receiver& rx = s.receiver();
+    while (true) {
+      detail::lent_receiver::status st = rx.check();
+      if (st == detail::lent_receiver::status::data) break;
+      if (st == detail::lent_receiver::status::eof) {
+        s.eof = true;
+        break;
+      }
+      if (st == detail::lent_receiver::status::starved) {
+        co_await s.fill_plainly();
+        break;
+      }
+      co_await rx.wait();
+    }
+  }
+  std::size_t copied = 0;
+  while (copied < out.size() && s.available() > 0) {
+    std::size_t n = std::min(out.size() - copied, s.available());
+    std::memcpy(out.data() + copied, s.buffered().data(), n);
+    s.consume(n);
+    copied += n;
+  }
+  co_return copied;
+}
+
 Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
                                    std::span<char> out) {
   detail::stream_state& s = state_of(keep);
   read_guard guard(s);
   if (out.empty()) co_return 0;
-  if (s.lends && s.available() == 0 && !s.eof) {
-    // A multishot receive: copied out of the lent buffer it fills.
-    s.check_can_read();
-    co_await s.fill();
-  }
   if (s.available() > 0) {
     std::size_t n = std::min(out.size(), s.available());
     std::memcpy(out.data(), s.buffered().data(), n);
@@ -800,6 +903,7 @@ Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
 
 Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (s_ && s_->transport) return read_into_through_transport(s_, out);
+  if (s_ && s_->lends) return read_into_lent(s_, out);
   return read_into_socket(s_, out);
 }
 

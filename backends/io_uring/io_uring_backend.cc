@@ -296,6 +296,8 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
     o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
     o.recv_poll_first = false;                 // (5.19)
     o.multishot_accept = false;                // (5.19)
+  } else if (setup == "recv_ring") {
+    o.multishot_recv = true;  // the default ring: to measure it beside the default
   } else if (setup == "bufring") {
     // Multishot receives into a ring of 8 buffers of 4 KiB: the ring runs
     // dry (-ENOBUFS) and re-arms often, which the default ring seldom does.
@@ -313,7 +315,8 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
                        "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
                        "taskrun flag), unregistered (ring fd not registered), no_cancel_fd "
                        "(cancel each operation of a closed fd by its user_data), bufring "
-                       "(multishot receives into a ring of 8 small buffers)");
+                       "(multishot receives into a ring of 8 small buffers), recv_ring (multishot receives into "
+                       "the default ring)");
   }
   return std::make_unique<IoUringBackend>(o);
 }
@@ -408,7 +411,8 @@ void IoUringBackend::setup_lent_buffers(const options& opts) {
   lent_pool_.base = buffer_memory_.get();
   lent_pool_.size = opts.recv_buffer_size;
   lent_pool_.count = count;
-  lent_pool_.returned.reserve(count);
+  returned_ids_.reset(new std::uint16_t[count]);
+  lent_pool_.returned = returned_ids_.get();
   io_uring_buf_ring_init(buf_ring_);
   for (unsigned id = 0; id < count; ++id) lent_pool_.give_back(static_cast<std::uint16_t>(id));
   return_lent();
@@ -416,15 +420,16 @@ void IoUringBackend::setup_lent_buffers(const options& opts) {
 }
 
 void IoUringBackend::return_lent() noexcept {
-  std::vector<std::uint16_t>& ids = lent_pool_.returned;
-  if (ids.empty()) return;
+  const std::uint32_t n = lent_pool_.returned_count;
+  if (n == 0) return;
   const int mask = io_uring_buf_ring_mask(lent_pool_.count);
-  int offset = 0;
-  for (std::uint16_t id : ids) {
-    io_uring_buf_ring_add(buf_ring_, lent_pool_.data(id), lent_pool_.size, id, mask, offset++);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint16_t id = lent_pool_.returned[i];
+    io_uring_buf_ring_add(buf_ring_, lent_pool_.data(id), lent_pool_.size, id, mask,
+                          static_cast<int>(i));
   }
-  io_uring_buf_ring_advance(buf_ring_, offset);
-  ids.clear();
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(n));
+  lent_pool_.returned_count = 0;
 }
 
 void IoUringBackend::enable_once() noexcept {
@@ -774,10 +779,10 @@ void IoUringBackend::lent_completion(operation& op, const io_uring_cqe& cqe,
                                      detail::ready_queue* ready) noexcept {
   bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
   auto id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-  bool end_of_stream = cqe.res == 0 && (cqe.flags & IORING_CQE_F_MORE) == 0;
   bool nobody = ready == nullptr || shutting_down_;
-  if (cqe.res <= 0 || nobody) {
+  if (cqe.res <= 0 || nobody || !has_buffer) [[unlikely]] {
     if (has_buffer) lent_pool_.give_back(id);  // nothing in it, or nobody to read it
+    bool end_of_stream = cqe.res == 0 && (cqe.flags & IORING_CQE_F_MORE) == 0;
     if (!end_of_stream || nobody) return;
   }
   std::int64_t entry = cqe.res > 0 ? lent_result(id, static_cast<std::uint32_t>(cqe.res)) : 0;

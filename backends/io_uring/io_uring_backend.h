@@ -177,6 +177,7 @@ class IoUringBackend final : public Backend {
   io_uring_buf_ring* buf_ring_ = nullptr;
   std::size_t buf_ring_bytes_ = 0;
   std::unique_ptr<char[]> buffer_memory_;
+  std::unique_ptr<std::uint16_t[]> returned_ids_;  // lent_pool_.returned
   std::thread::id owner_;      // the thread that enabled the ring
   // Closes submitted so far; closed_at_[fd], the count when fd's last close
   // was submitted. An operation keeps the count of its start in

@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <utility>
 #include <string_view>
@@ -223,12 +224,17 @@ struct lent_buffers {
   char* base = nullptr;
   std::uint32_t size = 0;
   std::uint32_t count = 0;
-  // Ids given back since the last poll(); reserved to `count`, so that
-  // give_back() never allocates (each buffer is out at most once).
-  std::vector<std::uint16_t> returned;
+  // Ids given back since the last poll(), room for `count` of them: each
+  // buffer is out at most once, so give_back() is a store. Owned by the
+  // backend.
+  std::uint16_t* returned = nullptr;
+  std::uint32_t returned_count = 0;
 
   char* data(std::uint16_t id) const noexcept { return base + std::size_t{id} * size; }
-  void give_back(std::uint16_t id) noexcept { returned.push_back(id); }
+  void give_back(std::uint16_t id) noexcept {
+    if (returned_count >= count) [[unlikely]] std::abort();  // given back twice: a bug
+    returned[returned_count++] = id;
+  }
 };
 
 // A multishot recv's results (multishot_results::results): a buffer id and

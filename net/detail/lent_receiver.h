@@ -98,8 +98,14 @@ class lent_receiver final : operation {
   // connection (reset), as a plain receive does.
   status check() {
     if (has_data()) return status::data;
+    if (results_.armed || !end_seen_) [[likely]] return status::wait;
+    return settle();
+  }
+
+ private:
+  // check() once the operation has ended, and nothing is queued.
+  status settle() {
     if (eof_) return status::eof;
-    if (results_.armed || !end_seen_) return status::wait;
     std::int64_t end = std::exchange(results_.end, 0);
     if (end == -ENOBUFS) return status::starved;
     if (end == -ECANCELED && *closed_locally_) {
@@ -114,6 +120,8 @@ class lent_receiver final : operation {
     start();
     return status::wait;
   }
+
+ public:
 
   // Until results come or the operation ends (then check() again). A
   // cancel of the task throws CancelledError; the operation stays armed.
@@ -193,19 +201,28 @@ class lent_receiver final : operation {
   }
 
   void take_results() {
-    for (std::int64_t r : results_.results) {
-      if (lent_len(r) == 0) {
-        eof_ = true;  // the kernel's last completion: nothing follows
-        continue;
-      }
-      if (orphaned_) {
-        pool_->give_back(lent_id(r));
-        continue;
-      }
-      queue_.push_back(r);  // grows to the few buffers a burst takes, then reused
-      held_ += lent_len(r);
+    std::vector<std::int64_t>& got = results_.results;
+    if (got.empty()) return;
+    if (lent_len(got.back()) == 0) {
+      eof_ = true;  // the kernel's last completion: nothing follows
+      got.pop_back();
     }
-    results_.results.clear();
+    if (orphaned_) {
+      for (std::int64_t r : got) pool_->give_back(lent_id(r));
+      got.clear();
+      return;
+    }
+    for (std::int64_t r : got) held_ += lent_len(r);
+    if (head_ == queue_.size()) {
+      // The two vectors trade storage: no allocation once each has grown
+      // to the few buffers a burst takes.
+      queue_.clear();
+      head_ = 0;
+      queue_.swap(got);
+    } else {
+      queue_.insert(queue_.end(), got.begin(), got.end());
+      got.clear();
+    }
   }
 
   void settle_orphan() {
