@@ -296,8 +296,8 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
     o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
     o.recv_poll_first = false;                 // (5.19)
     o.multishot_accept = false;                // (5.19)
-  } else if (setup == "recv_ring") {
-    o.multishot_recv = true;  // the default ring: to measure it beside the default
+  } else if (setup == "plain_recv") {
+    o.multishot_recv = false;  // one SQE per receive: to measure beside the default
   } else if (setup == "bufring") {
     // Multishot receives into a ring of 8 buffers of 4 KiB: the ring runs
     // dry (-ENOBUFS) and re-arms often, which the default ring seldom does.
@@ -315,8 +315,8 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
                        "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
                        "taskrun flag), unregistered (ring fd not registered), no_cancel_fd "
                        "(cancel each operation of a closed fd by its user_data), bufring "
-                       "(multishot receives into a ring of 8 small buffers), recv_ring (multishot receives into "
-                       "the default ring)");
+                       "(multishot receives into a ring of 8 small buffers), plain_recv (no multishot "
+                       "receive: one SQE per receive)");
   }
   return std::make_unique<IoUringBackend>(o);
 }
