@@ -124,7 +124,9 @@ std::vector<std::string> backends_to_run(std::string_view value) {
         throw pl::BackendError("backend " + b.name + " cannot run here: " + b.reason);
       }
     }
-    out.push_back(resolved);
+    // A set-up ("io_uring:recv_ring") keeps its name: the servers are
+    // started with it, beside the backend's default, interleaved.
+    out.push_back(name.find(':') != std::string::npos ? name : resolved);
   }
   return out;
 }

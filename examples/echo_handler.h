@@ -19,15 +19,13 @@ namespace echo_server {
 inline polyloop::Task<> serve(polyloop::net::Stream s) {
   try {
     s.set_nodelay(true);
-    // Not cleared (make_unique_for_overwrite): a connection that stays idle
-    // keeps the buffer's pages untouched, so they cost it no memory.
-    constexpr std::size_t buf_size = 64 * 1024;
-    auto buf = std::make_unique_for_overwrite<char[]>(buf_size);
     while (true) {
-      // One receive, straight into buf.
-      std::size_t n = co_await s.read_into(std::span<char>(buf.get(), buf_size));
-      if (n == 0) break;  // the client closed
-      s.write(std::string_view(buf.get(), n));
+      // What came, lent in place (the stream's buffer, or on io_uring with
+      // multishot receives the kernel's buffer): no buffer of its own, so a
+      // connection that stays idle costs only what the stream holds.
+      std::span<const char> got = co_await s.read_some();
+      if (got.empty()) break;  // the client closed
+      s.write(std::string_view(got.data(), got.size()));
       // Waits only when the client stopped reading a while ago. With
       // nothing queued (nearly every message) drain() would return at once;
       // not calling it saves its coroutine frame per message.

@@ -23,6 +23,7 @@
 #include "core/task/sleep.h"
 #include "core/combinators/gather.h"
 #include "core/combinators/timeout.h"
+#include "net/detail/lent_receiver.h"
 #include "net/detail/multishot_accept.h"
 #include "net/detail/sockets.h"
 #include "net/detail/stream_transport.h"
@@ -215,6 +216,13 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   std::size_t in_head = 0;
   bool eof = false;
   bool reading = false;
+  // Where the backend lends buffers to a multishot receive (backend_traits::
+  // multishot_recv; a socket without TLS): bytes are read from them in
+  // place, and `in` is allocated only for bytes that must be joined across
+  // buffers (read_until, read_exactly) or received plainly. rx is made by
+  // the first read that waits.
+  bool lends = false;
+  std::unique_ptr<lent_receiver> rx;
   // The last receive returned less than it asked for: the socket is most
   // likely empty, and the next receive most likely waits (op_hint::expect_wait).
   bool drained = false;
@@ -287,8 +295,12 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     direct.owner = this;
     direct.fn = &on_direct_done;
     direct.kind = op_kind::send;
+    lends = kind == stream_end::socket && backend->traits().multishot_recv;
   }
   ~stream_state() {
+    // A multishot receive still armed: it goes on its own once the close
+    // below (or the one that came first) has ended it.
+    if (rx && rx->busy() && !loop->is_closed()) lent_receiver::orphan(std::move(rx));
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
     // if the loop still runs (so it forgets the fd), else directly.
@@ -372,11 +384,24 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     }
   }
 
-  std::size_t available() const { return in_size - in_head; }
+  // What is buffered and unread: `in`'s bytes, or, when it has none, the
+  // rest of the first lent buffer (the next one is seen once it is read).
+  std::size_t available() const {
+    if (in_size > in_head || !rx) return in_size - in_head;
+    return rx->front().size();
+  }
   std::size_t buffered_out() const { return pending.size() + sending.size() - sent; }
-  std::string_view buffered() const { return {in.get() + in_head, available()}; }
+  std::string_view buffered() const {
+    if (in_size > in_head || !rx) return {in.get() + in_head, in_size - in_head};
+    std::span<const char> f = rx->front();
+    return {f.data(), f.size()};
+  }
 
   void consume(std::size_t n) {
+    if (in_size == in_head && rx) {
+      if (n > 0) rx->consume(n);
+      return;
+    }
     in_head += n;
     if (in_head == in_size) in_head = in_size = 0;
   }
@@ -394,7 +419,8 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   // stream. A plain stream's receive is awaited in place, in the reading
   // task's frame: a coroutine of its own cost a frame per receive, about
   // 230 of the http server's 2,470 user-space instructions per request
-  // (callgrind, epoll). A TLS stream's goes through the transport's task.
+  // (callgrind, epoll). A TLS stream's goes through the transport's task, and a stream reading
+  // lent buffers (io_uring's multishot receive) through fill_from_lent's.
   class fill_awaiter {
    public:
     explicit fill_awaiter(stream_state& s) noexcept
@@ -414,12 +440,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     }
     bool await_resume() {
       if (tls_.valid()) return tls_awaiter_.await_resume();
-      std::int64_t n = recv_.await_resume();
-      if (n == recv_ended_by_close) n = 0;
-      s_.received(n, chunk);
-      s_.in_size += static_cast<std::size_t>(n);
-      if (n == 0) s_.eof = true;
-      return n != 0;
+      return s_.took_into_in(recv_.await_resume());
     }
 
    private:
@@ -430,24 +451,95 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
   };
 
   fill_awaiter fill() {
+    if (lends && !transport) return fill_awaiter(*this, fill_from_lent());
     make_room();
     if (transport) return fill_awaiter(*this, fill_through_transport());
     return fill_awaiter(*this);
   }
 
-  void make_room() {
+  // Appends what the first lent buffer holds unread to `in`, and gives it back.
+  void absorb_front() {
+    std::span<const char> f = rx->front();
+    make_room_for(f.size());
+    std::memcpy(in.get() + in_size, f.data(), f.size());
+    in_size += f.size();
+    rx->consume(f.size());
+  }
+
+  // fill() over lent buffers: the caller wants more than buffered(). What
+  // it saw (the rest of a lent buffer) moves into `in`, and what comes next
+  // joins it there; with `in` empty, the next buffer is read in place.
+  Task<bool> fill_from_lent() {
+    receiver().release_spent();  // what the last read_some() lent is no longer read
+    if (rx->has_data()) absorb_front();
+    while (true) {
+      lent_receiver::status st = rx->check();
+      if (st == lent_receiver::status::data) break;
+      if (st == lent_receiver::status::eof) {
+        eof = true;
+        co_return false;
+      }
+      if (st == lent_receiver::status::starved) {
+        // The lent buffers ran out (other connections hold them): one
+        // plain receive, into `in`; the next fill arms the multishot again.
+        co_return co_await fill_plainly();
+      }
+      co_await rx->wait();
+    }
+    if (in_size > in_head) {
+      while (rx->has_data()) absorb_front();
+    }
+    co_return true;
+  }
+
+  // Ends the multishot receive and moves what it queued into `in`
+  // (start_tls: from then on the transport receives).
+  Task<> stop_lending() {
+    lends = false;
+    if (!rx) co_return;
+    rx->stop();
+    while (rx->busy()) co_await rx->wait();
+    while (rx->has_data()) absorb_front();
+    rx.reset();
+  }
+
+  // Inline: a read of a stream whose buffer has room calls nothing.
+  [[gnu::always_inline]] void make_room() {
+    if (in_head == 0 && in_cap - in_size >= chunk) return;
+    make_room_for(chunk);
+  }
+  void make_room_for(std::size_t want) {
     if (in_head > 0 && in_head * 2 >= in_size) {  // compact: keeps the buffer from creeping
-      std::memmove(in.get(), in.get() + in_head, available());
+      std::memmove(in.get(), in.get() + in_head, in_size - in_head);
       in_size -= in_head;
       in_head = 0;
     }
-    if (in_cap - in_size < chunk) {
-      std::size_t cap = std::max(in_size + chunk, in_cap * 2);
+    if (in_cap - in_size < want) {
+      std::size_t cap = std::max(in_size + std::max(want, chunk), in_cap * 2);
       std::unique_ptr<char[]> bigger(new char[cap]);  // default-initialised: not cleared
       if (in_size > 0) std::memcpy(bigger.get(), in.get(), in_size);
       in = std::move(bigger);
       in_cap = cap;
     }
+  }
+
+  // After a receive of up to `chunk` bytes into `in`; false at end of stream.
+  bool took_into_in(std::int64_t n) noexcept {
+    if (n == recv_ended_by_close) n = 0;
+    received(n, chunk);
+    in_size += static_cast<std::size_t>(n);
+    if (n == 0) eof = true;
+    return n != 0;
+  }
+  // One plain receive into `in` (the lent buffers ran out).
+  fill_awaiter fill_plainly() {
+    make_room();
+    return fill_awaiter(*this);
+  }
+
+  lent_receiver& receiver() {
+    if (!rx) rx = std::make_unique<lent_receiver>(*loop, fd, &closed_locally);
+    return *rx;
   }
 
   Task<bool> fill_through_transport() {
@@ -457,7 +549,9 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     co_return n != 0;
   }
 
-  void check_can_read() const {
+  // Inline: an open stream that reads calls nothing.
+  [[gnu::always_inline]] void check_can_read() const {
+    if (fd >= 0 && end != stream_end::write_pipe) return;
     check_direction(stream_end::write_pipe, "read");
     if (fd < 0 && available() == 0) {
       throw std::logic_error("read: the stream is closed");
@@ -916,23 +1010,80 @@ Task<std::string> Stream::read(std::size_t n) {
   co_return s.take(n);
 }
 
-Task<std::span<const char>> Stream::read_some() {
-  auto keep = s_;
+namespace {
+// Stream::read_some's and read_into's bodies, apart so that each stays one
+// co_await on its common path (see fill()): over a plain receive, over lent
+// buffers, and through fill() (TLS).
+std::span<const char> lend_buffered(detail::stream_state& s) {
+  // consume() leaves the bytes where they are: the next receive writes over
+  // them (a lent buffer goes back at the next read), and only a read makes one.
+  std::span<const char> view(s.buffered().data(), s.available());
+  s.consume(view.size());
+  return view;
+}
+
+Task<std::span<const char>> read_some_filled(std::shared_ptr<detail::stream_state> keep) {
   detail::stream_state& s = state_of(keep);
   read_guard guard(s);
   if (s.available() == 0 && !s.eof) {
     s.check_can_read();
     co_await s.fill();
   }
-  // consume() leaves the bytes where they are: the next fill() writes over
-  // them, and only a read makes one.
-  std::span<const char> view(s.buffered().data(), s.available());
-  s.consume(view.size());
+  co_return lend_buffered(s);
+}
+
+// No lent buffers here (rx is null): `in` alone.
+Task<std::span<const char>> read_some_socket(std::shared_ptr<detail::stream_state> keep) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.in_size == s.in_head && !s.eof) {
+    s.check_can_read();
+    s.make_room();
+    std::int64_t n = co_await detail::stream_recv{
+        s.receive(s.in.get() + s.in_size, detail::stream_state::chunk), &s.closed_locally};
+    s.took_into_in(n);
+  }
+  std::span<const char> view(s.in.get() + s.in_head, s.in_size - s.in_head);
+  s.in_head = s.in_size = 0;  // all of it taken; the bytes stay until the next receive
   co_return view;
 }
 
+Task<std::span<const char>> read_some_lent(std::shared_ptr<detail::stream_state> keep) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    detail::lent_receiver& rx = s.receiver();
+    while (true) {
+      detail::lent_receiver::status st = rx.check();
+      if (st == detail::lent_receiver::status::data) break;
+      if (st == detail::lent_receiver::status::eof) {
+        s.eof = true;
+        break;
+      }
+      if (st == detail::lent_receiver::status::starved) {
+        co_await s.fill_plainly();
+        break;
+      }
+      co_await rx.wait();
+    }
+  }
+  if (s.in_size > s.in_head || !s.rx) co_return lend_buffered(s);
+  // The first lent buffer's rest, in place; given back at the next read.
+  std::span<const char> view = s.rx->front();
+  if (!view.empty()) s.rx->consume(view.size());
+  co_return view;
+}
+}  // namespace
+
+Task<std::span<const char>> Stream::read_some() {
+  if (s_ && !s_->transport) return s_->lends ? read_some_lent(s_) : read_some_socket(s_);
+  return read_some_filled(s_);
+}
+
 namespace {
-// Stream::read_into's two bodies, apart so that the plain one stays one
+// Stream::read_into's bodies, apart so that the plain one stays one
 // co_await (see fill()).
 Task<std::size_t> read_into_through_transport(std::shared_ptr<detail::stream_state> keep,
                                               std::span<char> out) {
@@ -947,6 +1098,39 @@ Task<std::size_t> read_into_through_transport(std::shared_ptr<detail::stream_sta
   if (n > 0) std::memcpy(out.data(), s.buffered().data(), n);
   s.consume(n);
   co_return n;
+}
+
+// Copied out of the lent buffers (as much of them as `out` takes).
+Task<std::size_t> read_into_lent(std::shared_ptr<detail::stream_state> keep, std::span<char> out) {
+  detail::stream_state& s = *keep;
+  read_guard guard(s);
+  if (s.rx) s.rx->release_spent();  // what the last read_some() lent is no longer read
+  if (out.empty()) co_return 0;
+  if (s.available() == 0 && !s.eof) {
+    s.check_can_read();
+    detail::lent_receiver& rx = s.receiver();
+    while (true) {
+      detail::lent_receiver::status st = rx.check();
+      if (st == detail::lent_receiver::status::data) break;
+      if (st == detail::lent_receiver::status::eof) {
+        s.eof = true;
+        break;
+      }
+      if (st == detail::lent_receiver::status::starved) {
+        co_await s.fill_plainly();
+        break;
+      }
+      co_await rx.wait();
+    }
+  }
+  std::size_t copied = 0;
+  while (copied < out.size() && s.available() > 0) {
+    std::size_t n = std::min(out.size() - copied, s.available());
+    std::memcpy(out.data() + copied, s.buffered().data(), n);
+    s.consume(n);
+    copied += n;
+  }
+  co_return copied;
 }
 
 Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
@@ -974,6 +1158,7 @@ Task<std::size_t> read_into_socket(std::shared_ptr<detail::stream_state> keep,
 
 Task<std::size_t> Stream::read_into(std::span<char> out) {
   if (s_ && s_->transport) return read_into_through_transport(s_, out);
+  if (s_ && s_->lends) return read_into_lent(s_, out);
   return read_into_socket(s_, out);
 }
 
@@ -1893,6 +2078,10 @@ Task<> Stream::start_tls(TlsOptions options) {
     }
   }
   if (s.write_error) std::rethrow_exception(s.write_error);
+  {
+    read_guard stopping(s);  // no read may start while the multishot receive ends
+    co_await s.stop_lending();
+  }
   tls->received_before(s.buffered().data(), s.available());
   s.consume(s.available());
   s.transport = std::move(tls);

@@ -81,7 +81,7 @@ BACKENDS = [
         auto_rank = 1,
         flag_default = True,  # a host without liburing builds with false
         # The paths of kernels 5.11-6.0, on whatever kernel runs the tests.
-        setups = ["coop", "no_taskrun", "unregistered", "no_cancel_fd"],
+        setups = ["coop", "no_taskrun", "unregistered", "no_cancel_fd", "bufring"],
         make_setup = "polyloop::backends::IoUringBackend::make_setup",
     ),
     # For Asio programs (polyloop/asio.h), so "auto" never picks it.

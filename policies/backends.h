@@ -7,7 +7,7 @@
 // the best backend that can run on this host. An unknown name throws
 // BackendError listing the backends compiled in. "NAME:SETUP" names another
 // set-up of a backend, for tests (io_uring:coop, io_uring:no_taskrun,
-// io_uring:unregistered, io_uring:no_cancel_fd, epoll:no_pwait2).
+// io_uring:unregistered, io_uring:no_cancel_fd, io_uring:bufring, epoll:no_pwait2).
 #pragma once
 
 #include <cstdio>

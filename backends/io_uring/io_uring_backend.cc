@@ -1,6 +1,7 @@
 #include "backends/io_uring/io_uring_backend.h"
 
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 
 #include "backends/support/discard.h"
@@ -199,6 +201,52 @@ bool probe_multishot_accept() {
   return supported;
 }
 
+// Registers a provided buffer ring of `entries` (a power of two) at `mem`
+// (page-aligned, zeroed) as group 0. Returns 0 or -errno.
+int register_buf_ring(io_uring& ring, void* mem, unsigned entries) {
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
+  reg.ring_entries = entries;
+  reg.bgid = 0;
+  return io_uring_register_buf_ring(&ring, &reg, 0);
+}
+
+// A multishot recv of a byte already queued on a socket pair, into a
+// provided buffer ring of one buffer: 6.0+ receives it into buffer 0 and
+// stays armed (F_MORE); an older kernel rejects the registration or the
+// flag (-EINVAL).
+bool probe_multishot_recv() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) return false;
+  io_uring ring{};
+  bool supported = false;
+  char byte = 'x';
+  char buffer[16];
+  void* mem = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem != MAP_FAILED && ::write(sv[1], &byte, 1) == 1 && io_uring_queue_init(2, &ring, 0) == 0) {
+    auto* br = static_cast<io_uring_buf_ring*>(mem);
+    if (register_buf_ring(ring, br, 1) == 0) {
+      io_uring_buf_ring_init(br);
+      io_uring_buf_ring_add(br, buffer, sizeof buffer, 0, io_uring_buf_ring_mask(1), 0);
+      io_uring_buf_ring_advance(br, 1);
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      io_uring_prep_recv_multishot(sqe, sv[0], nullptr, 0, 0);
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = 0;
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+        supported = cqe->res == 1 && (cqe->flags & IORING_CQE_F_BUFFER) != 0 &&
+                    (cqe->flags & IORING_CQE_F_MORE) != 0;
+      }
+    }
+    io_uring_queue_exit(&ring);  // ends the recv before the buffer goes
+  }
+  if (mem != MAP_FAILED) ::munmap(mem, 4096);
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return supported;
+}
+
 std::string probe_now() {
   io_uring ring{};
   IoUringBackend::options opts;
@@ -235,6 +283,11 @@ bool IoUringBackend::kernel_has_multishot_accept() {
   return supported;
 }
 
+bool IoUringBackend::kernel_has_multishot_recv() {
+  static const bool supported = probe_multishot_recv();
+  return supported;
+}
+
 std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
   options o;
   if (setup == "coop") {
@@ -243,6 +296,14 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
     o.defer_taskrun = o.coop_taskrun = false;  // kernels 5.11-5.18
     o.recv_poll_first = false;                 // (5.19)
     o.multishot_accept = false;                // (5.19)
+  } else if (setup == "plain_recv") {
+    o.multishot_recv = false;  // one SQE per receive: to measure beside the default
+  } else if (setup == "bufring") {
+    // Multishot receives into a ring of 8 buffers of 4 KiB: the ring runs
+    // dry (-ENOBUFS) and re-arms often, which the default ring seldom does.
+    o.multishot_recv = true;
+    o.recv_buffers = 8;
+    o.recv_buffer_size = 4096;
   } else if (setup == "unregistered") {
     o.register_ring_fd = false;  // before 5.18
   } else if (setup == "no_cancel_fd") {
@@ -253,7 +314,9 @@ std::unique_ptr<Backend> IoUringBackend::make_setup(std::string_view setup) {
     throw BackendError("unknown set-up '" + std::string(setup) +
                        "' of io_uring: it has coop (COOP_TASKRUN), no_taskrun (neither "
                        "taskrun flag), unregistered (ring fd not registered), no_cancel_fd "
-                       "(cancel each operation of a closed fd by its user_data)");
+                       "(cancel each operation of a closed fd by its user_data), bufring "
+                       "(multishot receives into a ring of 8 small buffers), plain_recv (no multishot "
+                       "receive: one SQE per receive)");
   }
   return std::make_unique<IoUringBackend>(o);
 }
@@ -283,7 +346,9 @@ IoUringBackend::IoUringBackend(const options& opts)
                .bound_to_first_thread = opts.defer_taskrun || opts.register_ring_fd,
                .native_file_ops = true,
                .multishot_accept = opts.multishot_accept && opts.cancel_by_fd &&
-                                   kernel_cancels_by_fd() && kernel_has_multishot_accept()}),
+                                   kernel_cancels_by_fd() && kernel_has_multishot_accept(),
+               .multishot_recv = opts.multishot_recv && opts.cancel_by_fd &&
+                                 kernel_cancels_by_fd() && kernel_has_multishot_recv()}),
       register_ring_fd_(opts.register_ring_fd),
       nosignal_writes_(detail::kernel_has_rwf_nosignal()),
       cancel_by_fd_(opts.cancel_by_fd && kernel_cancels_by_fd()),
@@ -299,14 +364,72 @@ IoUringBackend::IoUringBackend(const options& opts)
     io_uring_queue_exit(&ring_);
     throw BackendError(with_advice(missing));
   }
+  if (traits().multishot_recv) {
+    try {
+      setup_lent_buffers(opts);
+    } catch (...) {
+      io_uring_queue_exit(&ring_);
+      throw;
+    }
+  }
   arm_wake();
 }
 
 IoUringBackend::~IoUringBackend() {
   // Tearing the ring down cancels what is still in flight; the kernel no
   // longer touches any operation's memory once io_uring_queue_exit returns
-  // for sockets and pipes, whose requests hold no user pages.
+  // for sockets and pipes, whose requests hold no user pages. The provided
+  // buffers go after it, for the same reason.
   io_uring_queue_exit(&ring_);
+  if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_bytes_);
+}
+
+// The provided buffer ring: its entries in page-aligned memory of their own
+// (the kernel maps it), the buffers in one allocation, all of them in the
+// ring at first.
+void IoUringBackend::setup_lent_buffers(const options& opts) {
+  unsigned count = opts.recv_buffers;
+  if (count == 0 || count > 32768 || (count & (count - 1)) != 0 || opts.recv_buffer_size == 0) {
+    throw std::invalid_argument(
+        "IoUringBackend: recv_buffers must be a power of two from 1 to 32768, and "
+        "recv_buffer_size more than 0 (got " +
+        std::to_string(count) + " and " + std::to_string(opts.recv_buffer_size) + ")");
+  }
+  std::size_t ring_bytes = count * sizeof(io_uring_buf);
+  void* mem = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+  if (mem == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap(buffer ring)");
+  int r = register_buf_ring(ring_, mem, count);
+  if (r < 0) {
+    ::munmap(mem, ring_bytes);
+    throw std::system_error(-r, std::generic_category(), "io_uring_register_buf_ring");
+  }
+  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
+  buf_ring_bytes_ = ring_bytes;
+  // Not cleared: pages of buffers never used cost no memory.
+  buffer_memory_.reset(new char[std::size_t{count} * opts.recv_buffer_size]);
+  lent_pool_.base = buffer_memory_.get();
+  lent_pool_.size = opts.recv_buffer_size;
+  lent_pool_.count = count;
+  returned_ids_.reset(new std::uint16_t[count]);
+  lent_pool_.returned = returned_ids_.get();
+  io_uring_buf_ring_init(buf_ring_);
+  for (unsigned id = 0; id < count; ++id) lent_pool_.give_back(static_cast<std::uint16_t>(id));
+  return_lent();
+  lent_ = &lent_pool_;
+}
+
+void IoUringBackend::return_lent() noexcept {
+  const std::uint32_t n = lent_pool_.returned_count;
+  if (n == 0) return;
+  const int mask = io_uring_buf_ring_mask(lent_pool_.count);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint16_t id = lent_pool_.returned[i];
+    io_uring_buf_ring_add(buf_ring_, lent_pool_.data(id), lent_pool_.size, id, mask,
+                          static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(n));
+  lent_pool_.returned_count = 0;
 }
 
 void IoUringBackend::enable_once() noexcept {
@@ -381,6 +504,14 @@ bool IoUringBackend::submit_op(operation& op) noexcept {
         if (nosignal_writes_) sqe->rw_flags = detail::rwf_nosignal;
         break;
       case op_kind::recv:
+        if (op.multishot) {
+          // Into whichever provided buffer is next: no buffer is held while
+          // the socket is quiet.
+          io_uring_prep_recv_multishot(sqe, op.fd, nullptr, 0, op.flags);
+          sqe->flags |= IOSQE_BUFFER_SELECT;
+          sqe->buf_group = 0;
+          break;
+        }
         io_uring_prep_recv(sqe, op.fd, buf, op.len, op.flags);
         // The fd was just drained: arm the kernel's poll at once rather
         // than let it try, fail with -EAGAIN and arm it then.
@@ -459,8 +590,11 @@ void IoUringBackend::start(operation& op) noexcept {
   // backlog or the ring, and a second SQE for it would complete it twice.
   POLYLOOP_INVARIANT(op.backend_state == 0, "an operation started while still in flight");
   if (op.multishot) {
-    POLYLOOP_INVARIANT(op.kind == op_kind::accept && traits().multishot_accept && op.buf != nullptr,
-                       "a multishot operation this backend cannot run (see multishot_accept)");
+    POLYLOOP_INVARIANT(op.buf != nullptr &&
+                           ((op.kind == op_kind::accept && traits().multishot_accept) ||
+                            (op.kind == op_kind::recv && traits().multishot_recv)),
+                       "a multishot operation this backend cannot run (see multishot_accept, "
+                       "multishot_recv)");
     auto& r = *static_cast<multishot_results*>(op.buf);
     r.armed = true;
     r.end = 0;
@@ -622,7 +756,10 @@ void IoUringBackend::end_multishot(operation& op, std::int64_t result,
                                    detail::ready_queue* ready) noexcept {
   auto& r = *static_cast<multishot_results*>(op.buf);
   bool pending = !r.results.empty();  // then the operation is queued already
-  if (result >= 0) {
+  if (op.kind == op_kind::recv) {
+    // Its last bytes (or end of stream) went to the results already.
+    r.end = result > 0 ? 0 : result;
+  } else if (result >= 0) {
     // The kernel's last completion carried a connection too: keep it, and
     // say "ended by the kernel" so that the starter starts it again.
     if (ready != nullptr) {
@@ -636,6 +773,32 @@ void IoUringBackend::end_multishot(operation& op, std::int64_t result,
   }
   r.armed = false;
   if (ready != nullptr && !pending) ready->push(&op);
+}
+
+void IoUringBackend::lent_completion(operation& op, const io_uring_cqe& cqe,
+                                     detail::ready_queue* ready) noexcept {
+  bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
+  auto id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+  bool nobody = ready == nullptr || shutting_down_;
+  if (cqe.res <= 0 || nobody || !has_buffer) [[unlikely]] {
+    if (has_buffer) lent_pool_.give_back(id);  // nothing in it, or nobody to read it
+    bool end_of_stream = cqe.res == 0 && (cqe.flags & IORING_CQE_F_MORE) == 0;
+    if (!end_of_stream || nobody) return;
+  }
+  std::int64_t entry = cqe.res > 0 ? lent_result(id, static_cast<std::uint32_t>(cqe.res)) : 0;
+  auto& r = *static_cast<multishot_results*>(op.buf);
+  bool first = r.results.empty();
+  try {
+    r.results.push_back(entry);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: the bytes cannot be kept. Said, not dropped: the
+    // operation is cancelled and ends with -ENOMEM for its reader.
+    if (has_buffer) lent_pool_.give_back(id);
+    r.end = -ENOMEM;
+    if ((cqe.flags & IORING_CQE_F_MORE) != 0) cancel(op);
+    return;
+  }
+  if (first) ready->push(&op);
 }
 
 void IoUringBackend::retry_or_backlog(operation& op) noexcept {
@@ -667,6 +830,24 @@ void IoUringBackend::handle_cqe(const io_uring_cqe& cqe, detail::ready_queue* re
   auto* op = reinterpret_cast<operation*>(tag);
   POLYLOOP_INVARIANT((op->backend_state & in_flight_bit) != 0,
                      "a completion for an operation not in flight (completed twice?)");
+  if (op->multishot && op->kind == op_kind::recv) {
+    lent_completion(*op, cqe, ready);
+    if ((cqe.flags & IORING_CQE_F_MORE) != 0) return;
+    --in_flight_;
+    op->backend_state &= ~in_flight_bit;
+    if ((op->backend_state & cancel_unsent_bit) != 0) {
+      unsent_cancels_.remove(op);
+      op->backend_state &= ~cancel_unsent_bit;
+    }
+    // Bytes (or end of stream) in its last completion: ended by the kernel,
+    // or by end of stream (in the results); else why. An out-of-memory end
+    // said already stays.
+    auto& r = *static_cast<multishot_results*>(op->buf);
+    std::int64_t why = cqe.res >= 0 || cqe.res == -EAGAIN ? 0 : cqe.res;
+    if (r.end == -ENOMEM) why = -ENOMEM;
+    finish(*op, shutting_down_ ? -ECANCELED : why, shutting_down_ ? nullptr : ready);
+    return;
+  }
   if ((cqe.flags & IORING_CQE_F_MORE) != 0) {
     // One completion of a multishot operation, which stays in flight.
     one_of_many(*op, cqe.res, ready);
@@ -817,6 +998,7 @@ std::error_code IoUringBackend::poll(std::chrono::nanoseconds timeout,
   enable_once();
   // The wake-up first: a wait with none armed could miss wakeup().
   if (!wake_armed_) arm_wake();
+  return_lent();
   flush_backlog();
   while (operation* op = unsent_cancels_.head) {
     if (!submit_cancel(*op)) break;

@@ -51,6 +51,20 @@ class IoUringBackend final : public Backend {
     // (5.19) and cancels by fd (cancel_by_fd, which ends it on close); false,
     // or an older kernel: one SQE per accept.
     bool multishot_accept = true;
+    // A recv may be multishot into a ring of buffers the backend provides
+    // (backend_traits::multishot_recv, Backend::lent()) where the kernel
+    // has IORING_REGISTER_PBUF_RING and IORING_RECV_MULTISHOT (6.0) and
+    // cancels by fd; false, or an older kernel: one SQE per receive, into
+    // the stream's own buffer. docs/benchmarks.md "bufring": an idle
+    // connection costs a quarter of the memory, and server CPU is the same
+    // or 2-3 % lower.
+    bool multishot_recv = true;
+    // The ring: recv_buffers buffers (a power of two, at most 32768) of
+    // recv_buffer_size bytes, for the whole loop. 128 x 16 KiB (2 MiB): a
+    // 16 KiB message fits one buffer, and 50 busy connections holding two
+    // each leave room; idle connections hold none.
+    unsigned recv_buffers = 128;
+    unsigned recv_buffer_size = 16 * 1024;
   };
   // Throws BackendError saying why io_uring cannot be used, or
   // std::system_error naming the syscall for other failures.
@@ -77,6 +91,10 @@ class IoUringBackend final : public Backend {
   // Whether this kernel takes IORING_ACCEPT_MULTISHOT (5.19+): an accept of
   // a waiting connection tried once per process.
   static bool kernel_has_multishot_accept();
+  // Whether this kernel takes a multishot recv into a registered provided
+  // buffer ring (6.0+): a receive of a byte already queued, tried once per
+  // process.
+  static bool kernel_has_multishot_recv();
   // The set-ups tests run the behaviour suite on besides the default
   // ("io_uring:coop", ...: the paths of kernels 5.11-6.0 on a newer one);
   // throws BackendError naming them for another name.
@@ -121,6 +139,12 @@ class IoUringBackend final : public Backend {
   void one_of_many(operation& op, std::int32_t res, detail::ready_queue* ready) noexcept;
   // A multishot operation's last completion (result: a last fd, or why).
   void end_multishot(operation& op, std::int64_t result, detail::ready_queue* ready) noexcept;
+  // A multishot recv's completion: its bytes (or end of stream) to the
+  // results, or the buffer straight back when nobody will take it.
+  void lent_completion(operation& op, const io_uring_cqe& cqe, detail::ready_queue* ready) noexcept;
+  void setup_lent_buffers(const options& opts);
+  // Puts the buffers given back since the last poll() into the ring.
+  void return_lent() noexcept;
   void retry_or_backlog(operation& op) noexcept;
   bool closed_since_start(const operation& op) noexcept;
   void cancel_ops_on_fd(int fd) noexcept;
@@ -149,6 +173,12 @@ class IoUringBackend final : public Backend {
   bool cancel_by_fd_ = true;   // the kernel has CANCEL_FD|ALL and ANY, and the options allow it
   bool recv_poll_first_ = false;  // the kernel has RECVSEND_POLL_FIRST, and the options allow it
   bool shutting_down_ = false;
+  // Multishot recv only: the provided buffer ring (group 0) and its buffers.
+  lent_buffers lent_pool_;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  std::size_t buf_ring_bytes_ = 0;
+  std::unique_ptr<char[]> buffer_memory_;
+  std::unique_ptr<std::uint16_t[]> returned_ids_;  // lent_pool_.returned
   std::thread::id owner_;      // the thread that enabled the ring
   // Closes submitted so far; closed_at_[fd], the count when fd's last close
   // was submitted. An operation keeps the count of its start in

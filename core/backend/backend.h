@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <utility>
 #include <string_view>
@@ -130,8 +131,11 @@ struct multishot_results {
 // the completed operation is taken off the loop's ready queue), then starts
 // it; the backend sets `result` (>= 0, or -errno) and pushes the operation.
 //
-// Multishot (`multishot` true; only an accept, only on a backend whose
-// backend_traits::multishot_accept is true): one start, many completions.
+// Multishot (`multishot` true; an accept on a backend whose backend_traits::
+// multishot_accept is true, or a recv where multishot_recv is: its results
+// are lent buffers, see lent_result, and `len` is unused; its end is also
+// -ENOBUFS when the lent buffers ran out, the bytes left in the socket):
+// one start, many completions.
 // `buf` points to a multishot_results the starter keeps alive, with the
 // operation, until results->armed is false after its fn ran (or until the
 // loop's close(): shutdown() forgets it, and closes fds it accepts then).
@@ -202,7 +206,52 @@ struct backend_traits {
   // completes once per connection until it is cancelled or the kernel ends
   // it (io_uring: IORING_ACCEPT_MULTISHOT, 5.19). False: one-shot only.
   bool multishot_accept = false;
+  // A recv may be started multishot (operation::multishot) into buffers the
+  // backend lends (Backend::lent(), lent_buffers): one start, then one
+  // completion per burst received, until the stream ends, an error, a
+  // cancel, or the lent buffers run out (-ENOBUFS). io_uring: a provided
+  // buffer ring (IORING_REGISTER_PBUF_RING) and IORING_RECV_MULTISHOT, 6.0.
+  // False: one-shot receives into the starter's buffer only.
+  bool multishot_recv = false;
 };
+
+// The buffers a backend lends to multishot receives (backend_traits::
+// multishot_recv): `count` buffers of `size` bytes each from `base`, one
+// pool per backend (per loop). Each result of a multishot recv names one
+// (lent_result below); its bytes are the starter's to read until it gives
+// the buffer back, which it must do once (also when it is destroyed with
+// some held), on the loop's thread. Given back, a buffer is returned to
+// the kernel by the backend's next poll(). A connection that holds none
+// costs no buffer memory: that is the point.
+struct lent_buffers {
+  char* base = nullptr;
+  std::uint32_t size = 0;
+  std::uint32_t count = 0;
+  // Ids given back since the last poll(), room for `count` of them: each
+  // buffer is out at most once, so give_back() is a store. Owned by the
+  // backend.
+  std::uint16_t* returned = nullptr;
+  std::uint32_t returned_count = 0;
+
+  char* data(std::uint16_t id) const noexcept { return base + std::size_t{id} * size; }
+  void give_back(std::uint16_t id) noexcept {
+    if (returned_count >= count) [[unlikely]] std::abort();  // given back twice: a bug
+    returned[returned_count++] = id;
+  }
+};
+
+// A multishot recv's results (multishot_results::results): a buffer id and
+// the bytes received into it (len > 0), or end of stream (len 0, no
+// buffer: the operation ends with it, end 0).
+constexpr std::int64_t lent_result(std::uint16_t id, std::uint32_t len) noexcept {
+  return (static_cast<std::int64_t>(id) << 32) | len;
+}
+constexpr std::uint16_t lent_id(std::int64_t r) noexcept {
+  return static_cast<std::uint16_t>(r >> 32);
+}
+constexpr std::uint32_t lent_len(std::int64_t r) noexcept {
+  return static_cast<std::uint32_t>(r);
+}
 
 // What a backend counts of its own work, for EventLoop::stats() (LoopStats::
 // backend). Plain increments on the loop's thread, read by the loop without
@@ -296,6 +345,10 @@ class Backend {
   // (the sim backend's virtual time); null: the steady clock. Lives as long
   // as the backend.
   Clock* own_clock() const noexcept { return own_clock_; }
+  // The buffers multishot receives are lent (backend_traits::
+  // multishot_recv); null where the backend lends none. Lives as long as
+  // the backend.
+  lent_buffers* lent() const noexcept { return lent_; }
 
  protected:
   explicit Backend(const backend_traits& traits) noexcept : traits_(traits) {}
@@ -310,6 +363,8 @@ class Backend {
 
   // Each backend increments these where it does the work they count.
   backend_counters counts_;
+  // Set by a backend with multishot_recv, to buffers it owns.
+  lent_buffers* lent_ = nullptr;
 
  private:
   backend_traits traits_;
