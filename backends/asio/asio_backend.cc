@@ -112,8 +112,8 @@ void AsioBackend::recycle(wait_op* w) noexcept {
   free_waits_ = w;
 }
 
-// start() always makes one attempt first (a hinted receive: unless Asio's
-// reactor knows the fd drained); the waits that follow end in whatever order
+// start() makes one attempt first (a hinted receive: poll() makes it, at the
+// end of the iteration); the waits that follow end in whatever order
 // the reactor's queues and a cancel() (which aborts every wait on the fd)
 // give, so no order per fd is promised.
 AsioBackend::AsioBackend()
