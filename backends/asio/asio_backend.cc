@@ -103,7 +103,13 @@ AsioBackend::wait_op* AsioBackend::new_wait_op() noexcept {
     free_waits_ = w->next_free;
     return w;
   }
-  return new (std::nothrow) wait_op(*this);
+  // Plain new (a program may replace it without the nothrow form): start()
+  // is noexcept, so out of memory is caught and fails the operation.
+  try {
+    return new wait_op(*this);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
 }
 
 void AsioBackend::recycle(wait_op* w) noexcept {
@@ -162,8 +168,12 @@ AsioBackend::fd_entry* AsioBackend::entry_for(int fd) noexcept {
     reactive::set_nonblocking(fd, counts_);
     // start() is noexcept: out of memory fails the operation (-ENOMEM)
     // instead of terminating.
-    auto entry = std::unique_ptr<fd_entry>(new (std::nothrow) fd_entry);
-    if (!entry) return nullptr;
+    std::unique_ptr<fd_entry> entry;
+    try {
+      entry = std::make_unique<fd_entry>();
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
     struct stat st {};
     ++counts_.syscalls;  // the fstat (the reactor's epoll_ctl is not seen)
     if (::fstat(fd, &st) == 0) {
