@@ -51,20 +51,57 @@ double run_once(std::unique_ptr<pl::Backend> backend, int pairs, int rounds) {
   return std::chrono::duration<double, std::nano>(t1 - t0).count() / (double(pairs) * rounds);
 }
 
-int arg(int argc, char** argv, const char* name, int def) {
-  std::string prefix = std::string("--") + name + "=";
+constexpr const char* usage =
+    "usage: backend_pingpong [--pairs=N] [--rounds=N] [--repeat=N]\n"
+    "  --pairs=N   socket pairs ping-ponging at once (default 50)\n"
+    "  --rounds=N  round trips per pair and run (default 20000)\n"
+    "  --repeat=N  runs per configuration; the median is printed (default 5)\n";
+
+// The options; a bad one ends the program with what was wrong (exit 2).
+struct options {
+  int pairs = 50;
+  int rounds = 20000;
+  int repeat = 5;
+};
+
+options parse(int argc, char** argv) {
+  options o;
   for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) return std::atoi(argv[i] + prefix.size());
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    int* target = nullptr;
+    std::size_t eq = a.find('=');
+    std::string name = a.substr(0, eq);
+    if (name == "--pairs") target = &o.pairs;
+    if (name == "--rounds") target = &o.rounds;
+    if (name == "--repeat") target = &o.repeat;
+    if (target == nullptr || eq == std::string::npos) {
+      std::fprintf(stderr, "backend_pingpong: unknown argument '%s'\n%s", argv[i], usage);
+      std::exit(2);
+    }
+    std::string value = a.substr(eq + 1);
+    char* end = nullptr;
+    long v = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || v < 1 || v > 100000000) {
+      std::fprintf(stderr, "backend_pingpong: %s wants a whole number from 1 to 100000000, not '%s'\n",
+                   name.c_str(), value.c_str());
+      std::exit(2);
+    }
+    *target = static_cast<int>(v);
   }
-  return def;
+  return o;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int pairs = arg(argc, argv, "pairs", 50);
-  int rounds = arg(argc, argv, "rounds", 20000);
-  int repeat = arg(argc, argv, "repeat", 5);
+  const options opt = parse(argc, argv);
+  const int pairs = opt.pairs;
+  const int rounds = opt.rounds;
+  const int repeat = opt.repeat;
   std::vector<pl::bench::backend_setup> configs;
   for (const pl::BackendInfo& b : pl::available_backends()) {
     if (!b.available) {

@@ -21,6 +21,7 @@
 #include "core/loop/event_loop.h"
 #include "core/loop/loop_access.h"
 #include "core/sync/event.h"
+#include "net/detail/orphan_close.h"
 #include "net/detail/sockets.h"
 
 namespace polyloop::net {
@@ -46,25 +47,8 @@ struct datagram_state {
   datagram_state(const datagram_state&) = delete;
   datagram_state& operator=(const datagram_state&) = delete;
 
-  ~datagram_state() {
-    if (fd < 0) return;
-    // The last handle went without close(): close now, through the backend
-    // if the loop still runs (so it forgets the fd), else directly.
-    if (!loop->is_closed()) {
-      struct closing_op : operation {
-        static void done(polyloop::detail::ready_node* n, polyloop::detail::ready_node::action) {
-          delete static_cast<closing_op*>(n);
-        }
-      };
-      auto* op = new closing_op;
-      op->fn = &closing_op::done;
-      op->kind = op_kind::close;
-      op->fd = fd;
-      polyloop::detail::loop_access::backend(*loop).start(*op);
-    } else {
-      ::close(fd);
-    }
-  }
+  // The last handle went without close(): close now (net/detail/orphan_close.h).
+  ~datagram_state() { close_orphaned_fd(*loop, fd); }
 
   static Task<> closer(std::shared_ptr<datagram_state> s) {
     int f = std::exchange(s->fd, -1);

@@ -170,8 +170,11 @@ struct stream_recv {
   }
 };
 
-struct stream_state final : std::enable_shared_from_this<stream_state>, raw_socket {
+struct stream_state final : std::enable_shared_from_this<stream_state>,
+                            raw_socket,
+                            polyloop::detail::state_link {
   EventLoop* loop = nullptr;
+  Backend* backend = nullptr;  // the loop's; it outlives every stream on it
   int fd = -1;
   // A socket (recv/send), or one end of a pipe or another fd that is not a
   // socket (connect_read_pipe, connect_write_pipe: read/write operations).
@@ -215,9 +218,13 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // The last receive returned less than it asked for: the socket is most
   // likely empty, and the next receive most likely waits (op_hint::expect_wait).
   bool drained = false;
+  // A short receive empties this fd (a socket or a pipe; not a terminal,
+  // whose reads end at a line): only then is the hint given.
+  bool short_read_drains = true;
 
-  // Writing: the writer task sends `sending` (which nothing else touches
-  // while a send is in flight) and then takes `pending`, which write() fills.
+  // Writing: the writer task, or the direct send below, sends `sending`
+  // (which nothing else touches while a send is in flight) and then takes
+  // `pending`, which write() fills.
   std::string pending;
   std::string sending;
   std::size_t sent = 0;
@@ -240,19 +247,47 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // write() sends at once when nothing is queued on a backend whose start()
   // tries the syscall itself (backend_traits::tries_in_start: epoll, asio),
   // where the writer task's send would be the same syscall a loop turn
-  // later. Otherwise (io_uring) the writer's send is submitted with the
-  // loop's other operations, one io_uring_enter for them all, and a syscall
-  // per write measured no cheaper there.
+  // later. Otherwise (io_uring) the send is submitted with the loop's other
+  // operations, one io_uring_enter for them all (direct_sends below), and a
+  // syscall per write measured no cheaper there.
   bool send_at_once = true;
+  // Where write() does not send at once, on a plain socket (io_uring, sim):
+  // write() with nothing queued starts `direct`, a send owned by this state,
+  // instead of a writer task (which was about 45 % of the io_uring echo's
+  // user-space instructions). The bytes wait in `sending`; what is written
+  // while it is in flight goes to `pending` and the next send takes it all
+  // (one iteration's writes to one socket: one send). See start_direct().
+  bool direct_sends = false;
+  // `direct` is started or waits on the ready queue. writer_running is true
+  // as well then: to the rest of the stream a send is under way either way.
+  bool direct_in_flight = false;
+  // cancel_all_tasks() cancelled `direct`: its completion hands the rest to
+  // the writer's flush at shutdown.
+  bool direct_shutdown = false;
+  struct send_op final : operation {
+    stream_state* owner = nullptr;
+  };
+  send_op direct;
+  // Held while `direct` is in flight: the kernel reads `sending`, so the
+  // state must outlive the send even if every Stream handle goes. Dropped
+  // by the completion, or when the loop's close() forgets the operation
+  // (then by the walk's release(), if a walk of the loop's states holds it).
+  std::shared_ptr<stream_state> direct_self;
+  std::uint32_t walk_pins = 0;  // state_link's add_ref: walks under way
 
   stream_state(EventLoop& l, int socket_fd, stream_end kind = stream_end::socket)
       : loop(&l),
+        backend(&polyloop::detail::loop_access::backend(l)),
         fd(socket_fd),
         end(kind),
         // A pipe's writes go through the writer's write operation, which the
         // backend makes without SIGPIPE (backends/support/sigpipe.h).
-        send_at_once(kind == stream_end::socket &&
-                     polyloop::detail::loop_access::backend(l).traits().tries_in_start) {}
+        send_at_once(kind == stream_end::socket && backend->traits().tries_in_start),
+        direct_sends(kind == stream_end::socket && !send_at_once) {
+    direct.owner = this;
+    direct.fn = &on_direct_done;
+    direct.kind = op_kind::send;
+  }
   ~stream_state() {
     if (fd < 0) return;
     // The last handle went without close(): close now, through the backend
@@ -312,7 +347,7 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   }
   // Notes whether receiving `n` bytes of the `asked` drained the fd.
   void received(std::int64_t n, std::size_t asked) noexcept {
-    drained = n >= 0 && static_cast<std::size_t>(n) < asked;
+    drained = short_read_drains && n >= 0 && static_cast<std::size_t>(n) < asked;
   }
   polyloop::detail::io_awaiter transmit(const char* buf, std::size_t n) const noexcept {
     return end == stream_end::socket ? async_send(fd, buf, n) : async_write(fd, buf, n);
@@ -355,12 +390,49 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
   // One receive into the buffer; false at end of stream.
   static constexpr std::size_t chunk = 64 * 1024;
 
-  // One receive into the buffer; false at end of stream. Not a coroutine
-  // itself: the TLS branch as a second co_await in one coroutine cost the
-  // plain receive about 30 instructions (callgrind, echo_server).
-  Task<bool> fill() {
+  // What fill() returns: one receive into the buffer, true unless at end of
+  // stream. A plain stream's receive is awaited in place, in the reading
+  // task's frame: a coroutine of its own cost a frame per receive, about
+  // 230 of the http server's 2,470 user-space instructions per request
+  // (callgrind, epoll). A TLS stream's goes through the transport's task.
+  class fill_awaiter {
+   public:
+    explicit fill_awaiter(stream_state& s) noexcept
+        : s_(s), recv_{s.receive(s.in.get() + s.in_size, chunk), &s.closed_locally} {}
+    fill_awaiter(stream_state& s, Task<bool> through_transport) noexcept
+        : s_(s),
+          recv_{async_recv(-1, nullptr, 0), nullptr},  // never started
+          tls_(std::move(through_transport)),
+          tls_awaiter_(std::move(tls_).operator co_await()) {}
+
+    bool await_ready() const noexcept { return tls_.valid() && tls_awaiter_.await_ready(); }
+    template <class Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) {
+      if (tls_.valid()) return tls_awaiter_.await_suspend(h);
+      recv_.await_suspend(h);
+      return std::noop_coroutine();
+    }
+    bool await_resume() {
+      if (tls_.valid()) return tls_awaiter_.await_resume();
+      std::int64_t n = recv_.await_resume();
+      if (n == recv_ended_by_close) n = 0;
+      s_.received(n, chunk);
+      s_.in_size += static_cast<std::size_t>(n);
+      if (n == 0) s_.eof = true;
+      return n != 0;
+    }
+
+   private:
+    stream_state& s_;
+    stream_recv recv_;
+    Task<bool> tls_;  // owns the frame tls_awaiter_ runs
+    polyloop::detail::inline_task_awaiter<bool> tls_awaiter_{};
+  };
+
+  fill_awaiter fill() {
     make_room();
-    return transport ? fill_through_transport() : fill_from_socket();
+    if (transport) return fill_awaiter(*this, fill_through_transport());
+    return fill_awaiter(*this);
   }
 
   void make_room() {
@@ -376,15 +448,6 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
       in = std::move(bigger);
       in_cap = cap;
     }
-  }
-
-  Task<bool> fill_from_socket() {
-    std::int64_t n = co_await stream_recv{receive(in.get() + in_size, chunk), &closed_locally};
-    if (n == recv_ended_by_close) n = 0;
-    received(n, chunk);
-    in_size += static_cast<std::size_t>(n);
-    if (n == 0) eof = true;
-    co_return n != 0;
   }
 
   Task<bool> fill_through_transport() {
@@ -560,6 +623,197 @@ struct stream_state final : std::enable_shared_from_this<stream_state>, raw_sock
     writer_task = polyloop::detail::future_access::state(task);
   }
 
+  // --- The direct send (direct_sends) ---
+  //
+  // Why a state_link, of the loop's two hooks: the stream is linked into the
+  // loop's list of live states only while `direct` is in flight (a few
+  // pointer stores, no allocation), and that list hears both events a send
+  // owned by no task must: the loop's close() (shutdown() never hands the
+  // operation back: report the bytes lost, drop direct_self) and
+  // cancel_all_tasks() (keep the loop running while the send ends, then
+  // flush for up to shutdown_flush_timeout). A loop_extension hears only
+  // the close, and would cost an allocation per loop.
+
+  // write() with nothing queued (!writer_running): `data` becomes the send.
+  void send_direct(std::string_view data) {
+    polyloop::detail::loop_access::check_open(*loop);  // as create_task() would
+    sending.assign(data);
+    sent = 0;
+    start_direct();
+  }
+  // The bytes are in `sending`, from `sent` on.
+  void start_direct() noexcept {
+    direct_self = shared_from_this();
+    writer_running = true;
+    direct_in_flight = true;
+    polyloop::detail::loop_access::link_state(*loop, this);
+    submit_direct();
+  }
+
+  void submit_direct() noexcept {
+    direct.fd = fd;
+    direct.buf = sending.data() + sent;
+    direct.len = sending.size() - sent;
+    direct.result = 0;
+    ++polyloop::detail::loop_access::counts(*loop).ops_started[static_cast<std::size_t>(op_kind::send)];
+    backend->start(direct);
+  }
+
+  static void on_direct_done(polyloop::detail::ready_node* n,
+                             polyloop::detail::ready_node::action what) noexcept {
+    stream_state& s = *static_cast<send_op*>(n)->owner;
+    if (what == polyloop::detail::ready_node::action::run) {
+      s.direct_done();
+    } else {
+      s.direct_forgotten();  // the loop is closing: it will never run
+    }
+  }
+
+  // `direct` completed. What the writer task does after each send, without
+  // a task: the rest, or what was written meanwhile, goes in the next send.
+  void direct_done() noexcept {
+    polyloop::detail::loop_counters& counts = polyloop::detail::loop_access::counts(*loop);
+    ++counts.ops_completed[static_cast<std::size_t>(op_kind::send)];
+    std::int64_t r = direct.result;
+    if (r >= 0) {
+      sent += static_cast<std::size_t>(r);
+    } else if (r == -ECANCELED && direct_shutdown) {
+      ++counts.ops_cancelled[static_cast<std::size_t>(op_kind::send)];
+    } else {
+      note_send_error(static_cast<int>(-r));
+    }
+    if (sent == sending.size()) {
+      sending.clear();
+      sent = 0;
+      std::swap(sending, pending);
+    }
+    if (!write_error && !sending.empty()) {
+      if (direct_shutdown) {
+        hand_to_shutdown_flush();
+        return;
+      }
+      settle_drainers_noexcept();
+      submit_direct();
+      return;
+    }
+    end_direct();
+  }
+
+  // The send failed: reported as the writer reports it (drain(),
+  // wait_closed(), the next write()), named as async_send names it.
+  void note_send_error(int err) noexcept {
+    try {
+      write_error = std::make_exception_ptr(std::system_error(
+          err, std::generic_category(), "send(fd " + std::to_string(fd) + ")"));
+    } catch (...) {
+      write_error = std::current_exception();  // out of memory: that says why
+    }
+  }
+
+  void settle_drainers_noexcept() noexcept {
+    try {
+      settle_drainers();
+    } catch (...) {  // no memory for the ready queue: say so, the waiter stays
+      loop->call_exception_handler({describe_noexcept() + ": waking drain()", std::current_exception()});
+    }
+  }
+
+  std::string describe_noexcept() const noexcept {
+    try {
+      return describe();
+    } catch (...) {
+      return "a stream";
+    }
+  }
+
+  // Nothing more to send, or a failure: the writer task's tail, then the
+  // self reference goes, last (it may be the state's last).
+  void end_direct() noexcept {
+    std::shared_ptr<stream_state> keep = std::move(direct_self);
+    polyloop::detail::loop_access::unlink_state(*loop, this);
+    direct_in_flight = false;
+    direct_shutdown = false;
+    if (write_error) {
+      pending.clear();
+      sending.clear();
+      sent = 0;
+    }
+    writer_running = false;
+    settle_drainers_noexcept();
+    if (eof_requested && !write_error && fd >= 0) detail::sockets_of(*loop).shutdown(fd, SHUT_WR);
+    if (close_requested && fd >= 0) {
+      try {
+        loop->create_task(closer(shared_from_this()));
+      } catch (...) {
+        loop->call_exception_handler(
+            {describe_noexcept() + ": closing after the last send", std::current_exception()});
+      }
+    }
+  }
+
+  // cancel_all_tasks() ended the send with bytes left: the writer task,
+  // started in its flush at shutdown, sends them (with its deadline) or
+  // reports them lost.
+  void hand_to_shutdown_flush() noexcept {
+    std::shared_ptr<stream_state> keep = std::move(direct_self);
+    polyloop::detail::loop_access::unlink_state(*loop, this);
+    direct_in_flight = false;
+    direct_shutdown = false;
+    try {
+      start_writer_task(true);  // writer_running stays true
+    } catch (...) {
+      writer_running = false;
+      report_lost("the loop was shutting down and the flush could not start",
+                  std::current_exception());
+    }
+  }
+
+  // The loop closed with `direct` in flight (shutdown() forgot it) or
+  // completed but never run: the bytes are reported lost, as a writer
+  // destroyed by the close reports them.
+  void direct_forgotten() noexcept {
+    if (!direct_in_flight) return;
+    polyloop::detail::loop_access::unlink_state(*loop, this);
+    direct_in_flight = false;
+    direct_shutdown = false;
+    writer_running = false;
+    report_lost("the loop was closed before they could be", nullptr);
+    if (walk_pins == 0) {
+      std::shared_ptr<stream_state> last = std::move(direct_self);  // may destroy this
+    }
+  }
+
+  // state_link. A walk (close(), cancel_all_tasks()) holds every state it
+  // visits; a stream is linked only while direct_self holds it, so holding
+  // is keeping direct_self until the walk's release().
+  void add_ref() noexcept override { ++walk_pins; }
+  void release() noexcept override {
+    if (--walk_pins != 0 || direct_in_flight) return;
+    std::shared_ptr<stream_state> last = std::move(direct_self);  // may destroy this
+  }
+  bool on_loop_event(loop_event e) override {
+    switch (e) {
+      case loop_event::closed:
+        direct_forgotten();
+        return false;
+      case loop_event::cancel_task:
+        // As the writer task is cancelled: the send ends now (a peer that
+        // never reads would hold it for ever), and its completion hands
+        // the rest to the flush at shutdown. Counted as a cancelled task,
+        // as the writer was, so that cancel_all_tasks() runs the loop.
+        if (!direct_in_flight || direct_shutdown) return false;
+        direct_shutdown = true;
+        backend->cancel(direct);
+        return true;
+      case loop_event::is_pending_task:
+        return direct_in_flight;
+      case loop_event::destroyed:
+        return false;
+    }
+    return false;
+  }
+  std::string describe_if_task(const void*, const void*) override { return {}; }
+
   Task<> close_now() {
     if (fd < 0) co_return;
     if (transport && !write_error) {  // TLS's close_notify, within its timeout
@@ -618,7 +872,9 @@ std::shared_ptr<detail::stream_state> pipe_state(int fd, detail::stream_end end,
   if (fl < 0 || ((fl & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
     throw_errno(errno, std::string(what) + ": fcntl(O_NONBLOCK) on fd " + std::to_string(fd));
   }
-  return std::make_shared<detail::stream_state>(loop, fd, end);
+  auto state = std::make_shared<detail::stream_state>(loop, fd, end);
+  state->short_read_drains = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  return state;
 }
 }  // namespace
 
@@ -815,6 +1071,9 @@ void Stream::write(std::string_view data) {
     }
     // EAGAIN (the socket buffer is full), or not a socket: the writer's
     // operation waits, or reports, on the loop's backend.
+  } else if (!s.writer_running && s.direct_sends) {
+    s.send_direct(data);  // the one copy: the kernel reads it after write() returns
+    return;
   }
   s.pending.append(data);
   s.start_writer();
@@ -827,10 +1086,15 @@ void Stream::write_owned(std::string&& data) {
   std::size_t taken = send_now(s, data);
   if (taken == send_failed || taken == data.size()) return;
   if (!s.writer_running && s.sending.empty() && s.pending.empty()) {
-    // Nothing queued: the string itself becomes what the writer sends next,
-    // its bytes not copied (the writer starts at `sent`).
+    // Nothing queued: the string itself becomes what the writer (or the
+    // direct send) sends next, its bytes not copied (sending from `sent`).
+    if (s.direct_sends) polyloop::detail::loop_access::check_open(*s.loop);
     s.sending = std::move(data);
     s.sent = taken;
+    if (s.direct_sends) {
+      s.start_direct();
+      return;
+    }
   } else {
     s.pending.append(std::string_view(data).substr(taken));
   }
@@ -1633,6 +1897,7 @@ Task<> Stream::start_tls(TlsOptions options) {
   s.consume(s.available());
   s.transport = std::move(tls);
   s.send_at_once = false;  // write() must not send plain bytes on the socket now
+  s.direct_sends = false;  // nor start a send of them: the writer sends through TLS
   s.transport_close_timeout = options.shutdown_timeout;
   read_guard guard(s);  // the handshake reads: nobody else may meanwhile
   bool timed_out = false;

@@ -533,6 +533,44 @@ BOOST_FIXTURE_TEST_CASE(a_file_not_closed_is_closed_by_its_destructor, loop_fixt
 }
 
 // The raw operations: openat, pwrite/pread at offsets, fsync, close.
+// On the executor a file operation counts as an executor call out while its
+// task waits (the loop then watches a few microseconds for its result before
+// it blocks, as for to_thread: EventLoop::watch_for_threadsafe), and stops
+// counting once its result is taken or its task is cancelled: a count left
+// raised would make every later wait of the loop spin first.
+BOOST_FIXTURE_TEST_CASE(a_file_operation_counts_as_a_call_out_until_its_result_or_cancel,
+                        loop_fixture) {
+  int p[2];
+  BOOST_TEST_REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  const std::uint32_t waiting = native_file_ops(*loop) ? 0 : 1;  // io_uring: in the kernel
+  auto out = [&] { return pl::detail::loop_access::executor_calls_out(*loop); };
+  char buf[8];
+  auto read_one = [&]() -> pl::Task<std::int64_t> {
+    co_return co_await pl::async_pread(p[0], buf, sizeof buf, -1);
+  };
+  auto main = [&]() -> pl::Task<> {
+    auto answered = loop->create_task(read_one());
+    co_await pause(20ms);
+    BOOST_TEST(out() == waiting);
+    BOOST_TEST(::write(p[1], "x", 1) == 1);
+    BOOST_TEST(co_await answered == 1);
+    BOOST_TEST(out() == 0u, "a read whose result was taken still counts");
+    auto cancelled = loop->create_task(read_one());
+    co_await pause(20ms);
+    BOOST_TEST(out() == waiting);
+    cancelled.cancel();
+    co_await pause(1ms);
+    BOOST_TEST(cancelled.cancelled());
+    BOOST_TEST(out() == 0u, "a cancelled read still counts");
+    BOOST_TEST(::write(p[1], "y", 1) == 1);  // ends the thread's read(2), whose result is dropped
+    co_await pause(20ms);
+    BOOST_TEST(out() == 0u);
+  };
+  loop->run_until_complete(main());
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 BOOST_FIXTURE_TEST_CASE(raw_operations_transfer_at_their_offsets, loop_fixture) {
   temp_dir dir;
   const std::string path = dir / "raw";

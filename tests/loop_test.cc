@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/loop/loop_access.h"
+#include "tests/support/allocation_counter.h"
 #include "tests/support/test_support.h"
 
 namespace pl = polyloop;
@@ -80,6 +81,50 @@ BOOST_FIXTURE_TEST_CASE(callback_scheduled_during_an_iteration_waits_for_the_nex
   // B is still queued and runs in the next run_forever.
   run_one_iteration(*loop);
   BOOST_TEST(ran == (std::vector<std::string>{"A", "B"}), boost::test_tools::per_element());
+}
+
+// A callable whose copy throws (here std::bad_alloc, as a capture's copy
+// out of memory would) leaves call_soon and call_later with the exception,
+// and the callback node it had taken goes back to the pool: a thousand such
+// calls leave the pool as it was, so it never grows (it lost one node per
+// call before, and allocated a new chunk of 256 every 256 calls).
+namespace {
+struct throws_when_copied {
+  throws_when_copied() = default;
+  throws_when_copied(const throws_when_copied&) { throw std::bad_alloc(); }
+  // Movable without throwing: stored inline in the node, so the throwing
+  // copy is the only thing that can fail (no heap box is allocated).
+  throws_when_copied(throws_when_copied&&) noexcept = default;
+  void operator()() const {}
+};
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(a_callable_whose_copy_throws_costs_the_pool_no_node, loop_fixture) {
+  loop->call_soon([] {});
+  loop->call_later(1h, [] {}).cancel();
+  run_one_iteration(*loop);  // the pool's first chunk is made
+  throws_when_copied f;
+  int thrown = 0;
+  std::uint64_t before = pl::testing::allocation_count();
+  for (int i = 0; i < 1000; ++i) {
+    try {
+      loop->call_soon(f);
+    } catch (const std::bad_alloc&) {
+      ++thrown;
+    }
+    try {
+      loop->call_later(1h, f);
+    } catch (const std::bad_alloc&) {
+      ++thrown;
+    }
+  }
+  std::uint64_t allocated = pl::testing::allocation_count() - before;
+  BOOST_TEST(thrown == 2000);
+  BOOST_TEST(allocated == 0u, allocated << " allocations: the pool grew, so nodes were lost");
+  int ran = 0;
+  loop->call_soon([&] { ++ran; });
+  run_one_iteration(*loop);
+  BOOST_TEST(ran == 1);
 }
 
 // --- stop() ------------------------------------------------------------------

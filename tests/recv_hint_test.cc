@@ -15,10 +15,12 @@
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
 
+#include "core/loop/loop_stats.h"
 #include "net/stream.h"
 #include "polyloop/polyloop.h"
 #include "tests/support/fd_guard.h"
@@ -50,6 +52,14 @@ pl::Task<std::string> hinted_recv(int fd, std::size_t max = 256) {
   pl::detail::io_awaiter op = pl::async_recv(fd, buf.data(), buf.size());
   op.hints = pl::op_hint::expect_wait;
   std::int64_t n = co_await op;
+  buf.resize(static_cast<std::size_t>(n));
+  co_return buf;
+}
+
+// One receive without a hint.
+pl::Task<std::string> plain_recv(int fd, std::size_t max = 256) {
+  std::string buf(max, '\0');
+  std::int64_t n = co_await pl::async_recv(fd, buf.data(), buf.size());
   buf.resize(static_cast<std::size_t>(n));
   co_return buf;
 }
@@ -181,4 +191,53 @@ BOOST_FIXTURE_TEST_CASE(stream_reads_after_short_and_full_reads_get_every_messag
   };
   loop->run_until_complete(pl::wait_for(body(sv[0], peer), 10s));
   ::close(peer);  // never seen by the backend
+}
+
+// The hint given where a short receive does not empty the fd: a
+// SOCK_SEQPACKET receive ends at its record, so "two" is still there after
+// "one" came back short. The hinted receive still gets it (epoll waits for an
+// edge that does not come, and finds it at its quiet-fd audit, 100-200 ms).
+BOOST_FIXTURE_TEST_CASE(a_hinted_receive_gets_bytes_a_short_receive_left_behind, loop_fixture) {
+  fd_set_guard g;
+  int s[2];
+  BOOST_TEST_REQUIRE(
+      ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, s) == 0,
+      "socketpair: " << std::strerror(errno));
+  int a = g.add(s[0]);
+  int b = g.add(s[1]);
+  // A first receive that waits for its record: the fd is registered, and
+  // the edges its registration reported are behind us.
+  auto first = loop->create_task(send_after(b, "zero", 10ms));
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(plain_recv(a), 5s)) == "zero");
+  loop->run_until_complete(first);
+  BOOST_TEST_REQUIRE(::send(b, "one", 3, 0) == 3);
+  BOOST_TEST_REQUIRE(::send(b, "two", 3, 0) == 3);
+  loop->run_until_complete(pl::testing::pause(10ms));  // their edge comes, nobody reads
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(plain_recv(a), 5s)) == "one");
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(hinted_recv(a), 5s)) == "two");
+  loop->run_until_complete(close_all(g, {a, b}));
+}
+
+// What the hint saves on epoll: after a short receive drained the socket, a
+// hinted receive waits for the edge and makes one attempt, the one that
+// succeeds (without the hint: a failed try in start(), then that one).
+BOOST_FIXTURE_TEST_CASE(on_epoll_a_hinted_receive_after_a_drain_makes_no_failed_try, loop_fixture) {
+  if (pl::detail::loop_access::backend(*loop).name() != "epoll") return;
+  fd_set_guard g;
+  auto s = make_socketpair(g);
+  // A first receive that waits for its bytes: the fd is registered, and the
+  // edges its registration reported are behind us.
+  auto first = loop->create_task(send_after(s.b, "a", 10ms));
+  BOOST_TEST(loop->run_until_complete(pl::wait_for(plain_recv(s.a), 5s)) == "a");
+  loop->run_until_complete(first);
+  auto attempts = [&] { return loop->stats().backend.io_attempts; };
+  for (bool hinted : {true, false}) {
+    std::uint64_t before = attempts();
+    auto later = loop->create_task(send_after(s.b, "b", 10ms));
+    auto got = hinted ? hinted_recv(s.a) : plain_recv(s.a);
+    BOOST_TEST(loop->run_until_complete(pl::wait_for(std::move(got), 5s)) == "b");
+    BOOST_TEST(attempts() - before == (hinted ? 1u : 2u), "hinted " << hinted);
+    loop->run_until_complete(later);
+  }
+  loop->run_until_complete(close_all(g, {s.a, s.b}));
 }

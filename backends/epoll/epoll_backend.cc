@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "backends/reactive/nonblocking.h"
 #include "backends/support/discard.h"
@@ -130,7 +131,14 @@ void EpollBackend::start(operation& op) noexcept {
   } else {
     bool reader = detail::waits_for_input(op.kind);
     bool believed_ready = !st->pollable || (reader ? st->readable : st->writable);
-    if (believed_ready && reactive::try_op(op, counts_, &st->hint)) {
+    // The starter drained the fd with its last receive and no edge came
+    // since: bytes arriving later bring an edge, so wait for it rather than
+    // make a receive that fails with EAGAIN (libuv's level-triggered loop
+    // makes no such call either).
+    bool skip_try = reader && (op.hints & op_hint::expect_wait) != 0 && st->pollable &&
+                    !st->input_since_receive;
+    if (believed_ready && !skip_try && reactive::try_op(op, counts_, &st->hint)) {
+      if (reader) st->input_since_receive = false;
       complete(op);
       return;
     }
@@ -138,6 +146,7 @@ void EpollBackend::start(operation& op) noexcept {
       complete(op);
       return;
     }
+    if (skip_try && believed_ready) st->skipped_try = true;
     (reader ? st->readable : st->writable) = false;
   }
   op.backend_state |= queued_bit;
@@ -181,17 +190,21 @@ void EpollBackend::close_fd(operation& op) noexcept {
   complete(op);
 }
 
-void EpollBackend::drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept {
+std::size_t EpollBackend::drain(op_queue& q, bool& ready_flag,
+                                reactive::write_hint& hint) noexcept {
   ready_flag = true;
+  std::size_t done = 0;
   while (operation* op = q.head) {
     if (!reactive::try_op(*op, counts_, &hint)) {
       ready_flag = false;
-      return;
+      return done;
     }
     q.remove(op);
     --queued_;
     complete(*op);
+    ++done;
   }
+  return done;
 }
 
 void EpollBackend::recheck_registration(int fd) noexcept {
@@ -202,7 +215,15 @@ void EpollBackend::recheck_registration(int fd) noexcept {
   ev.data.fd = fd;
   count_epoll_ctl();
   int rc = ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
-  if (rc != 0 && errno == EEXIST) return;  // registered, as believed
+  if (rc != 0 && errno == EEXIST) {  // registered, as believed
+    // A receive that skipped its try on op_hint::expect_wait relies on its
+    // starter's word that the fd was drained. Where a short receive leaves
+    // bytes (TCP urgent data stops a receive at its mark; a datagram or a
+    // terminal line ends one), no edge comes for them: try it now, so such
+    // bytes wait one to two audit periods, never for ever.
+    if (std::exchange(st.skipped_try, false)) dispatch(EPOLLIN, fd);
+    return;
+  }
   // Added now (the registration had been dropped: a new file has the
   // number), or the fd cannot be added (closed: EBADF; a regular file now:
   // EPERM): try every waiting operation, which completes those that can
@@ -217,7 +238,11 @@ void EpollBackend::dispatch(std::uint32_t events, int fd) noexcept {
   fd_state& st = *found;
   detail::quiet_wait_audit::event(st.audit);
   bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
-  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) drain(st.readers, st.readable, st.hint);
+  if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) {
+    st.input_since_receive = true;
+    st.skipped_try = false;
+    if (drain(st.readers, st.readable, st.hint) > 0) st.input_since_receive = false;
+  }
   if (err || (events & EPOLLOUT) != 0) drain(st.writers, st.writable, st.hint);
   // Poll operations: each is a level check, so try every one on any edge.
   for (operation* op = st.pollers.head; op != nullptr;) {

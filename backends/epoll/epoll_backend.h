@@ -55,6 +55,13 @@ class EpollBackend final : public Backend {
     bool pollable = true;
     bool readable = true;  // no EAGAIN seen since the last edge
     bool writable = true;
+    // An input edge came (or the fd is new) since a receive on it last
+    // completed. Without one, a receive hinted op_hint::expect_wait waits
+    // for the next edge without trying: the try would fail with EAGAIN.
+    bool input_since_receive = true;
+    // A receive waits that skipped its try on that hint: the audit's check
+    // of a quiet fd tries it (the hint was wrong: bytes were left).
+    bool skipped_try = false;
     reactive::write_hint hint;  // for writes on kernels without RWF_NOSIGNAL
     detail::quiet_wait_audit::marks audit;
   };
@@ -64,7 +71,9 @@ class EpollBackend final : public Backend {
   [[gnu::noinline]] std::error_code wait(std::chrono::nanoseconds timeout) noexcept;
   bool register_fd(int fd, fd_state& st) noexcept;
   void close_fd(operation& op) noexcept;
-  void drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept;
+  // Tries q's operations in order until one would block; returns how many
+  // completed.
+  std::size_t drain(op_queue& q, bool& ready_flag, reactive::write_hint& hint) noexcept;
   void complete(operation& op) noexcept;
   void complete(operation& op, std::int64_t result) noexcept {
     op.result = result;

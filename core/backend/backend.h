@@ -101,8 +101,11 @@ namespace op_hint {
 // recv, read: the fd has just been drained (its last receive returned less
 // than it asked for), so this receive will most likely wait. A backend that
 // would try first and wait for readiness after the try failed may wait
-// first (io_uring: IORING_RECVSEND_POLL_FIRST). Bytes already there are
-// still received: only the failed first try is skipped.
+// first (io_uring: IORING_RECVSEND_POLL_FIRST; epoll: for the next edge,
+// when none came since the last receive). Set it only where a short
+// receive empties the fd (a stream socket, a pipe): where it need not (a
+// datagram, a terminal line), bytes left behind are still received, but
+// epoll may find them only at its quiet-fd audit (100-200 ms).
 inline constexpr std::uint8_t expect_wait = 1;
 }  // namespace op_hint
 

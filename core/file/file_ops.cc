@@ -153,6 +153,7 @@ struct file_call final : executor_job, ready_node, std::enable_shared_from_this<
   static void on_ready(ready_node* n, ready_node::action what) noexcept {
     auto* self = static_cast<file_call*>(n);
     std::shared_ptr<file_call> keep = std::move(self->queued_self);
+    self->uncount();
     file_awaiter* w;
     {
       std::lock_guard<std::mutex> lock(self->mutex);
@@ -163,9 +164,24 @@ struct file_call final : executor_job, ready_node, std::enable_shared_from_this<
   // Loop thread: the awaiter stops waiting (its task was cancelled, or its
   // frame is going). False if the call had already returned.
   bool forget_waiter() noexcept {
+    uncount();
     std::lock_guard<std::mutex> lock(mutex);
     waiter = nullptr;
     return !done;
+  }
+  // Loop thread. While the loop waits for this call, it counts among the
+  // executor calls out (EventLoop::watch_for_threadsafe): the loop watches
+  // for the result for a few microseconds before it blocks, as for
+  // to_thread. Uncounted once, by whichever comes first on the loop's
+  // thread: the result taken, or the waiter gone (then no result is posted
+  // and the count must not stay raised).
+  void count() noexcept {
+    counted = true;
+    ++loop_access::executor_calls_out(*loop);
+  }
+  void uncount() noexcept {
+    if (!std::exchange(counted, false)) return;
+    --loop_access::executor_calls_out(*loop);
   }
 
   operation request;  // buf and path point into this call
@@ -178,6 +194,7 @@ struct file_call final : executor_job, ready_node, std::enable_shared_from_this<
   file_awaiter* waiter;  // under mutex; null once nobody waits
   bool done = false;     // under mutex
   std::shared_ptr<file_call> queued_self;  // while on the loop's queue
+  bool counted = false;  // loop thread only: see count()
 };
 
 file_awaiter::~file_awaiter() {
@@ -187,6 +204,7 @@ file_awaiter::~file_awaiter() {
 void file_awaiter::start_on_executor() {
   auto call = std::make_shared<file_call>(*task.loop, *this);
   default_executor_of(*task.loop).submit(call);
+  call->count();
   call_ = std::move(call);
 }
 

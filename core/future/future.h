@@ -80,6 +80,7 @@ class future_state_base : public state_link {
     if (--refs_ == 0) destroy_self();
   }
 
+  future_state_base* as_future_state() noexcept final { return this; }
   bool done() const noexcept { return status_ != status::pending; }
   bool cancelled() const noexcept { return status_ == status::cancelled; }
   bool failed() const noexcept { return status_ == status::exception; }

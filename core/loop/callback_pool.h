@@ -117,6 +117,18 @@ class callback_pool {
     n->cancelled = false;
     return n;
   }
+  // Stores `f` in the node acquire_free() gave; if copying or moving it
+  // throws (or its heap box cannot be had), the node goes back to the free
+  // list before the exception leaves, instead of being lost to the pool.
+  template <class F>
+  void emplace_or_release(callback_node* n, F&& f) {
+    try {
+      n->emplace(std::forward<F>(f));
+    } catch (...) {
+      release(n);  // a node acquired and never filled: destroy and invoke are null
+      throw;
+    }
+  }
   void release(callback_node* n) noexcept {
     POLYLOOP_INVARIANT(!n->free, "a callback node released twice");
     n->free = true;

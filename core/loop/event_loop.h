@@ -540,7 +540,7 @@ Handle EventLoop::call_soon_slow(F&& f) {
 template <class F>
 inline Handle EventLoop::queue_callback(F&& f) {
   detail::callback_node* n = pool_.acquire_free();
-  n->emplace(std::forward<F>(f));
+  pool_.emplace_or_release(n, std::forward<F>(f));
   n->in_timer_heap = false;
   ready_.push_into_room(n);
   return Handle(n);
@@ -551,7 +551,7 @@ TimerHandle EventLoop::call_at(time_point when, F&& f) {
   static_assert(std::is_invocable_v<std::decay_t<F>&>,
                 "call_at takes a callable with no arguments");
   detail::callback_node* n = acquire_node();
-  n->emplace(std::forward<F>(f));
+  pool_.emplace_or_release(n, std::forward<F>(f));
   n->in_timer_heap = true;
   n->timer_seq = timer_seq_++;
   timers_.push({when, n});

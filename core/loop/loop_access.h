@@ -14,15 +14,22 @@
 
 namespace polyloop::detail {
 
+class future_state_base;
+
 // Links every live future state into its loop, so that closing the loop can
-// drop their pending callbacks and end tasks that can never run again.
+// drop their pending callbacks and end tasks that can never run again. A
+// Stream is linked too while a send it started itself is in flight
+// (net/stream.cc: it must hear the loop close and cancel_all_tasks()); it is
+// no future state, so walkers that want those ask as_future_state().
 struct state_link {
   // What the loop tells, or asks, every live future state.
   enum class loop_event : std::uint8_t {
     closed,           // close(): drop the done callbacks; a pending task ends
     destroyed,        // ~EventLoop: forget the loop
-    cancel_task,      // cancel_all_tasks(): a pending task cancels itself; true if it did
-    is_pending_task,  // true for a scheduled task that has not ended
+    // cancel_all_tasks(): a pending task cancels itself; true if it did (a
+    // stream's send in flight too: it then ends and flushes as a task would)
+    cancel_task,
+    is_pending_task,  // true for a scheduled task that has not ended (or such a send)
   };
   state_link* prev = nullptr;
   state_link* next = nullptr;
@@ -35,6 +42,8 @@ struct state_link {
   // `node` is the ready node that ran (a task's first step sets no
   // stepping_task).
   virtual std::string describe_if_task(const void* root, const void* node) = 0;
+  // This link's future state; null for a link that is none (a stream's send).
+  virtual future_state_base* as_future_state() noexcept { return nullptr; }
 
  protected:
   ~state_link() = default;

@@ -75,8 +75,8 @@ void detail::sleep_awaiter::describe(const void* self, std::ostream& out) {
 void EventLoop::dump_tasks(std::ostream& out) {
   std::vector<detail::future_state_base*> pending;
   for (detail::state_link* s = detail::loop_access::live_states(*this); s != nullptr; s = s->next) {
-    auto* state = static_cast<detail::future_state_base*>(s);
-    if (state->as_task() != nullptr && !state->done()) pending.push_back(state);
+    detail::future_state_base* state = s->as_future_state();
+    if (state != nullptr && state->as_task() != nullptr && !state->done()) pending.push_back(state);
   }
   // Oldest first: the order in which the loop scheduled them.
   std::sort(pending.begin(), pending.end(), [](auto* a, auto* b) {
@@ -114,9 +114,10 @@ void detail::report_never_awaited(const void* coroutine_location) noexcept {
 std::vector<TaskRef> all_tasks(EventLoop& loop) {
   std::vector<TaskRef> tasks;
   for (detail::state_link* s = detail::loop_access::live_states(loop); s != nullptr; s = s->next) {
-    // Every state_link is a future state.
-    auto* state = static_cast<detail::future_state_base*>(s);
-    if (state->as_task() != nullptr && !state->done()) tasks.push_back(detail::task_ref(*state->as_task()));
+    detail::future_state_base* state = s->as_future_state();  // null: a stream's send
+    if (state != nullptr && state->as_task() != nullptr && !state->done()) {
+      tasks.push_back(detail::task_ref(*state->as_task()));
+    }
   }
   return tasks;
 }
