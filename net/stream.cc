@@ -25,6 +25,7 @@
 #include "core/combinators/timeout.h"
 #include "net/detail/lent_receiver.h"
 #include "net/detail/multishot_accept.h"
+#include "net/detail/orphan_close.h"
 #include "net/detail/sockets.h"
 #include "net/detail/stream_transport.h"
 #include "net/dns.h"
@@ -301,53 +302,8 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     // A multishot receive still armed: it goes on its own once the close
     // below (or the one that came first) has ended it.
     if (rx && rx->busy() && !loop->is_closed()) lent_receiver::orphan(std::move(rx));
-    if (fd < 0) return;
-    // The last handle went without close(): close now, through the backend
-    // if the loop still runs (so it forgets the fd), else directly.
-    // The operation is owned by the done callback of a future it completes:
-    // if the loop closes first, shutdown() never hands the operation back,
-    // but close() drops the future's callbacks, and the operation with them
-    // (it leaked before: LeakSanitizer saw it). A future, not a task: a
-    // pending task at close() is reported, and this close is no user's.
-    if (!loop->is_closed()) {
-      try {
-        start_orphan_close();
-        return;
-      } catch (...) {  // no memory: closed here, unless the operation took it
-      }
-    }
-    if (fd >= 0) detail::sockets_of(*loop).close(fd);
-  }
-
-  // The close ~stream_state starts. Its result stays -ECANCELED unless the
-  // backend performed it; if it never was (the loop closed first), the fd
-  // is closed directly when the operation goes.
-  struct orphan_close final : operation {
-    EventLoop* loop = nullptr;
-    Future<> closed;
-    static void done(polyloop::detail::ready_node* n, polyloop::detail::ready_node::action what) {
-      auto* self = static_cast<orphan_close*>(n);
-      // Discarded: the loop is closing, and drops `closed`'s callback.
-      if (what == polyloop::detail::ready_node::action::run) self->closed.set_result();
-    }
-    ~orphan_close() {
-      if (result == -ECANCELED) detail::sockets_of(*loop).close(fd);
-    }
-  };
-  void start_orphan_close() {
-    auto op = std::make_unique<orphan_close>();
-    op->fn = &orphan_close::done;
-    op->kind = op_kind::close;
-    op->fd = std::exchange(fd, -1);  // from here, the operation closes it
-    op->result = -ECANCELED;
-    op->loop = loop;
-    op->closed = loop->create_future<>();
-    orphan_close& started = *op;
-    Future<> closed = op->closed;
-    // The callback owns the operation; it goes once the callback has run, or
-    // when the loop's close() drops it.
-    closed.add_done_callback([owner = std::move(op)](const Future<>&) {});
-    polyloop::detail::loop_access::backend(*loop).start(started);
+    // The last handle went without close(): close now (net/detail/orphan_close.h).
+    close_orphaned_fd(*loop, std::exchange(fd, -1));
   }
 
   // One receive (recv on a socket, read on a pipe) and one send.

@@ -34,7 +34,7 @@ struct orphan_close final : operation {
 // Closes `fd` through the backend if the loop still runs (so the backend
 // forgets the fd first), else through the loop's socket calls (the sim
 // backend's stand-in numbers are its own: a plain ::close would free a
-// number the sim still holds). Never throws.
+// number the sim still holds). Nothing if `fd` is negative. Never throws.
 //
 // The operation is owned by the done callback of a future it completes: if
 // the loop closes first, shutdown() never hands the operation back, but
@@ -42,6 +42,7 @@ struct orphan_close final : operation {
 // `new` leaked 80 bytes under LeakSanitizer). A future, not a task: a
 // pending task at close() is reported, and this close is no user's.
 inline void close_orphaned_fd(EventLoop& loop, int fd) noexcept {
+  if (fd < 0) return;  // closed already
   if (!loop.is_closed()) {
     try {
       auto op = std::make_unique<orphan_close>();
