@@ -493,6 +493,16 @@ struct stream_state final : std::enable_shared_from_this<stream_state>,
     return fill_awaiter(*this);
   }
 
+  // What a lent read does next, once it found nothing buffered: `data`
+  // (bytes are lent, or end of stream: then eof is set and it reads as
+  // data), `starved` (the ring ran out: one plain receive) or `wait`.
+  // Throws what check() throws (a reset).
+  lent_receiver::status lent_status(lent_receiver& rx) {
+    lent_receiver::status st = rx.check();
+    if (st != lent_receiver::status::eof) return st;
+    eof = true;
+    return lent_receiver::status::data;
+  }
   lent_receiver& receiver() {
     if (!rx) rx = std::make_unique<lent_receiver>(*loop, fd, &closed_locally);
     return *rx;
@@ -1011,14 +1021,9 @@ Task<std::span<const char>> read_some_lent(std::shared_ptr<detail::stream_state>
   if (s.available() == 0 && !s.eof) {
     s.check_can_read();
     detail::lent_receiver& rx = s.receiver();
-    while (true) {
-      detail::lent_receiver::status st = rx.check();
-      if (st == detail::lent_receiver::status::data) break;
-      if (st == detail::lent_receiver::status::eof) {
-        s.eof = true;
-        break;
-      }
-      if (st == detail::lent_receiver::status::starved) {
+    using lent = detail::lent_receiver::status;
+    for (lent st; (st = s.lent_status(rx)) != lent::data;) {
+      if (st == lent::starved) {
         co_await s.fill_plainly();
         break;
       }
@@ -1065,14 +1070,9 @@ Task<std::size_t> read_into_lent(std::shared_ptr<detail::stream_state> keep, std
   if (s.available() == 0 && !s.eof) {
     s.check_can_read();
     detail::lent_receiver& rx = s.receiver();
-    while (true) {
-      detail::lent_receiver::status st = rx.check();
-      if (st == detail::lent_receiver::status::data) break;
-      if (st == detail::lent_receiver::status::eof) {
-        s.eof = true;
-        break;
-      }
-      if (st == detail::lent_receiver::status::starved) {
+    using lent = detail::lent_receiver::status;
+    for (lent st; (st = s.lent_status(rx)) != lent::data;) {
+      if (st == lent::starved) {
         co_await s.fill_plainly();
         break;
       }
