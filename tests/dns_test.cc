@@ -35,10 +35,7 @@ using wall = std::chrono::steady_clock;
 namespace {
 
 struct dns_fixture : loop_fixture {
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 8s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
-  }
+  dns_fixture() { run_timeout = std::chrono::seconds(8); }
 };
 
 int open_fds() {

@@ -36,10 +36,6 @@ using namespace std::chrono_literals;
 namespace {
 
 struct fixture : pl::testing::loop_fixture {
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 20s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
-  }
   bool lends() const { return pl::detail::loop_access::backend(*loop).traits().multishot_recv; }
 };
 

@@ -58,12 +58,9 @@ namespace {
 // of printing; tests assert what it was told.
 struct net_fixture : pl::testing::loop_fixture {
   pl::testing::handler_log log;
-  net_fixture() { log.install(*loop); }
-
-  // Runs `t` to completion, failing (TimeoutError) rather than hanging.
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 8s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
+  net_fixture() {
+    log.install(*loop);
+    run_timeout = std::chrono::seconds(8);
   }
 
   std::string reports() const {

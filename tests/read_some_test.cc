@@ -30,12 +30,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct fixture : pl::testing::loop_fixture {
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 20s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
-  }
-};
+using fixture = pl::testing::loop_fixture;
 
 std::string_view as_view(std::span<const char> s) { return {s.data(), s.size()}; }
 

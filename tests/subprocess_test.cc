@@ -84,10 +84,6 @@ struct fixture : pl::testing::loop_fixture {
     for (const std::string& m : log.messages) BOOST_ERROR("reported: " + m);
   }
 
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 20s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
-  }
 };
 
 net::SubprocessOptions pipes(bool in, bool out, bool err) {

@@ -105,10 +105,6 @@ net::TlsContext trusting_client() {
 struct tls_fixture : pl::testing::loop_fixture {
   pl::testing::handler_log log;
   tls_fixture() { log.install(*loop); }
-  template <class T>
-  T run(pl::Task<T> t, std::chrono::milliseconds timeout = 20s) {
-    return loop->run_until_complete(pl::wait_for(std::move(t), timeout));
-  }
 };
 
 pl::Task<bool> wait_until(std::function<bool()> pred, std::chrono::milliseconds timeout = 5s) {

@@ -68,8 +68,20 @@ struct counted {
 // A fixture with a loop on the backend under test, closed at the end.
 struct loop_fixture {
   std::unique_ptr<EventLoop> loop = make_loop();
+  // How long run() lets a task take before it fails it; a fixture may set
+  // its own.
+  std::chrono::milliseconds run_timeout{std::chrono::seconds(20)};
   ~loop_fixture() {
     if (!loop->is_closed()) loop->close();
+  }
+  // Runs `t` to completion, failing (TimeoutError) rather than hanging.
+  template <class T>
+  T run(Task<T> t) {
+    return run(std::move(t), run_timeout);
+  }
+  template <class T>
+  T run(Task<T> t, std::chrono::milliseconds timeout) {
+    return loop->run_until_complete(wait_for(std::move(t), timeout));
   }
 };
 
